@@ -1,0 +1,61 @@
+"""The OpenAI o1 demo: the catalog from ``tests/data/openai_o1.json``, loaded idempotently."""
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from catalog.models import Feature, Plan, Price
+from catalog.services import feature_create, plan_create, price_create
+
+SCENARIO = Path(settings.BASE_DIR) / "tests" / "data" / "openai_o1.json"
+
+
+def scenario_load(path: Path = SCENARIO) -> dict:
+    return json.loads(path.read_text())
+
+
+def _meter_fields(meter: dict) -> dict:
+    aggregation = meter["aggregation"]
+    multiplier = aggregation.get("multiplier")
+    return {
+        "event_name": meter["event_name"],
+        "aggregation": aggregation["type"],
+        "field": aggregation.get("field", ""),
+        "multiplier": Decimal(str(multiplier)) if multiplier is not None else None,
+        "filters": meter.get("filters", []),
+    }
+
+
+@transaction.atomic
+def demo_catalog_load(*, scenario: dict) -> Plan:
+    """Create the scenario's features, plan and prices unless they already exist."""
+    features = {}
+    for spec in scenario["features"]:
+        feature = Feature.objects.filter(lookup_key=spec["lookup_key"]).first()
+        if feature is None:
+            feature = feature_create(
+                name=spec["name"], lookup_key=spec["lookup_key"], type=spec["type"],
+                unit_singular="token", unit_plural="tokens", meter=_meter_fields(spec["meter"]),
+            )
+        features[spec["lookup_key"]] = feature
+
+    plan_spec = scenario["plan"]
+    plan = Plan.objects.filter(lookup_key=plan_spec["lookup_key"]).first()
+    if plan is None:
+        plan = plan_create(name=plan_spec["name"], lookup_key=plan_spec["lookup_key"])
+    for spec in plan_spec["prices"]:
+        meter = features[spec["feature"]].meter
+        if Price.objects.filter(plan=plan, meter=meter).exists():
+            continue
+        transform = spec.get("transform_quantity") or {}
+        price_create(
+            plan=plan, meter=meter, type=spec["type"], billing_model=spec["billing_model"],
+            amount=Decimal(spec["amount"]), currency=plan_spec["currency"],
+            billing_period=plan_spec["billing_period"],
+            divide_by=transform.get("divide_by"), round=transform.get("round", "up"),
+            display_name=features[spec["feature"]].name,
+        )
+    return plan

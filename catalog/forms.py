@@ -1,0 +1,102 @@
+"""Admin form pieces that turn operator-friendly input into catalog values."""
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from catalog import pricing
+from catalog.validation import validate_tiers
+
+
+class FiltersField(forms.CharField):
+    """Meter filters as text, one per line: ``key: value one, value two``."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "placeholder": "model: OpenAI O1\nprompt_type: input"})
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault(
+            "help_text",
+            "One filter per line, as key: value, value. An event must match every line, "
+            "and any one value on a line.",
+        )
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return "\n".join(f"{f['key']}: {', '.join(f['values'])}" for f in value)
+        return value
+
+    def to_python(self, value):
+        filters = []
+        for number, line in enumerate((value or "").splitlines(), start=1):
+            if not line.strip():
+                continue
+            key, colon, values = line.partition(":")
+            if not colon or not key.strip():
+                raise ValidationError(f"Line {number}: write it as key: value, value.")
+            filters.append(
+                {"key": key.strip(), "values": [v.strip() for v in values.split(",") if v.strip()]}
+            )
+        return filters
+
+
+class MeterInlineFormSet(forms.BaseInlineFormSet):
+    """A metered feature has exactly one meter; other features have none."""
+
+    def clean(self):
+        super().clean()
+        if any(self.errors):
+            return
+        has_meter = any(
+            f.cleaned_data and not f.cleaned_data.get("DELETE") for f in self.forms
+        )
+        metered = self.instance.type == "metered"
+        if metered and not has_meter:
+            raise ValidationError("A metered feature needs a meter: fill in its event name.")
+        if has_meter and not metered:
+            raise ValidationError("Only a metered feature has a meter.")
+
+
+class TierInlineFormSet(forms.BaseInlineFormSet):
+    """Checks the tier set as a whole, with the catalog's own rule."""
+
+    def clean(self):
+        super().clean()
+        if any(self.errors):
+            return
+        rows = [
+            f.cleaned_data for f in self.forms
+            if f.cleaned_data and not f.cleaned_data.get("DELETE")
+        ]
+        if self.instance.billing_model != pricing.TIERED:
+            if rows:
+                raise ValidationError("Only a TIERED price has tiers.")
+            return
+        tiers = sorted(
+            (
+                pricing.Tier(
+                    up_to=r.get("up_to"),
+                    unit_amount=r.get("unit_amount"),
+                    flat_amount=r.get("flat_amount"),
+                )
+                for r in rows
+            ),
+            key=lambda t: (t.up_to is None, t.up_to or 0),
+        )
+        try:
+            validate_tiers(tiers)
+        except ValidationError as error:
+            raise ValidationError(error.message_dict["tiers"]) from error
+
+
+class PlanPriceInlineForm(forms.ModelForm):
+    def clean(self):
+        data = super().clean()
+        is_new = self.instance._state.adding
+        if data.get("billing_model") == pricing.TIERED and is_new:
+            raise ValidationError(
+                "Add a TIERED price from the Prices page, where its tiers are edited."
+            )
+        return data
+
+

@@ -1,0 +1,211 @@
+from decimal import Decimal
+
+from django.db import models
+
+from catalog import pricing
+from catalog.ids import id_factory
+from catalog.validation import validate_meter, validate_price
+
+# Unit prices need sub-cent precision: $15 per million tokens is 0.000015 a token.
+AMOUNT = {"max_digits": 28, "decimal_places": 12}
+
+
+class Feature(models.Model):
+    class Type(models.TextChoices):
+        METERED = "metered"
+        BOOLEAN = "boolean"
+        STATIC = "static"
+
+    id = models.CharField(primary_key=True, max_length=40, default=id_factory("feat"), editable=False)
+    name = models.CharField(max_length=255)
+    lookup_key = models.SlugField(max_length=255, unique=True)
+    type = models.CharField(max_length=16, choices=Type.choices, default=Type.METERED)
+    description = models.TextField(blank=True)
+    unit_singular = models.CharField(max_length=64, blank=True)
+    unit_plural = models.CharField(max_length=64, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Meter(models.Model):
+    """How events become a quantity: which events count, and how they aggregate."""
+
+    class Aggregation(models.TextChoices):
+        COUNT = "COUNT"
+        SUM = "SUM"
+        AVG = "AVG"
+        MAX = "MAX"
+        COUNT_UNIQUE = "COUNT_UNIQUE"
+        LATEST = "LATEST"
+        SUM_WITH_MULTIPLIER = "SUM_WITH_MULTIPLIER"
+        WEIGHTED_SUM = "WEIGHTED_SUM"
+
+    class ResetUsage(models.TextChoices):
+        BILLING_PERIOD = "BILLING_PERIOD"
+        NEVER = "NEVER"
+
+    id = models.CharField(primary_key=True, max_length=40, default=id_factory("meter"), editable=False)
+    feature = models.OneToOneField(Feature, on_delete=models.CASCADE, related_name="meter")
+    event_name = models.CharField(max_length=255, db_index=True)
+    aggregation = models.CharField(max_length=32, choices=Aggregation.choices, default=Aggregation.SUM)
+    field = models.CharField(max_length=255, blank=True, help_text="The event property to aggregate.")
+    multiplier = models.DecimalField(**AMOUNT, null=True, blank=True)
+    # A list of {"key": str, "values": [str, ...]}: keys are ANDed, values within a key ORed.
+    filters = models.JSONField(default=list, blank=True)
+    reset_usage = models.CharField(
+        max_length=16, choices=ResetUsage.choices, default=ResetUsage.BILLING_PERIOD
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.event_name} · {self.aggregation}" + (f"({self.field})" if self.field else "")
+
+    def clean(self):
+        validate_meter(
+            aggregation=self.aggregation, field=self.field, multiplier=self.multiplier,
+            filters=self.filters,
+        )
+
+
+class Plan(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=id_factory("plan"), editable=False)
+    name = models.CharField(max_length=255)
+    lookup_key = models.SlugField(max_length=255, unique=True, null=True, blank=True)
+    description = models.TextField(blank=True)
+    active = models.BooleanField(default=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class BillingPeriod(models.TextChoices):
+    DAILY = "DAILY"
+    WEEKLY = "WEEKLY"
+    MONTHLY = "MONTHLY"
+    QUARTERLY = "QUARTERLY"
+    HALF_YEARLY = "HALF_YEARLY"
+    ANNUAL = "ANNUAL"
+
+
+class Price(models.Model):
+    class Type(models.TextChoices):
+        USAGE = "USAGE"
+        FIXED = "FIXED"
+
+    class BillingModel(models.TextChoices):
+        FLAT_FEE = pricing.FLAT_FEE
+        PACKAGE = pricing.PACKAGE
+        TIERED = pricing.TIERED
+
+    class Cadence(models.TextChoices):
+        ARREAR = "ARREAR"
+        ADVANCE = "ADVANCE"
+
+    class Round(models.TextChoices):
+        UP = pricing.ROUND_UP
+        DOWN = pricing.ROUND_DOWN
+        NONE = pricing.ROUND_NONE, "none (pro rata)"
+
+    class TierMode(models.TextChoices):
+        VOLUME = pricing.VOLUME
+        SLAB = pricing.SLAB
+
+    id = models.CharField(primary_key=True, max_length=40, default=id_factory("price"), editable=False)
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="prices")
+    meter = models.ForeignKey(
+        Meter, on_delete=models.PROTECT, null=True, blank=True, related_name="prices",
+        help_text="What a USAGE price charges for.",
+    )
+    type = models.CharField(max_length=8, choices=Type.choices, default=Type.USAGE)
+    billing_model = models.CharField(
+        max_length=16, choices=BillingModel.choices, default=BillingModel.PACKAGE
+    )
+    amount = models.DecimalField(
+        **AMOUNT, default=Decimal(0), help_text="Per unit, or per package for PACKAGE prices."
+    )
+    currency = models.CharField(max_length=3, default="usd", help_text="ISO 4217, e.g. usd.")
+    billing_period = models.CharField(
+        max_length=16, choices=BillingPeriod.choices, default=BillingPeriod.MONTHLY
+    )
+    billing_period_count = models.PositiveIntegerField(default=1)
+    invoice_cadence = models.CharField(max_length=8, choices=Cadence.choices, default=Cadence.ARREAR)
+    divide_by = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="PACKAGE: units per package, e.g. 1000000."
+    )
+    round = models.CharField(max_length=8, choices=Round.choices, default=Round.UP)
+    free_units = models.DecimalField(
+        **AMOUNT, default=Decimal(0), help_text="Units free each period, deducted before packing."
+    )
+    tier_mode = models.CharField(max_length=8, choices=TierMode.choices, default=TierMode.VOLUME)
+    display_name = models.CharField(max_length=255, blank=True)
+    lookup_key = models.SlugField(max_length=255, unique=True, null=True, blank=True)
+    description = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return self.display_name or f"{self.plan} · {self.meter or self.type}"
+
+    def clean(self):
+        validate_price(
+            type=self.type, billing_model=self.billing_model, amount=self.amount,
+            currency=self.currency, has_meter=self.meter_id is not None, divide_by=self.divide_by,
+            free_units=self.free_units, billing_period_count=self.billing_period_count,
+        )
+
+    @property
+    def transform_quantity(self) -> dict | None:
+        if self.divide_by is None:
+            return None
+        return {"divide_by": self.divide_by, "round": self.round}
+
+    def terms(self) -> pricing.Terms:
+        """This price as the pricing engine sees it. Prefetch ``tiers`` when pricing many."""
+        return pricing.Terms(
+            billing_model=self.billing_model,
+            amount=self.amount,
+            divide_by=self.divide_by,
+            round=self.round,
+            free_units=self.free_units,
+            tier_mode=self.tier_mode,
+            tiers=tuple(t.as_tier() for t in self.tiers.all()),
+        )
+
+
+class PriceTier(models.Model):
+    price = models.ForeignKey(Price, on_delete=models.CASCADE, related_name="tiers")
+    up_to = models.DecimalField(
+        **AMOUNT, null=True, blank=True, help_text="Inclusive. Leave empty on the last tier for ∞."
+    )
+    unit_amount = models.DecimalField(**AMOUNT, default=Decimal(0))
+    flat_amount = models.DecimalField(**AMOUNT, default=Decimal(0))
+
+    class Meta:
+        # Open (null) tier last on every backend.
+        ordering = [models.F("up_to").asc(nulls_last=True)]
+
+    def __str__(self):
+        return f"up to {self.up_to if self.up_to is not None else '∞'}"
+
+    def as_tier(self) -> pricing.Tier:
+        return pricing.Tier(
+            up_to=self.up_to, unit_amount=self.unit_amount, flat_amount=self.flat_amount
+        )

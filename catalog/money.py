@@ -1,0 +1,39 @@
+"""Currencies and rounding. The one place an amount is rounded to a currency's minor unit."""
+
+from collections.abc import Iterable
+from decimal import ROUND_HALF_UP, Decimal
+
+# ISO 4217 minor units that differ from the usual 2.
+_EXPONENTS = {
+    **dict.fromkeys(
+        ["bif", "clp", "djf", "gnf", "isk", "jpy", "kmf", "krw", "pyg", "rwf", "ugx", "uyi",
+         "vnd", "vuv", "xaf", "xof", "xpf"],
+        0,
+    ),
+    **dict.fromkeys(["bhd", "iqd", "jod", "kwd", "lyd", "omr", "tnd"], 3),
+}
+
+_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹", "krw": "₩"}
+
+
+def minor_unit_exponent(currency: str) -> int:
+    return _EXPONENTS.get(currency.lower(), 2)
+
+
+def round_money(amount: Decimal, currency: str) -> Decimal:
+    """Round half away from zero to the currency's minor unit."""
+    return amount.quantize(Decimal(1).scaleb(-minor_unit_exponent(currency)), ROUND_HALF_UP)
+
+
+def total_of_lines(amounts: Iterable[Decimal], currency: str) -> Decimal:
+    """An invoice total: the sum of its lines, each rounded first."""
+    return sum((round_money(a, currency) for a in amounts), round_money(Decimal(0), currency))
+
+
+def format_money(amount: Decimal, currency: str) -> str:
+    """``$1,234.50``; currencies without a symbol read ``1,234.50 CHF``."""
+    rounded = round_money(amount, currency)
+    text = f"{abs(rounded):,.{minor_unit_exponent(currency)}f}"
+    sign = "-" if rounded < 0 else ""
+    symbol = _SYMBOLS.get(currency.lower())
+    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency.upper()}"

@@ -1,0 +1,71 @@
+"""Catalog writes. Every rule they check lives in ``catalog.validation``."""
+
+from decimal import Decimal
+
+from django.db import transaction
+
+from catalog import pricing
+from catalog.models import Feature, Meter, Plan, Price, PriceTier
+from catalog.validation import validate_tiers
+
+
+@transaction.atomic
+def feature_create(
+    *,
+    name: str,
+    lookup_key: str,
+    type: str = Feature.Type.METERED,
+    description: str = "",
+    unit_singular: str = "",
+    unit_plural: str = "",
+    metadata: dict | None = None,
+    meter: dict | None = None,
+) -> Feature:
+    """Create a feature; a metered one with its meter (``event_name``, ``aggregation``, ...)."""
+    feature = Feature(
+        name=name, lookup_key=lookup_key, type=type, description=description,
+        unit_singular=unit_singular, unit_plural=unit_plural, metadata=metadata or {},
+    )
+    feature.full_clean()
+    feature.save()
+    if meter is not None:
+        meter_obj = Meter(feature=feature, **meter)
+        meter_obj.full_clean()
+        meter_obj.save()
+    return feature
+
+
+def plan_create(
+    *, name: str, lookup_key: str | None = None, description: str = "", active: bool = True,
+    metadata: dict | None = None,
+) -> Plan:
+    plan = Plan(
+        name=name, lookup_key=lookup_key or None, description=description, active=active,
+        metadata=metadata or {},
+    )
+    plan.full_clean()
+    plan.save()
+    return plan
+
+
+@transaction.atomic
+def price_create(
+    *, plan: Plan, tiers: list[pricing.Tier] | None = None, **fields
+) -> Price:
+    """Create a price with its tiers. ``fields`` are Price's own fields."""
+    fields["currency"] = fields.get("currency", "usd").lower()
+    if fields.get("lookup_key") == "":
+        fields["lookup_key"] = None
+    price = Price(plan=plan, **fields)
+    price.full_clean()
+    tiers = list(tiers or [])
+    if price.billing_model == pricing.TIERED:
+        validate_tiers(tiers)
+    price.save()
+    PriceTier.objects.bulk_create(
+        PriceTier(
+            price=price, up_to=t.up_to, unit_amount=t.unit_amount, flat_amount=t.flat_amount or Decimal(0)
+        )
+        for t in tiers
+    )
+    return price

@@ -1,0 +1,118 @@
+"""Catalog rules, in one place for the admin and the API alike.
+
+Each function takes plain values and raises a ``ValidationError`` keyed by field name.
+"""
+
+import re
+from collections.abc import Sequence
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+
+from catalog import pricing
+
+COUNT = "COUNT"
+SUM_WITH_MULTIPLIER = "SUM_WITH_MULTIPLIER"
+USAGE = "USAGE"
+FIXED = "FIXED"
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+
+
+def _raise(errors: dict[str, list[str]]) -> None:
+    if errors:
+        raise ValidationError(errors)
+
+
+def validate_meter(*, aggregation: str, field: str, multiplier: Decimal | None, filters) -> None:
+    errors: dict[str, list[str]] = {}
+    if aggregation != COUNT and not (field or "").strip():
+        errors["field"] = [f"{aggregation} needs the event property to aggregate."]
+    if aggregation == SUM_WITH_MULTIPLIER and (multiplier is None or multiplier <= 0):
+        errors["multiplier"] = ["SUM_WITH_MULTIPLIER needs a multiplier greater than 0."]
+    filter_errors = filter_problems(filters)
+    if filter_errors:
+        errors["filters"] = filter_errors
+    _raise(errors)
+
+
+def filter_problems(filters) -> list[str]:
+    if not isinstance(filters, list):
+        return ["Filters must be a list of {key, values}."]
+    problems = []
+    seen = set()
+    for number, item in enumerate(filters, start=1):
+        key = item.get("key") if isinstance(item, dict) else None
+        values = item.get("values") if isinstance(item, dict) else None
+        if not isinstance(key, str) or not key.strip():
+            problems.append(f"Filter {number}: the key must not be empty.")
+        elif key in seen:
+            problems.append(f"Filter {number}: the key {key!r} is given twice.")
+        else:
+            seen.add(key)
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and v != "" for v in values)
+        ):
+            problems.append(f"Filter {number}: give at least one value, each a non-empty string.")
+    return problems
+
+
+def validate_price(
+    *,
+    type: str,
+    billing_model: str,
+    amount: Decimal | None,
+    currency: str,
+    has_meter: bool,
+    divide_by: int | None,
+    free_units: Decimal | None,
+    billing_period_count: int | None = 1,
+) -> None:
+    errors: dict[str, list[str]] = {}
+    if amount is not None and amount < 0:
+        errors["amount"] = ["The amount must be 0 or more."]
+    if free_units is not None and free_units < 0:
+        errors["free_units"] = ["Free units must be 0 or more."]
+    if not _CURRENCY.match(currency or ""):
+        errors["currency"] = ["Use a three-letter ISO 4217 code, such as usd."]
+    if billing_period_count is not None and billing_period_count < 1:
+        errors["billing_period_count"] = ["The billing period count must be 1 or more."]
+    if type == USAGE and not has_meter:
+        errors["meter"] = ["A USAGE price needs a meter."]
+    if type == FIXED and has_meter:
+        errors["meter"] = ["A FIXED price has no meter."]
+    if type == FIXED and billing_model != pricing.FLAT_FEE:
+        errors["billing_model"] = ["A FIXED price is a FLAT_FEE."]
+    if divide_by is not None and divide_by < 1:
+        errors["divide_by"] = ["divide_by must be 1 or more."]
+    elif billing_model == pricing.PACKAGE and divide_by is None:
+        errors["divide_by"] = ["A PACKAGE price needs transform_quantity.divide_by."]
+    _raise(errors)
+
+
+def validate_tiers(tiers: Sequence[pricing.Tier]) -> None:
+    """Tiers in order: up_to strictly increasing, only the last one open."""
+    problems = []
+    if not tiers:
+        problems.append("A TIERED price needs at least one tier.")
+    previous = Decimal(0)
+    for number, tier in enumerate(tiers, start=1):
+        last = number == len(tiers)
+        if tier.unit_amount is None or tier.unit_amount < 0:
+            problems.append(f"Tier {number}: the unit amount must be 0 or more.")
+        if tier.flat_amount is None or tier.flat_amount < 0:
+            problems.append(f"Tier {number}: the flat amount must be 0 or more.")
+        if tier.up_to is None:
+            if not last:
+                problems.append(f"Tier {number}: only the last tier may be open (no up_to).")
+            continue
+        if last:
+            problems.append(f"Tier {number}: the last tier must be open (leave up_to empty).")
+        if tier.up_to <= previous:
+            problems.append(
+                f"Tier {number}: up_to must be greater than {previous} (tiers strictly increase)."
+            )
+        previous = tier.up_to
+    if problems:
+        raise ValidationError({"tiers": problems})

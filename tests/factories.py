@@ -1,0 +1,55 @@
+from decimal import Decimal
+
+import factory
+
+from catalog.models import Feature, Meter, Plan, Price, PriceTier
+
+
+class FeatureFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Feature
+
+    name = factory.Sequence(lambda n: f"Feature {n}")
+    lookup_key = factory.Sequence(lambda n: f"feature-{n}")
+    unit_singular = "token"
+    unit_plural = "tokens"
+
+
+class MeterFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Meter
+
+    feature = factory.SubFactory(FeatureFactory)
+    event_name = "tokens"
+    aggregation = Meter.Aggregation.SUM
+    field = "tokens"
+    filters = factory.LazyFunction(list)
+
+
+class PlanFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Plan
+
+    name = factory.Sequence(lambda n: f"Plan {n}")
+    lookup_key = factory.Sequence(lambda n: f"plan-{n}")
+
+
+class PriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Price
+
+    plan = factory.SubFactory(PlanFactory)
+    meter = factory.SubFactory(MeterFactory)
+    type = Price.Type.USAGE
+    billing_model = Price.BillingModel.PACKAGE
+    amount = Decimal("15")
+    divide_by = 1_000_000
+
+
+class PriceTierFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PriceTier
+
+    price = factory.SubFactory(PriceFactory, billing_model=Price.BillingModel.TIERED, divide_by=None)
+    up_to = None
+    unit_amount = Decimal("1")
