@@ -58,7 +58,7 @@ class MeterInlineFormSet(forms.BaseInlineFormSet):
 
 
 class TierInlineFormSet(forms.BaseInlineFormSet):
-    """Checks the tier set as a whole, with the catalog's own rule."""
+    """Checks the tier set as a whole, in the order entered, with the catalog's own rule."""
 
     def clean(self):
         super().clean()
@@ -72,17 +72,13 @@ class TierInlineFormSet(forms.BaseInlineFormSet):
             if rows:
                 raise ValidationError("Only a TIERED price has tiers.")
             return
-        tiers = sorted(
-            (
-                pricing.Tier(
-                    up_to=r.get("up_to"),
-                    unit_amount=r.get("unit_amount"),
-                    flat_amount=r.get("flat_amount"),
-                )
-                for r in rows
-            ),
-            key=lambda t: (t.up_to is None, t.up_to or 0),
-        )
+        tiers = [
+            pricing.Tier(
+                up_to=r.get("up_to"), unit_amount=r.get("unit_amount"),
+                flat_amount=r.get("flat_amount"),
+            )
+            for r in rows
+        ]
         try:
             validate_tiers(tiers)
         except ValidationError as error:

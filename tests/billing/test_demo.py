@@ -1,0 +1,27 @@
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+
+from catalog.models import Feature, Meter, Plan, Price
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_loads_the_o1_catalog_once(o1_scenario):
+    call_command("seed_demo")
+    call_command("seed_demo")
+
+    assert Feature.objects.count() == len(o1_scenario["features"])
+    plan = Plan.objects.get(lookup_key="openai-o1")
+    amounts = {
+        p.meter.feature.lookup_key: p.amount for p in plan.prices.select_related("meter__feature")
+    }
+    assert amounts == {
+        s["feature"]: Decimal(s["amount"]) for s in o1_scenario["plan"]["prices"]
+    }
+    assert Price.objects.count() == 3
+    meter = Meter.objects.get(feature__lookup_key="o1-output")
+    assert meter.filters == [
+        {"key": "model", "values": ["OpenAI O1"]}, {"key": "prompt_type", "values": ["output"]}
+    ]
