@@ -37,8 +37,12 @@ def demo_catalog_load(*, scenario: dict) -> Plan:
         feature = Feature.objects.filter(lookup_key=spec["lookup_key"]).first()
         if feature is None:
             feature = feature_create(
-                name=spec["name"], lookup_key=spec["lookup_key"], type=spec["type"],
-                unit_singular="token", unit_plural="tokens", meter=_meter_fields(spec["meter"]),
+                name=spec["name"],
+                lookup_key=spec["lookup_key"],
+                type=spec["type"],
+                unit_singular="token",
+                unit_plural="tokens",
+                meter=_meter_fields(spec["meter"]),
             )
         features[spec["lookup_key"]] = feature
 
@@ -52,10 +56,15 @@ def demo_catalog_load(*, scenario: dict) -> Plan:
             continue
         transform = spec.get("transform_quantity") or {}
         price_create(
-            plan=plan, meter=meter, type=spec["type"], billing_model=spec["billing_model"],
-            amount=Decimal(spec["amount"]), currency=plan_spec["currency"],
+            plan=plan,
+            meter=meter,
+            type=spec["type"],
+            billing_model=spec["billing_model"],
+            amount=Decimal(spec["amount"]),
+            currency=plan_spec["currency"],
             billing_period=plan_spec["billing_period"],
-            divide_by=transform.get("divide_by"), round=transform.get("round", "up"),
+            divide_by=transform.get("divide_by"),
+            round=transform.get("round", "up"),
             display_name=features[spec["feature"]].name,
         )
     return plan

@@ -30,7 +30,13 @@ class FeatureAdmin(admin.ModelAdmin):
     search_fields = ["name", "lookup_key", "meter__event_name"]
     readonly_fields = ["id"]
     fields = [
-        "id", "name", "lookup_key", "type", "unit_singular", "unit_plural", "description",
+        "id",
+        "name",
+        "lookup_key",
+        "type",
+        "unit_singular",
+        "unit_plural",
+        "description",
         "metadata",
     ]
     prepopulated_fields = {"lookup_key": ["name"]}
@@ -103,7 +109,13 @@ class TierInline(admin.TabularInline):
 class PriceAdmin(admin.ModelAdmin):
     form = PriceForm
     list_display = [
-        "__str__", "plan", "type", "billing_model", "amount", "currency", "transform",
+        "__str__",
+        "plan",
+        "type",
+        "billing_model",
+        "amount",
+        "currency",
+        "transform",
     ]
     list_filter = ["type", "billing_model", "currency", "plan"]
     search_fields = ["display_name", "lookup_key", "plan__name", "meter__event_name"]
@@ -111,8 +123,21 @@ class PriceAdmin(admin.ModelAdmin):
     autocomplete_fields = ["plan", "meter"]
     readonly_fields = ["id", "worked_example"]
     fieldsets = [
-        (None, {"fields": ["id", "plan", "meter", "type", "billing_model", "display_name",
-                           "lookup_key", "description"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "plan",
+                    "meter",
+                    "type",
+                    "billing_model",
+                    "display_name",
+                    "lookup_key",
+                    "description",
+                ]
+            },
+        ),
         ("Amount", {"fields": [("amount", "currency"), "worked_example"]}),
         ("Package", {"fields": [("divide_by", "round"), "free_units"]}),
         ("Tiers", {"fields": ["tier_mode"]}),

@@ -10,7 +10,9 @@ from catalog.validation import validate_tiers
 class FiltersField(forms.CharField):
     """Meter filters as text, one per line: ``key: value one, value two``."""
 
-    widget = forms.Textarea(attrs={"rows": 3, "placeholder": "model: OpenAI O1\nprompt_type: input"})
+    widget = forms.Textarea(
+        attrs={"rows": 3, "placeholder": "model: OpenAI O1\nprompt_type: input"}
+    )
 
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
@@ -47,9 +49,7 @@ class MeterInlineFormSet(forms.BaseInlineFormSet):
         super().clean()
         if any(self.errors):
             return
-        has_meter = any(
-            f.cleaned_data and not f.cleaned_data.get("DELETE") for f in self.forms
-        )
+        has_meter = any(f.cleaned_data and not f.cleaned_data.get("DELETE") for f in self.forms)
         metered = self.instance.type == "metered"
         if metered and not has_meter:
             raise ValidationError("A metered feature needs a meter: fill in its event name.")
@@ -65,7 +65,8 @@ class TierInlineFormSet(forms.BaseInlineFormSet):
         if any(self.errors):
             return
         rows = [
-            f.cleaned_data for f in self.forms
+            f.cleaned_data
+            for f in self.forms
             if f.cleaned_data and not f.cleaned_data.get("DELETE")
         ]
         if self.instance.billing_model != pricing.TIERED:
@@ -74,7 +75,8 @@ class TierInlineFormSet(forms.BaseInlineFormSet):
             return
         tiers = [
             pricing.Tier(
-                up_to=r.get("up_to"), unit_amount=r.get("unit_amount"),
+                up_to=r.get("up_to"),
+                unit_amount=r.get("unit_amount"),
                 flat_amount=r.get("flat_amount"),
             )
             for r in rows
@@ -94,5 +96,3 @@ class PlanPriceInlineForm(forms.ModelForm):
                 "Add a TIERED price from the Prices page, where its tiers are edited."
             )
         return data
-
-

@@ -16,7 +16,9 @@ class Feature(models.Model):
         BOOLEAN = "boolean"
         STATIC = "static"
 
-    id = models.CharField(primary_key=True, max_length=40, default=id_factory("feat"), editable=False)
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("feat"), editable=False
+    )
     name = models.CharField(max_length=255)
     lookup_key = models.SlugField(max_length=255, unique=True)
     type = models.CharField(max_length=16, choices=Type.choices, default=Type.METERED)
@@ -51,11 +53,17 @@ class Meter(models.Model):
         BILLING_PERIOD = "BILLING_PERIOD"
         NEVER = "NEVER"
 
-    id = models.CharField(primary_key=True, max_length=40, default=id_factory("meter"), editable=False)
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("meter"), editable=False
+    )
     feature = models.OneToOneField(Feature, on_delete=models.CASCADE, related_name="meter")
     event_name = models.CharField(max_length=255, db_index=True)
-    aggregation = models.CharField(max_length=32, choices=Aggregation.choices, default=Aggregation.SUM)
-    field = models.CharField(max_length=255, blank=True, help_text="The event property to aggregate.")
+    aggregation = models.CharField(
+        max_length=32, choices=Aggregation.choices, default=Aggregation.SUM
+    )
+    field = models.CharField(
+        max_length=255, blank=True, help_text="The event property to aggregate."
+    )
     multiplier = models.DecimalField(**AMOUNT, null=True, blank=True)
     # A list of {"key": str, "values": [str, ...]}: keys are ANDed, values within a key ORed.
     filters = models.JSONField(default=list, blank=True)
@@ -70,13 +78,17 @@ class Meter(models.Model):
 
     def clean(self):
         validate_meter(
-            aggregation=self.aggregation, field=self.field, multiplier=self.multiplier,
+            aggregation=self.aggregation,
+            field=self.field,
+            multiplier=self.multiplier,
             filters=self.filters,
         )
 
 
 class Plan(models.Model):
-    id = models.CharField(primary_key=True, max_length=40, default=id_factory("plan"), editable=False)
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("plan"), editable=False
+    )
     name = models.CharField(max_length=255)
     lookup_key = models.SlugField(max_length=255, unique=True, null=True, blank=True)
     description = models.TextField(blank=True)
@@ -124,10 +136,16 @@ class Price(models.Model):
         VOLUME = pricing.VOLUME
         SLAB = pricing.SLAB
 
-    id = models.CharField(primary_key=True, max_length=40, default=id_factory("price"), editable=False)
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("price"), editable=False
+    )
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="prices")
     meter = models.ForeignKey(
-        Meter, on_delete=models.PROTECT, null=True, blank=True, related_name="prices",
+        Meter,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="prices",
         help_text="What a USAGE price charges for.",
     )
     type = models.CharField(max_length=8, choices=Type.choices, default=Type.USAGE)
@@ -142,7 +160,9 @@ class Price(models.Model):
         max_length=16, choices=BillingPeriod.choices, default=BillingPeriod.MONTHLY
     )
     billing_period_count = models.PositiveIntegerField(default=1)
-    invoice_cadence = models.CharField(max_length=8, choices=Cadence.choices, default=Cadence.ARREAR)
+    invoice_cadence = models.CharField(
+        max_length=8, choices=Cadence.choices, default=Cadence.ARREAR
+    )
     divide_by = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="PACKAGE: units per package, e.g. 1000000."
     )
@@ -166,9 +186,14 @@ class Price(models.Model):
 
     def clean(self):
         validate_price(
-            type=self.type, billing_model=self.billing_model, amount=self.amount,
-            currency=self.currency, has_meter=self.meter_id is not None, divide_by=self.divide_by,
-            free_units=self.free_units, billing_period_count=self.billing_period_count,
+            type=self.type,
+            billing_model=self.billing_model,
+            amount=self.amount,
+            currency=self.currency,
+            has_meter=self.meter_id is not None,
+            divide_by=self.divide_by,
+            free_units=self.free_units,
+            billing_period_count=self.billing_period_count,
         )
 
     @property

@@ -6,8 +6,25 @@ from decimal import ROUND_HALF_UP, Decimal
 # ISO 4217 minor units that differ from the usual 2.
 _EXPONENTS = {
     **dict.fromkeys(
-        ["bif", "clp", "djf", "gnf", "isk", "jpy", "kmf", "krw", "pyg", "rwf", "ugx", "uyi",
-         "vnd", "vuv", "xaf", "xof", "xpf"],
+        [
+            "bif",
+            "clp",
+            "djf",
+            "gnf",
+            "isk",
+            "jpy",
+            "kmf",
+            "krw",
+            "pyg",
+            "rwf",
+            "ugx",
+            "uyi",
+            "vnd",
+            "vuv",
+            "xaf",
+            "xof",
+            "xpf",
+        ],
         0,
     ),
     **dict.fromkeys(["bhd", "iqd", "jod", "kwd", "lyd", "omr", "tnd"], 3),

@@ -23,8 +23,13 @@ def feature_create(
 ) -> Feature:
     """Create a feature; a metered one with its meter (``event_name``, ``aggregation``, ...)."""
     feature = Feature(
-        name=name, lookup_key=lookup_key, type=type, description=description,
-        unit_singular=unit_singular, unit_plural=unit_plural, metadata=metadata or {},
+        name=name,
+        lookup_key=lookup_key,
+        type=type,
+        description=description,
+        unit_singular=unit_singular,
+        unit_plural=unit_plural,
+        metadata=metadata or {},
     )
     feature.full_clean()
     feature.save()
@@ -36,11 +41,18 @@ def feature_create(
 
 
 def plan_create(
-    *, name: str, lookup_key: str | None = None, description: str = "", active: bool = True,
+    *,
+    name: str,
+    lookup_key: str | None = None,
+    description: str = "",
+    active: bool = True,
     metadata: dict | None = None,
 ) -> Plan:
     plan = Plan(
-        name=name, lookup_key=lookup_key or None, description=description, active=active,
+        name=name,
+        lookup_key=lookup_key or None,
+        description=description,
+        active=active,
         metadata=metadata or {},
     )
     plan.full_clean()
@@ -49,9 +61,7 @@ def plan_create(
 
 
 @transaction.atomic
-def price_create(
-    *, plan: Plan, tiers: list[pricing.Tier] | None = None, **fields
-) -> Price:
+def price_create(*, plan: Plan, tiers: list[pricing.Tier] | None = None, **fields) -> Price:
     """Create a price with its tiers. ``fields`` are Price's own fields."""
     fields["currency"] = fields.get("currency", "usd").lower()
     if fields.get("lookup_key") == "":
@@ -64,7 +74,10 @@ def price_create(
     price.save()
     PriceTier.objects.bulk_create(
         PriceTier(
-            price=price, up_to=t.up_to, unit_amount=t.unit_amount, flat_amount=t.flat_amount or Decimal(0)
+            price=price,
+            up_to=t.up_to,
+            unit_amount=t.unit_amount,
+            flat_amount=t.flat_amount or Decimal(0),
         )
         for t in tiers
     )

@@ -50,6 +50,8 @@ class PriceTierFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = PriceTier
 
-    price = factory.SubFactory(PriceFactory, billing_model=Price.BillingModel.TIERED, divide_by=None)
+    price = factory.SubFactory(
+        PriceFactory, billing_model=Price.BillingModel.TIERED, divide_by=None
+    )
     up_to = None
     unit_amount = Decimal("1")

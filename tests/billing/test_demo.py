@@ -17,11 +17,10 @@ def test_seed_demo_loads_the_o1_catalog_once(o1_scenario):
     amounts = {
         p.meter.feature.lookup_key: p.amount for p in plan.prices.select_related("meter__feature")
     }
-    assert amounts == {
-        s["feature"]: Decimal(s["amount"]) for s in o1_scenario["plan"]["prices"]
-    }
+    assert amounts == {s["feature"]: Decimal(s["amount"]) for s in o1_scenario["plan"]["prices"]}
     assert Price.objects.count() == 3
     meter = Meter.objects.get(feature__lookup_key="o1-output")
     assert meter.filters == [
-        {"key": "model", "values": ["OpenAI O1"]}, {"key": "prompt_type", "values": ["output"]}
+        {"key": "model", "values": ["OpenAI O1"]},
+        {"key": "prompt_type", "values": ["output"]},
     ]

@@ -24,9 +24,9 @@ def management(prefix: str, total: int, initial: int = 0, max_num: int = 1000) -
 def test_every_registered_admin_changelist_and_add_page_loads(admin_client):
     PriceFactory()  # something to list
     for model, model_admin in admin.site._registry.items():
-        info = (model._meta.app_label, model._meta.model_name)
-        assert admin_client.get(reverse("admin:%s_%s_changelist" % info)).status_code == 200, model
-        add = admin_client.get(reverse("admin:%s_%s_add" % info))
+        name = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        assert admin_client.get(reverse(f"{name}_changelist")).status_code == 200, model
+        add = admin_client.get(reverse(f"{name}_add"))
         expected = 200 if model_admin.has_add_permission(add.wsgi_request) else 403
         assert add.status_code == expected, model
 
@@ -39,8 +39,13 @@ def test_price_change_page_shows_worked_example(admin_client):
 
 def feature_post(name, lookup_key, prompt_type) -> dict:
     return {
-        "name": name, "lookup_key": lookup_key, "type": "metered", "unit_singular": "token",
-        "unit_plural": "tokens", "description": "", "metadata": "{}",
+        "name": name,
+        "lookup_key": lookup_key,
+        "type": "metered",
+        "unit_singular": "token",
+        "unit_plural": "tokens",
+        "description": "",
+        "metadata": "{}",
         **management("meter", total=1, max_num=1),
         "meter-0-event_name": "tokens",
         "meter-0-aggregation": "SUM",
@@ -54,10 +59,19 @@ def feature_post(name, lookup_key, prompt_type) -> dict:
 def price_row(index: int, meter: Meter, amount: str) -> dict:
     p = f"prices-{index}-"
     return {
-        p + "meter": meter.pk, p + "type": "USAGE", p + "billing_model": "PACKAGE",
-        p + "amount": amount, p + "currency": "USD", p + "divide_by": "1000000", p + "round": "up",
-        p + "free_units": "0", p + "billing_period": "MONTHLY", p + "billing_period_count": "1",
-        p + "invoice_cadence": "ARREAR", p + "display_name": "", p + "lookup_key": "",
+        p + "meter": meter.pk,
+        p + "type": "USAGE",
+        p + "billing_model": "PACKAGE",
+        p + "amount": amount,
+        p + "currency": "USD",
+        p + "divide_by": "1000000",
+        p + "round": "up",
+        p + "free_units": "0",
+        p + "billing_period": "MONTHLY",
+        p + "billing_period_count": "1",
+        p + "invoice_cadence": "ARREAR",
+        p + "display_name": "",
+        p + "lookup_key": "",
     }
 
 
@@ -72,12 +86,19 @@ def test_operator_builds_the_o1_plan_through_the_admin(admin_client, o1_scenario
 
     meters = {f.lookup_key: f.meter for f in Feature.objects.select_related("meter")}
     assert meters["o1-input"].filters == [
-        {"key": "model", "values": ["OpenAI O1"]}, {"key": "prompt_type", "values": ["input"]}
+        {"key": "model", "values": ["OpenAI O1"]},
+        {"key": "prompt_type", "values": ["input"]},
     ]
 
     prices = o1_scenario["plan"]["prices"]
-    data = {"name": "OpenAI O1", "lookup_key": "openai-o1", "description": "", "active": "on",
-            "metadata": "{}", **management("prices", total=len(prices))}
+    data = {
+        "name": "OpenAI O1",
+        "lookup_key": "openai-o1",
+        "description": "",
+        "active": "on",
+        "metadata": "{}",
+        **management("prices", total=len(prices)),
+    }
     for index, spec in enumerate(prices):
         data.update(price_row(index, meters[spec["feature"]], spec["amount"]))
     response = admin_client.post(reverse("admin:catalog_plan_add"), data)
@@ -86,10 +107,14 @@ def test_operator_builds_the_o1_plan_through_the_admin(admin_client, o1_scenario
     plan = Plan.objects.get(lookup_key="openai-o1")
     saved = {p.meter.feature.lookup_key: p for p in plan.prices.select_related("meter__feature")}
     assert {k: p.amount for k, p in saved.items()} == {
-        "o1-input": Decimal("15"), "o1-output": Decimal("60"), "o1-cached-input": Decimal("7.5"),
+        "o1-input": Decimal("15"),
+        "o1-output": Decimal("60"),
+        "o1-cached-input": Decimal("7.5"),
     }
-    assert all(p.currency == "usd" and p.transform_quantity == {"divide_by": 1_000_000, "round": "up"}
-               for p in saved.values())
+    assert all(
+        p.currency == "usd" and p.transform_quantity == {"divide_by": 1_000_000, "round": "up"}
+        for p in saved.values()
+    )
 
 
 def test_feature_form_shows_filter_error_and_saves_nothing(admin_client):
@@ -119,8 +144,15 @@ def test_sum_meter_without_field_is_refused_on_the_form(admin_client):
 
 def test_package_price_without_divide_by_is_refused_on_the_plan_form(admin_client):
     meter = MeterFactory()
-    data = {"name": "P", "lookup_key": "p", "description": "", "active": "on", "metadata": "{}",
-            **management("prices", total=1), **price_row(0, meter, "15")}
+    data = {
+        "name": "P",
+        "lookup_key": "p",
+        "description": "",
+        "active": "on",
+        "metadata": "{}",
+        **management("prices", total=1),
+        **price_row(0, meter, "15"),
+    }
     data["prices-0-divide_by"] = ""
     response = admin_client.post(reverse("admin:catalog_plan_add"), data)
     assert response.status_code == 200
@@ -130,15 +162,33 @@ def test_package_price_without_divide_by_is_refused_on_the_plan_form(admin_clien
 
 def tiered_price_post(plan: Plan, meter: Meter, tiers: list[tuple[str, str, str]]) -> dict:
     data = {
-        "plan": plan.pk, "meter": meter.pk, "type": "USAGE", "billing_model": "TIERED",
-        "display_name": "", "lookup_key": "", "description": "", "amount": "0", "currency": "usd",
-        "divide_by": "", "round": "up", "free_units": "0", "tier_mode": "SLAB",
-        "billing_period": "MONTHLY", "billing_period_count": "1", "invoice_cadence": "ARREAR",
-        "metadata": "{}", **management("tiers", total=len(tiers)),
+        "plan": plan.pk,
+        "meter": meter.pk,
+        "type": "USAGE",
+        "billing_model": "TIERED",
+        "display_name": "",
+        "lookup_key": "",
+        "description": "",
+        "amount": "0",
+        "currency": "usd",
+        "divide_by": "",
+        "round": "up",
+        "free_units": "0",
+        "tier_mode": "SLAB",
+        "billing_period": "MONTHLY",
+        "billing_period_count": "1",
+        "invoice_cadence": "ARREAR",
+        "metadata": "{}",
+        **management("tiers", total=len(tiers)),
     }
     for index, (up_to, unit, flat) in enumerate(tiers):
-        data.update({f"tiers-{index}-up_to": up_to, f"tiers-{index}-unit_amount": unit,
-                     f"tiers-{index}-flat_amount": flat})
+        data.update(
+            {
+                f"tiers-{index}-up_to": up_to,
+                f"tiers-{index}-unit_amount": unit,
+                f"tiers-{index}-flat_amount": flat,
+            }
+        )
     return data
 
 

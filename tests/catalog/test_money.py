@@ -14,8 +14,13 @@ def test_minor_unit_exponent_follows_iso_4217(currency, exponent):
 
 @pytest.mark.parametrize(
     ("amount", "currency", "expected"),
-    [("0.005", "usd", "0.01"), ("-0.005", "usd", "-0.01"), ("2.5", "jpy", "3"),
-     ("1.0005", "kwd", "1.001"), ("0.004999", "usd", "0.00")],
+    [
+        ("0.005", "usd", "0.01"),
+        ("-0.005", "usd", "-0.01"),
+        ("2.5", "jpy", "3"),
+        ("1.0005", "kwd", "1.001"),
+        ("0.004999", "usd", "0.00"),
+    ],
 )
 def test_round_money_rounds_half_away_from_zero(amount, currency, expected):
     assert round_money(Decimal(amount), currency) == Decimal(expected)

@@ -24,14 +24,18 @@ def _package_cases():
             free_units=Decimal(group.get("free_units", 0)),
         )
         for quantity, expected in group["cases"]:
-            yield pytest.param(terms, Decimal(quantity), Decimal(expected), id=f"{terms}-{quantity}")
+            yield pytest.param(
+                terms, Decimal(quantity), Decimal(expected), id=f"{terms}-{quantity}"
+            )
 
 
 def _proration_cases():
     group = CASES["package_exact_proration"]
     terms = Terms(
-        billing_model=pricing.PACKAGE, amount=Decimal(group["amount"]),
-        divide_by=group["divide_by"], round=pricing.ROUND_NONE,
+        billing_model=pricing.PACKAGE,
+        amount=Decimal(group["amount"]),
+        divide_by=group["divide_by"],
+        round=pricing.ROUND_NONE,
     )
     for quantity, expected in group["cases"]:
         yield pytest.param(terms, Decimal(quantity), Decimal(expected), id=f"none-{quantity}")
@@ -54,7 +58,10 @@ def _tiered_cases():
             terms = Terms(billing_model=pricing.TIERED, tier_mode=mode, tiers=_tiers(group))
             for quantity, expected in group.get(mode, []):
                 yield pytest.param(
-                    terms, Decimal(quantity), Decimal(expected), id=f"tiers{number}-{mode}-{quantity}"
+                    terms,
+                    Decimal(quantity),
+                    Decimal(expected),
+                    id=f"tiers{number}-{mode}-{quantity}",
                 )
 
 
@@ -74,7 +81,10 @@ def test_tiered_price_matches_documented_cases(terms, quantity, expected):
 
 
 def test_tier_up_to_is_inclusive():
-    tiers = (Tier(up_to=Decimal(1000), unit_amount=Decimal(1)), Tier(up_to=None, unit_amount=Decimal(2)))
+    tiers = (
+        Tier(up_to=Decimal(1000), unit_amount=Decimal(1)),
+        Tier(up_to=None, unit_amount=Decimal(2)),
+    )
     volume = Terms(billing_model=pricing.TIERED, tier_mode=pricing.VOLUME, tiers=tiers)
     assert amount_for(volume, Decimal(1000)) == Decimal(1000)
     assert amount_for(volume, Decimal("1000.001")) == Decimal("2000.002")
@@ -97,8 +107,10 @@ def test_flat_fee_charges_amount_per_unit():
 
 
 def test_zero_usage_costs_nothing_in_every_model():
-    tiers = (Tier(up_to=Decimal(5), unit_amount=Decimal(1), flat_amount=Decimal(100)),
-             Tier(up_to=None, unit_amount=Decimal(1)))
+    tiers = (
+        Tier(up_to=Decimal(5), unit_amount=Decimal(1), flat_amount=Decimal(100)),
+        Tier(up_to=None, unit_amount=Decimal(1)),
+    )
     for terms in [
         Terms(billing_model=pricing.PACKAGE, amount=Decimal(15), divide_by=10),
         Terms(billing_model=pricing.TIERED, tier_mode=pricing.VOLUME, tiers=tiers),
@@ -108,8 +120,9 @@ def test_zero_usage_costs_nothing_in_every_model():
 
 
 def test_packages_for_reports_whole_packages_after_free_units():
-    terms = Terms(billing_model=pricing.PACKAGE, amount=Decimal(100), divide_by=10,
-                  free_units=Decimal(5))
+    terms = Terms(
+        billing_model=pricing.PACKAGE, amount=Decimal(100), divide_by=10, free_units=Decimal(5)
+    )
     assert pricing.packages_for(terms, Decimal(16)) == 2
 
 
@@ -133,7 +146,9 @@ def package_terms(draw):
 @st.composite
 def tier_sets(draw):
     bounds = sorted(draw(st.sets(st.integers(min_value=1, max_value=10**6), max_size=4)))
-    tiers = [Tier(up_to=Decimal(b), unit_amount=draw(money), flat_amount=draw(money)) for b in bounds]
+    tiers = [
+        Tier(up_to=Decimal(b), unit_amount=draw(money), flat_amount=draw(money)) for b in bounds
+    ]
     tiers.append(Tier(up_to=None, unit_amount=draw(money), flat_amount=draw(money)))
     return tuple(tiers)
 
@@ -154,8 +169,12 @@ def test_slab_amount_never_decreases_as_usage_grows(tiers, a, b):
 @given(
     terms=st.one_of(
         package_terms(),
-        tier_sets().map(lambda t: Terms(billing_model=pricing.TIERED, tier_mode=pricing.SLAB, tiers=t)),
-        tier_sets().map(lambda t: Terms(billing_model=pricing.TIERED, tier_mode=pricing.VOLUME, tiers=t)),
+        tier_sets().map(
+            lambda t: Terms(billing_model=pricing.TIERED, tier_mode=pricing.SLAB, tiers=t)
+        ),
+        tier_sets().map(
+            lambda t: Terms(billing_model=pricing.TIERED, tier_mode=pricing.VOLUME, tiers=t)
+        ),
         money.map(lambda a: Terms(billing_model=pricing.FLAT_FEE, amount=a)),
     ),
     quantity=quantities,

@@ -8,8 +8,13 @@ from catalog.pricing import Tier
 from catalog.validation import validate_meter, validate_price, validate_tiers
 
 GOOD_PRICE = {
-    "type": "USAGE", "billing_model": "PACKAGE", "amount": Decimal("15"), "currency": "usd",
-    "has_meter": True, "divide_by": 1_000_000, "free_units": Decimal(0),
+    "type": "USAGE",
+    "billing_model": "PACKAGE",
+    "amount": Decimal("15"),
+    "currency": "usd",
+    "has_meter": True,
+    "divide_by": 1_000_000,
+    "free_units": Decimal(0),
 }
 
 
@@ -44,7 +49,9 @@ def test_price_rejection_names_field_and_reason(change, field, reason):
 
 def test_meter_aggregations_other_than_count_need_a_field():
     for aggregation in ["SUM", "AVG", "MAX", "COUNT_UNIQUE", "LATEST", "WEIGHTED_SUM"]:
-        errors = _errors(validate_meter, aggregation=aggregation, field="", multiplier=None, filters=[])
+        errors = _errors(
+            validate_meter, aggregation=aggregation, field="", multiplier=None, filters=[]
+        )
         assert "needs the event property" in errors["field"][0]
     validate_meter(aggregation="COUNT", field="", multiplier=None, filters=[])
 
@@ -70,13 +77,18 @@ def test_sum_with_multiplier_needs_a_positive_multiplier():
     ],
 )
 def test_meter_filters_are_checked(filters, reason):
-    errors = _errors(validate_meter, aggregation="COUNT", field="", multiplier=None, filters=filters)
+    errors = _errors(
+        validate_meter, aggregation="COUNT", field="", multiplier=None, filters=filters
+    )
     assert reason in " ".join(errors["filters"])
 
 
 def _tier(up_to, unit="1", flat="0"):
-    return Tier(up_to=None if up_to is None else Decimal(up_to), unit_amount=Decimal(unit),
-                flat_amount=Decimal(flat))
+    return Tier(
+        up_to=None if up_to is None else Decimal(up_to),
+        unit_amount=Decimal(unit),
+        flat_amount=Decimal(flat),
+    )
 
 
 def test_good_tiers_pass():
@@ -111,8 +123,12 @@ def test_price_create_refuses_tiered_price_without_valid_tiers():
     meter, plan = MeterFactory(), PlanFactory()
     with pytest.raises(ValidationError) as info:
         price_create(
-            plan=plan, meter=meter, type="USAGE", billing_model=pricing.TIERED,
-            amount=Decimal(0), tiers=[_tier(10), _tier(5), _tier(None)],
+            plan=plan,
+            meter=meter,
+            type="USAGE",
+            billing_model=pricing.TIERED,
+            amount=Decimal(0),
+            tiers=[_tier(10), _tier(5), _tier(None)],
         )
     assert "tiers" in info.value.message_dict
     assert not Price.objects.exists()
