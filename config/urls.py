@@ -1,8 +1,23 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config.api import not_found
+
+public = {"authentication_classes": [], "permission_classes": []}
+
+api = [
+    path("", include("catalog.urls")),
+    path("", include("metering.urls")),
+    path("", include("billing.urls")),
+    path("schema/", SpectacularAPIView.as_view(**public), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
+]
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("v1/", include(api)),
+    re_path(r"^v1/", not_found),
 ]

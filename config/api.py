@@ -1,0 +1,107 @@
+"""API plumbing shared by every app: the error shape, pagination and the API key check."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+CODES = {
+    400: "validation_error",
+    401: "unauthorized",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "already_exists",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+
+
+def error_body(status_code: int, message: str, details=None, code: str | None = None) -> dict:
+    """DESIGN.md's ``{"error": {...}}``, with the same keys on top for the Flexprice SDK."""
+    error = {
+        "code": code or CODES.get(status_code, "error"),
+        "message": message,
+        "http_status_code": status_code,
+        "details": details or {},
+    }
+    return {"error": error, **{k: error[k] for k in ("code", "message", "http_status_code")}}
+
+
+def error_response(status_code: int, message: str, details=None, code=None) -> Response:
+    return Response(error_body(status_code, message, details, code), status=status_code)
+
+
+def _first_message(detail) -> str:
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            text = _first_message(value)
+            return text if key == "non_field_errors" else f"{key}: {text}"
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    return str(detail)
+
+
+def api_exception_handler(exc, context):
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "Not found.")
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    if isinstance(exc, exceptions.ValidationError):
+        message = _first_message(detail)
+        details = detail if isinstance(detail, dict) else {"non_field_errors": detail}
+    else:
+        message = str(detail.get("detail", detail)) if isinstance(detail, dict) else str(detail)
+        details = {}
+    response.data = error_body(response.status_code, message, details)
+    return response
+
+
+class Pagination(LimitOffsetPagination):
+    default_limit = 50
+    max_limit = 1000
+
+    def get_paginated_response(self, data):
+        return Response(
+            {
+                "items": data,
+                "pagination": {"total": self.count, "limit": self.limit, "offset": self.offset},
+            }
+        )
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "properties": {
+                "items": schema,
+                "pagination": {
+                    "type": "object",
+                    "properties": {
+                        "total": {"type": "integer"},
+                        "limit": {"type": "integer"},
+                        "offset": {"type": "integer"},
+                    },
+                },
+            },
+        }
+
+
+class HasApiKey(BasePermission):
+    def has_permission(self, request, view):
+        return request.auth is not None
+
+
+def not_found(request, *args, **kwargs):
+    """Unknown paths under /v1/ answer JSON, not Django's HTML page."""
+    return JsonResponse(error_body(404, f"No API endpoint at {request.path}."), status=404)

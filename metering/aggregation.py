@@ -1,0 +1,153 @@
+"""Usage arithmetic with no ORM: which events feed a meter, and how values aggregate.
+
+A ``Partial`` holds what any aggregation needs from a set of events, and partials merge,
+so hourly rollups, raw edge events and windows all combine the same way.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+ZERO = Decimal(0)
+# Values beyond these are refused at ingest: a bounded value keeps every sum exact.
+MAX_MAGNITUDE = Decimal(10) ** 18
+MAX_DECIMAL_PLACES = 12
+
+NUMERIC = {"SUM", "AVG", "MAX", "LATEST", "SUM_WITH_MULTIPLIER", "WEIGHTED_SUM"}
+
+
+def as_text(value) -> str:
+    """A property as the string filters and COUNT_UNIQUE compare."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def parse_number(value) -> Decimal:
+    """A JSON number or numeric string as an exact Decimal; ``ValueError`` says why not."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError("is not a number")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("is not a finite number")
+        value = repr(value)
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        number = Decimal(value) if isinstance(value, str | int) else None
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        raise ValueError("is not a number")
+    if abs(number) >= MAX_MAGNITUDE:
+        raise ValueError(f"is out of range (at most {MAX_MAGNITUDE:.0e} in magnitude)")
+    if number.normalize().as_tuple().exponent < -MAX_DECIMAL_PLACES:
+        raise ValueError(f"has more than {MAX_DECIMAL_PLACES} decimal places")
+    return number
+
+
+def matches(meter, event_name: str, properties: dict) -> bool:
+    """Same event name (case-sensitive); every filter key present with one of its values."""
+    if event_name != meter.event_name:
+        return False
+    for item in meter.filters:
+        if item["key"] not in properties:
+            return False
+        if as_text(properties[item["key"]]) not in item["values"]:
+            return False
+    return True
+
+
+def meter_value(meter, properties: dict):
+    """The value this event contributes: a Decimal, a text for COUNT_UNIQUE, None for COUNT.
+
+    Raises ``ValueError`` naming the field when the event cannot feed the meter.
+    """
+    if meter.aggregation == "COUNT":
+        return None
+    if meter.field not in properties:
+        raise ValueError(f"property {meter.field!r} is missing")
+    raw = properties[meter.field]
+    if meter.aggregation == "COUNT_UNIQUE":
+        text = as_text(raw)
+        if len(text) > 255:
+            raise ValueError(f"property {meter.field!r} is longer than 255 characters")
+        return text
+    try:
+        return parse_number(raw)
+    except ValueError as error:
+        raise ValueError(f"property {meter.field!r} {error}") from None
+
+
+@dataclass
+class Partial:
+    count: int = 0
+    total: Decimal = ZERO
+    maximum: Decimal | None = None
+    latest_at: datetime | None = None
+    latest_value: Decimal | None = None
+    value_time_total: Decimal = ZERO  # Σ value × epoch seconds
+    distinct: set = field(default_factory=set)
+
+    def add(self, timestamp: datetime, value) -> None:
+        """Add one event; events must be added in (timestamp, arrival) order for LATEST."""
+        self.count += 1
+        if isinstance(value, str):
+            self.distinct.add(value)
+        elif value is not None:
+            self.total += value
+            if self.maximum is None or value > self.maximum:
+                self.maximum = value
+            if self.latest_at is None or timestamp >= self.latest_at:
+                self.latest_at, self.latest_value = timestamp, value
+            self.value_time_total += value * epoch_seconds(timestamp)
+
+    def merge(self, other: "Partial") -> None:
+        """Fold ``other`` in; on a LATEST tie, ``other`` is taken as the later arrival."""
+        self.count += other.count
+        self.total += other.total
+        if other.maximum is not None and (self.maximum is None or other.maximum > self.maximum):
+            self.maximum = other.maximum
+        if other.latest_at is not None and (
+            self.latest_at is None or other.latest_at >= self.latest_at
+        ):
+            self.latest_at, self.latest_value = other.latest_at, other.latest_value
+        self.value_time_total += other.value_time_total
+        self.distinct |= other.distinct
+
+
+def epoch_seconds(moment: datetime) -> Decimal:
+    whole = int(moment.timestamp() // 1)
+    return Decimal(whole) + Decimal(moment.microsecond).scaleb(-6)
+
+
+def quantity(meter, partial: Partial, start: datetime, end: datetime) -> Decimal:
+    """The meter's quantity over ``[start, end)`` from everything in ``partial``."""
+    aggregation = meter.aggregation
+    if aggregation == "COUNT":
+        return Decimal(partial.count)
+    if aggregation == "SUM":
+        return partial.total
+    if aggregation == "SUM_WITH_MULTIPLIER":
+        return partial.total * meter.multiplier
+    if aggregation == "AVG":
+        return partial.total / partial.count if partial.count else ZERO
+    if aggregation == "MAX":
+        return partial.maximum if partial.maximum is not None else ZERO
+    if aggregation == "LATEST":
+        return partial.latest_value if partial.latest_value is not None else ZERO
+    if aggregation == "COUNT_UNIQUE":
+        return Decimal(len(partial.distinct))
+    if aggregation == "WEIGHTED_SUM":
+        # Each value holds from its timestamp to the period's end, prorated to the period.
+        span = epoch_seconds(end) - epoch_seconds(start)
+        if span <= 0:
+            return ZERO
+        return (partial.total * epoch_seconds(end) - partial.value_time_total) / span
+    raise ValueError(f"unknown aggregation {aggregation!r}")

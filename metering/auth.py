@@ -1,0 +1,30 @@
+from datetime import timedelta
+
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+
+from metering.models import ApiKey
+
+TOUCH_EVERY = timedelta(minutes=1)
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """``x-api-key: <key>``. A missing, unknown or revoked key is a 401."""
+
+    def authenticate(self, request):
+        raw = request.headers.get("x-api-key")
+        if not raw:
+            raise exceptions.NotAuthenticated("Send your API key in the x-api-key header.")
+        key = ApiKey.objects.filter(hashed_key=ApiKey.hash(raw)).first()
+        if key is None or not key.is_active:
+            raise exceptions.AuthenticationFailed("The API key is not valid or has been revoked.")
+        now = timezone.now()
+        if key.last_used_at is None or now - key.last_used_at > TOUCH_EVERY:
+            # Throttled, so ingestion does not write a row per request.
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        return AnonymousUser(), key
+
+    def authenticate_header(self, request):
+        return "x-api-key"

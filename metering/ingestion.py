@@ -1,0 +1,272 @@
+"""Event ingestion: validate, store once, and keep the hourly rollups in the same commit."""
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from catalog.ids import new_id
+from catalog.models import Meter
+from metering.aggregation import Partial, matches, meter_value
+from metering.models import Event, UsageDistinct, UsageRollup
+
+MAX_BATCH = 1000
+MAX_FUTURE = timedelta(minutes=5)
+MAX_PROPERTIES_BYTES = 32 * 1024
+MAX_DEPTH = 5
+MAX_TEXT = 255
+
+
+class EventRejected(ValueError):
+    """An event that cannot be stored; the message says why."""
+
+
+@dataclass(frozen=True)
+class EventIn:
+    event_id: str
+    event_name: str
+    external_customer_id: str
+    timestamp: datetime
+    properties: dict
+    source: str
+    feeds: tuple  # ((meter, value), ...) for every meter the event feeds
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    stored: list[EventIn]
+    duplicates: int
+
+
+def meters_by_event_name() -> dict[str, list[Meter]]:
+    grouped = defaultdict(list)
+    for meter in Meter.objects.select_related("feature"):
+        grouped[meter.event_name].append(meter)
+    return grouped
+
+
+def _text(raw: dict, key: str, *, required: bool) -> str:
+    value = raw.get(key)
+    if value is None or value == "":
+        if required:
+            raise EventRejected(f"{key} is required")
+        return ""
+    if not isinstance(value, str):
+        raise EventRejected(f"{key} must be a string")
+    if len(value) > MAX_TEXT:
+        raise EventRejected(f"{key} is longer than {MAX_TEXT} characters")
+    if not value.isprintable():
+        raise EventRejected(f"{key} must be printable characters")
+    return value
+
+
+def _timestamp(raw: dict, now: datetime) -> datetime:
+    value = raw.get("timestamp")
+    if value is None or value == "":
+        return now
+    moment = None
+    if isinstance(value, str):
+        try:
+            moment = parse_datetime(value)
+        except ValueError:
+            moment = None
+    if moment is None:
+        raise EventRejected("timestamp must be an RFC 3339 date-time, e.g. 2026-11-27T10:00:00Z")
+    if timezone.is_naive(moment):
+        moment = moment.replace(tzinfo=dt_timezone.utc)
+    if moment > now + MAX_FUTURE:
+        raise EventRejected("timestamp is more than 5 minutes in the future")
+    return moment
+
+
+def _check_json(value, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise EventRejected(f"properties are nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, str) and "\x00" in value:
+        raise EventRejected("properties must not contain NUL characters")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise EventRejected("properties must not contain NUL characters")
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
+
+
+def _properties(raw: dict) -> dict:
+    properties = raw.get("properties")
+    if properties is None:
+        return {}
+    if not isinstance(properties, dict):
+        raise EventRejected("properties must be a JSON object")
+    _check_json(properties)
+    if len(json.dumps(properties)) > MAX_PROPERTIES_BYTES:
+        raise EventRejected(f"properties are larger than {MAX_PROPERTIES_BYTES} bytes")
+    return properties
+
+
+def event_parse(raw, *, meters: dict[str, list[Meter]], now: datetime) -> EventIn:
+    """One event as sent, checked against DESIGN.md's rules and the meters it would feed."""
+    if not isinstance(raw, dict):
+        raise EventRejected("an event must be a JSON object")
+    event_name = _text(raw, "event_name", required=True)
+    external_customer_id = _text(raw, "external_customer_id", required=True)
+    event_id = _text(raw, "event_id", required=False) or new_id("evt")
+    source = _text(raw, "source", required=False)
+    timestamp = _timestamp(raw, now)
+    properties = _properties(raw)
+    if event_name not in meters:
+        raise EventRejected(f"no meter uses event_name {event_name!r}")
+    feeds = []
+    for meter in meters[event_name]:
+        if not matches(meter, event_name, properties):
+            continue
+        try:
+            feeds.append((meter, meter_value(meter, properties)))
+        except ValueError as error:
+            raise EventRejected(f"{error} (meter of {meter.feature.lookup_key!r})") from None
+    return EventIn(
+        event_id=event_id, event_name=event_name, external_customer_id=external_customer_id,
+        timestamp=timestamp, properties=properties, source=source, feeds=tuple(feeds),
+    )
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+@transaction.atomic
+def events_ingest(*, events: list[EventIn]) -> IngestResult:
+    """Store events not seen before (first write wins) and fold them into the rollups."""
+    unique: dict[str, EventIn] = {}
+    for event in events:
+        unique.setdefault(event.event_id, event)
+    inserted = _insert_new(list(unique.values()))
+    stored = [e for e in unique.values() if e.event_id in inserted]
+    rollups_add(stored)
+    return IngestResult(stored=stored, duplicates=len(events) - len(stored))
+
+
+def _insert_new(events: list[EventIn]) -> set[str]:
+    if not events:
+        return set()
+    ops = connection.ops
+    json_param = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
+    row = f"(%s, %s, %s, %s, %s, %s, {json_param})"
+    now = ops.adapt_datetimefield_value(timezone.now())
+    params = []
+    for e in events:
+        params += [
+            e.event_id, e.event_name, e.external_customer_id,
+            ops.adapt_datetimefield_value(e.timestamp), now, e.source, json.dumps(e.properties),
+        ]
+    sql = (
+        f"INSERT INTO {Event._meta.db_table} (event_id, event_name, external_customer_id, "
+        f"timestamp, ingested_at, source, properties) VALUES {', '.join([row] * len(events))} "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {r[0] for r in cursor.fetchall()}
+
+
+def partials_by_hour(events) -> dict[tuple, Partial]:
+    """Group ``(meter, value)`` feeds of events into partials keyed by meter, customer, hour."""
+    partials: dict[tuple, Partial] = defaultdict(Partial)
+    for event in sorted(events, key=lambda e: e.timestamp):
+        for meter, value in event.feeds:
+            key = (meter.pk, event.external_customer_id, hour_of(event.timestamp))
+            partials[key].add(event.timestamp, value)
+    return partials
+
+
+def rollups_add(events) -> None:
+    partials = partials_by_hour(events)
+    if partials:
+        _upsert_rollups(sorted(partials.items(), key=lambda item: item[0]))
+
+
+def _upsert_rollups(items: list[tuple[tuple, Partial]]) -> None:
+    ops = connection.ops
+    table = UsageRollup._meta.db_table
+    rollup_params, distinct_params = [], []
+    for (meter_id, customer, bucket), p in items:
+        bucket_value = ops.adapt_datetimefield_value(bucket)
+        rollup_params.append([
+            meter_id, customer, bucket_value, p.count, p.total, p.maximum,
+            ops.adapt_datetimefield_value(p.latest_at) if p.latest_at else None,
+            p.latest_value, p.value_time_total,
+        ])
+        distinct_params += [[meter_id, customer, bucket_value, v] for v in sorted(p.distinct)]
+    newer = f"{table}.latest_at IS NULL OR excluded.latest_at >= {table}.latest_at"
+    rollup_sql = (
+        f"INSERT INTO {table} (meter_id, external_customer_id, bucket, event_count, value_sum, "
+        "value_max, latest_at, latest_value, value_time_sum) VALUES "
+        + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rollup_params))
+        + " ON CONFLICT (meter_id, external_customer_id, bucket) DO UPDATE SET "
+        f"event_count = {table}.event_count + excluded.event_count, "
+        f"value_sum = {table}.value_sum + excluded.value_sum, "
+        f"value_max = CASE WHEN {table}.value_max IS NULL OR excluded.value_max > "
+        f"{table}.value_max THEN excluded.value_max ELSE {table}.value_max END, "
+        f"latest_value = CASE WHEN excluded.latest_at IS NOT NULL AND ({newer}) "
+        f"THEN excluded.latest_value ELSE {table}.latest_value END, "
+        f"latest_at = CASE WHEN excluded.latest_at IS NOT NULL AND ({newer}) "
+        f"THEN excluded.latest_at ELSE {table}.latest_at END, "
+        f"value_time_sum = {table}.value_time_sum + excluded.value_time_sum"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(rollup_sql, [v for row in rollup_params for v in row])
+        for start in range(0, len(distinct_params), 1000):
+            chunk = distinct_params[start : start + 1000]
+            cursor.execute(
+                f"INSERT INTO {UsageDistinct._meta.db_table} "
+                "(meter_id, external_customer_id, bucket, value) VALUES "
+                + ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
+                + " ON CONFLICT (meter_id, external_customer_id, bucket, value) DO NOTHING",
+                [v for row in chunk for v in row],
+            )
+
+
+@transaction.atomic
+def meter_rollups_rebuild(*, meter: Meter) -> int:
+    """Recompute one meter's rollups from the raw log, after the meter is created or changed."""
+    if connection.vendor == "postgresql":
+        # Hold off concurrent ingestion so no event is counted twice or missed.
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {Event._meta.db_table} IN SHARE MODE")
+    UsageRollup.objects.filter(meter=meter).delete()
+    UsageDistinct.objects.filter(meter=meter).delete()
+    rows = (
+        Event.objects.filter(event_name=meter.event_name)
+        .order_by("id")
+        .values_list("external_customer_id", "timestamp", "properties")
+        .iterator(chunk_size=5000)
+    )
+    count, batch = 0, []
+    for customer, timestamp, properties in rows:
+        if not matches(meter, meter.event_name, properties):
+            continue
+        try:
+            value = meter_value(meter, properties)
+        except ValueError:
+            continue  # stored before this meter existed; it cannot feed it
+        batch.append(_Fed(customer, timestamp, ((meter, value),)))
+        count += 1
+        if len(batch) >= 5000:
+            rollups_add(batch)
+            batch = []
+    rollups_add(batch)
+    return count
+
+
+@dataclass(frozen=True)
+class _Fed:
+    external_customer_id: str
+    timestamp: datetime
+    feeds: tuple

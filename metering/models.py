@@ -1,0 +1,121 @@
+import hashlib
+
+from django.db import models
+from django.utils import timezone
+
+from catalog.ids import id_factory
+from catalog.models import Meter
+
+
+class Customer(models.Model):
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("cust"), editable=False
+    )
+    external_id = models.CharField(max_length=255, unique=True)
+    name = models.CharField(max_length=255)
+    email = models.EmailField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} ({self.external_id})"
+
+
+class ApiKey(models.Model):
+    """A secret for the ``x-api-key`` header. Only its SHA-256 is stored; keys are random."""
+
+    PREFIX_LENGTH = 12
+
+    id = models.CharField(primary_key=True, max_length=40, default=id_factory("key"), editable=False)
+    name = models.CharField(max_length=255)
+    prefix = models.CharField(max_length=PREFIX_LENGTH, editable=False)
+    hashed_key = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(raw_key: str) -> str:
+        return hashlib.sha256(raw_key.encode()).hexdigest()
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Event(models.Model):
+    """The append-only usage log. ``event_id`` is the idempotency key: first write wins."""
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.CharField(max_length=255, unique=True)
+    event_name = models.CharField(max_length=255)
+    external_customer_id = models.CharField(max_length=255)
+    timestamp = models.DateTimeField()
+    ingested_at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=255, blank=True)
+    properties = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["external_customer_id", "event_name", "timestamp"], name="event_usage_idx"
+            ),
+            models.Index(fields=["timestamp"], name="event_timestamp_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.event_name} {self.event_id}"
+
+
+class UsageRollup(models.Model):
+    """Hourly partial aggregates of one meter for one customer, kept at ingest.
+
+    Every aggregation but COUNT_UNIQUE is rebuilt from these columns, so usage over a
+    period reads a few hundred rows instead of every raw event.
+    """
+
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="+")
+    external_customer_id = models.CharField(max_length=255)
+    bucket = models.DateTimeField()  # the start of the hour
+    event_count = models.BigIntegerField(default=0)
+    value_sum = models.DecimalField(max_digits=40, decimal_places=12, default=0)
+    value_max = models.DecimalField(max_digits=40, decimal_places=12, null=True)
+    latest_at = models.DateTimeField(null=True)
+    latest_value = models.DecimalField(max_digits=40, decimal_places=12, null=True)
+    # Σ value × epoch seconds, for WEIGHTED_SUM.
+    value_time_sum = models.DecimalField(max_digits=60, decimal_places=18, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["meter", "external_customer_id", "bucket"], name="rollup_unique_bucket"
+            )
+        ]
+
+
+class UsageDistinct(models.Model):
+    """The distinct values a COUNT_UNIQUE meter saw, per customer and hour."""
+
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="+")
+    external_customer_id = models.CharField(max_length=255)
+    bucket = models.DateTimeField()
+    value = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["meter", "external_customer_id", "bucket", "value"],
+                name="distinct_unique_value",
+            )
+        ]

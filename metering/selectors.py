@@ -1,0 +1,123 @@
+"""Usage reads. Whole hours come from rollups; only the partial hours at the edges of a
+window read raw events, so cost does not grow with the number of events."""
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from decimal import Decimal
+
+from catalog.models import Meter
+from metering.aggregation import Partial, matches, meter_value, quantity
+from metering.ingestion import hour_of
+from metering.models import Event, UsageDistinct, UsageRollup
+
+HOUR = timedelta(hours=1)
+SUB_HOUR_WINDOWS = {"MINUTE": 1, "15MIN": 15, "30MIN": 30}
+HOURLY_WINDOWS = {"HOUR": 1, "3HOUR": 3, "6HOUR": 6, "12HOUR": 12}
+WINDOW_SIZES = {*SUB_HOUR_WINDOWS, *HOURLY_WINDOWS, "DAY", "WEEK", "MONTH"}
+
+
+def window_floor(moment: datetime, size: str) -> datetime:
+    """The start of the UTC window of ``size`` that holds ``moment``."""
+    moment = moment.astimezone(dt_timezone.utc)
+    if size in SUB_HOUR_WINDOWS:
+        step = SUB_HOUR_WINDOWS[size]
+        return moment.replace(minute=moment.minute - moment.minute % step, second=0, microsecond=0)
+    hour = moment.replace(minute=0, second=0, microsecond=0)
+    if size in HOURLY_WINDOWS:
+        return hour.replace(hour=hour.hour - hour.hour % HOURLY_WINDOWS[size])
+    day = hour.replace(hour=0)
+    if size == "DAY":
+        return day
+    if size == "WEEK":
+        return day - timedelta(days=day.weekday())
+    if size == "MONTH":
+        return day.replace(day=1)
+    raise ValueError(f"unknown window size {size!r}")
+
+
+def _raw_partials(meter, customer: str, start: datetime, end: datetime, key) -> dict:
+    partials: dict[datetime, Partial] = defaultdict(Partial)
+    rows = (
+        Event.objects.filter(
+            external_customer_id=customer, event_name=meter.event_name,
+            timestamp__gte=start, timestamp__lt=end,
+        )
+        .order_by("timestamp", "id")
+        .values_list("timestamp", "properties")
+    )
+    for timestamp, properties in rows:
+        if not matches(meter, meter.event_name, properties):
+            continue
+        try:
+            value = meter_value(meter, properties)
+        except ValueError:
+            continue  # stored before this meter existed and cannot feed it
+        partials[key(timestamp)].add(timestamp, value)
+    return partials
+
+
+def _rollup_partials(meter, customer: str, start: datetime, end: datetime) -> dict:
+    partials: dict[datetime, Partial] = {}
+    rows = UsageRollup.objects.filter(
+        meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
+    ).values_list(
+        "bucket", "event_count", "value_sum", "value_max", "latest_at", "latest_value",
+        "value_time_sum",
+    )
+    for bucket, count, total, maximum, latest_at, latest_value, value_time in rows:
+        partials[bucket] = Partial(
+            count=count, total=total, maximum=maximum, latest_at=latest_at,
+            latest_value=latest_value, value_time_total=value_time,
+        )
+    if meter.aggregation == "COUNT_UNIQUE":
+        distinct = UsageDistinct.objects.filter(
+            meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
+        ).values_list("bucket", "value")
+        for bucket, value in distinct:
+            partials.setdefault(bucket, Partial()).distinct.add(value)
+    return partials
+
+
+def usage_partials(
+    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime,
+    hourly: bool = True,
+) -> list[tuple[datetime, Partial]]:
+    """Partials by hour (or by event time when ``hourly`` is off) over ``[start, end)``."""
+    key = hour_of if hourly else (lambda moment: moment)
+    first_full = hour_of(start) if hour_of(start) == start else hour_of(start) + HOUR
+    last_full = hour_of(end)
+    if not hourly or first_full >= last_full:
+        found = _raw_partials(meter, external_customer_id, start, end, key)
+    else:
+        found = _raw_partials(meter, external_customer_id, start, first_full, key)
+        found.update(_rollup_partials(meter, external_customer_id, first_full, last_full))
+        found.update(_raw_partials(meter, external_customer_id, last_full, end, key))
+    return sorted(found.items(), key=lambda item: item[0])
+
+
+def meter_usage(
+    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime
+) -> Decimal:
+    """The exact quantity of ``meter`` for one customer over ``[start, end)``."""
+    total = Partial()
+    for _, partial in usage_partials(
+        meter=meter, external_customer_id=external_customer_id, start=start, end=end
+    ):
+        total.merge(partial)
+    return quantity(meter, total, start, end)
+
+
+def meter_usage_windows(
+    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime, window_size: str
+) -> list[tuple[datetime, Decimal]]:
+    """The quantity per window, for windows that hold usage, in time order."""
+    windows: dict[datetime, Partial] = {}
+    for moment, partial in usage_partials(
+        meter=meter, external_customer_id=external_customer_id, start=start, end=end,
+        hourly=window_size not in SUB_HOUR_WINDOWS,
+    ):
+        windows.setdefault(window_floor(moment, window_size), Partial()).merge(partial)
+    return [
+        (w, quantity(meter, p, max(w, start), end)) for w, p in sorted(windows.items())
+    ]

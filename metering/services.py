@@ -1,0 +1,32 @@
+import secrets
+
+from django.db import transaction
+from django.utils import timezone
+
+from metering.models import ApiKey, Customer
+
+
+def api_key_create(*, name: str) -> tuple[ApiKey, str]:
+    """A new key and its secret, which is shown once and never stored."""
+    raw = f"tly_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(
+        name=name, prefix=raw[: ApiKey.PREFIX_LENGTH], hashed_key=ApiKey.hash(raw)
+    )
+    return key, raw
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key
+
+
+@transaction.atomic
+def customer_create(
+    *, external_id: str, name: str, email: str = "", metadata: dict | None = None
+) -> Customer:
+    customer = Customer(external_id=external_id, name=name, email=email, metadata=metadata or {})
+    customer.full_clean()
+    customer.save()
+    return customer
