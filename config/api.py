@@ -4,7 +4,6 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -95,11 +94,6 @@ class Pagination(LimitOffsetPagination):
                 },
             },
         }
-
-
-class HasApiKey(BasePermission):
-    def has_permission(self, request, view):
-        return request.auth is not None
 
 
 def not_found(request, *args, **kwargs):

@@ -116,7 +116,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["metering.auth.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["config.api.HasApiKey"],
+    "DEFAULT_PERMISSION_CLASSES": ["metering.auth.HasApiKey"],
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -4,6 +4,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import BasePermission
 
 from metering.models import ApiKey
 
@@ -28,3 +29,8 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request):
         return "x-api-key"
+
+
+class HasApiKey(BasePermission):
+    def has_permission(self, request, view):
+        return request.auth is not None
