@@ -1,9 +1,13 @@
 """API plumbing shared by every app: the error shape, pagination and the API key check."""
 
+import json
+
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -99,3 +103,32 @@ class Pagination(LimitOffsetPagination):
 def not_found(request, *args, **kwargs):
     """Unknown paths under /v1/ answer JSON, not Django's HTML page."""
     return JsonResponse(error_body(404, f"No API endpoint at {request.path}."), status=404)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+
+
+class JSONParser(BaseParser):
+    """JSON with a size cap, and a 400 (never a 500) for any body that is not JSON."""
+
+    media_type = "application/json"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        request = (parser_context or {}).get("request")
+        length = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if length and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        try:
+            return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as error:
+            raise exceptions.ParseError(f"The body is not valid JSON: {error}") from None
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")

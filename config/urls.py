@@ -10,6 +10,7 @@ public = {"authentication_classes": [], "permission_classes": []}
 api = [
     path("", include("catalog.urls")),
     path("", include("metering.urls")),
+    path("", include("metering.api")),
     path("", include("billing.urls")),
     path("schema/", SpectacularAPIView.as_view(**public), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),

@@ -43,9 +43,13 @@ class IngestResult:
     duplicates: int
 
 
-def meters_by_event_name() -> dict[str, list[Meter]]:
+def meters_by_event_name(*, event_name: str | None = None) -> dict[str, list[Meter]]:
+    """Meters grouped by event name; all of them, or those of one name."""
+    meters = Meter.objects.select_related("feature")
+    if event_name is not None:
+        meters = meters.filter(event_name=event_name)
     grouped = defaultdict(list)
-    for meter in Meter.objects.select_related("feature"):
+    for meter in meters:
         grouped[meter.event_name].append(meter)
     return grouped
 
@@ -65,20 +69,26 @@ def _text(raw: dict, key: str, *, required: bool) -> str:
     return value
 
 
+def parse_moment(value) -> datetime | None:
+    """An RFC 3339 date-time; one without an offset is taken as UTC. None if unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = parse_datetime(value.strip())
+    except ValueError:
+        return None
+    if moment is not None and timezone.is_naive(moment):
+        moment = moment.replace(tzinfo=dt_timezone.utc)
+    return moment
+
+
 def _timestamp(raw: dict, now: datetime) -> datetime:
     value = raw.get("timestamp")
     if value is None or value == "":
         return now
-    moment = None
-    if isinstance(value, str):
-        try:
-            moment = parse_datetime(value)
-        except ValueError:
-            moment = None
+    moment = parse_moment(value)
     if moment is None:
         raise EventRejected("timestamp must be an RFC 3339 date-time, e.g. 2026-11-27T10:00:00Z")
-    if timezone.is_naive(moment):
-        moment = moment.replace(tzinfo=dt_timezone.utc)
     if moment > now + MAX_FUTURE:
         raise EventRejected("timestamp is more than 5 minutes in the future")
     return moment

@@ -81,13 +81,13 @@ def _rollup_partials(meter, customer: str, start: datetime, end: datetime) -> di
 
 def usage_partials(
     *, meter: Meter, external_customer_id: str, start: datetime, end: datetime,
-    hourly: bool = True,
+    use_rollups: bool = True,
 ) -> list[tuple[datetime, Partial]]:
-    """Partials by hour (or by event time when ``hourly`` is off) over ``[start, end)``."""
-    key = hour_of if hourly else (lambda moment: moment)
+    """Partials by hour over ``[start, end)``; by event time when rollups are not used."""
+    key = hour_of if use_rollups else (lambda moment: moment)
     first_full = hour_of(start) if hour_of(start) == start else hour_of(start) + HOUR
     last_full = hour_of(end)
-    if not hourly or first_full >= last_full:
+    if not use_rollups or first_full >= last_full:
         found = _raw_partials(meter, external_customer_id, start, end, key)
     else:
         found = _raw_partials(meter, external_customer_id, start, first_full, key)
@@ -97,25 +97,31 @@ def usage_partials(
 
 
 def meter_usage(
-    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime
+    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime,
+    use_rollups: bool = True,
 ) -> Decimal:
-    """The exact quantity of ``meter`` for one customer over ``[start, end)``."""
+    """The exact quantity of ``meter`` for one customer over ``[start, end)``.
+
+    ``use_rollups=False`` reads raw events only, for a meter that is not saved.
+    """
     total = Partial()
     for _, partial in usage_partials(
-        meter=meter, external_customer_id=external_customer_id, start=start, end=end
+        meter=meter, external_customer_id=external_customer_id, start=start, end=end,
+        use_rollups=use_rollups,
     ):
         total.merge(partial)
     return quantity(meter, total, start, end)
 
 
 def meter_usage_windows(
-    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime, window_size: str
+    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime, window_size: str,
+    use_rollups: bool = True,
 ) -> list[tuple[datetime, Decimal]]:
     """The quantity per window, for windows that hold usage, in time order."""
     windows: dict[datetime, Partial] = {}
     for moment, partial in usage_partials(
         meter=meter, external_customer_id=external_customer_id, start=start, end=end,
-        hourly=window_size not in SUB_HOUR_WINDOWS,
+        use_rollups=use_rollups and window_size not in SUB_HOUR_WINDOWS,
     ):
         windows.setdefault(window_floor(moment, window_size), Partial()).merge(partial)
     return [

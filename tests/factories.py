@@ -55,3 +55,14 @@ class PriceTierFactory(factory.django.DjangoModelFactory):
     )
     up_to = None
     unit_amount = Decimal("1")
+
+
+def ingest(*raws: dict, now=None):
+    """Parse and store events as the API would; raises EventRejected on the first bad one."""
+    from django.utils import timezone
+
+    from metering.ingestion import event_parse, events_ingest, meters_by_event_name
+
+    meters = meters_by_event_name()
+    now = now or timezone.now()
+    return events_ingest(events=[event_parse(r, meters=meters, now=now) for r in raws])
