@@ -46,6 +46,8 @@ class IngestResult:
 def meters_by_event_name(*, event_name: str | None = None) -> dict[str, list[Meter]]:
     """Meters grouped by event name; all of them, or those of one name."""
     meters = Meter.objects.select_related("feature")
+    if event_name is not None and "\x00" in event_name:
+        return {}  # PostgreSQL text cannot hold NUL; no meter has such a name
     if event_name is not None:
         meters = meters.filter(event_name=event_name)
     grouped = defaultdict(list)
