@@ -127,3 +127,17 @@ def meter_usage_windows(
     return [
         (w, quantity(meter, p, max(w, start), end)) for w, p in sorted(windows.items())
     ]
+
+
+def unmatched_customers():
+    """External customer ids that sent events but have no Customer yet, busiest first."""
+    from django.db.models import Count, Max, Min
+
+    from metering.models import Customer
+
+    return (
+        Event.objects.exclude(external_customer_id__in=Customer.objects.values("external_id"))
+        .values("external_customer_id")
+        .annotate(events=Count("id"), first_seen=Min("timestamp"), last_seen=Max("timestamp"))
+        .order_by("-events")
+    )

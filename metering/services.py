@@ -6,12 +6,18 @@ from django.utils import timezone
 from metering.models import ApiKey, Customer
 
 
-def api_key_create(*, name: str) -> tuple[ApiKey, str]:
-    """A new key and its secret, which is shown once and never stored."""
+def api_key_secret_set(*, key: ApiKey) -> str:
+    """Give an unsaved key a fresh secret; the secret is returned, never stored."""
     raw = f"tly_{secrets.token_urlsafe(32)}"
-    key = ApiKey.objects.create(
-        name=name, prefix=raw[: ApiKey.PREFIX_LENGTH], hashed_key=ApiKey.hash(raw)
-    )
+    key.prefix = raw[: ApiKey.PREFIX_LENGTH]
+    key.hashed_key = ApiKey.hash(raw)
+    return raw
+
+
+def api_key_create(*, name: str) -> tuple[ApiKey, str]:
+    key = ApiKey(name=name)
+    raw = api_key_secret_set(key=key)
+    key.save()
     return key, raw
 
 
