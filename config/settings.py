@@ -147,3 +147,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
 }
+
+CELERY_BEAT_SCHEDULE = {
+    "rollups-refresh": {"task": "metering.tasks.rollups_refresh", "schedule": 30.0},
+}

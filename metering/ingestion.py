@@ -13,7 +13,7 @@ from django.utils.dateparse import parse_datetime
 from catalog.ids import new_id
 from catalog.models import Meter
 from metering.aggregation import Partial, matches, meter_value
-from metering.models import Event, UsageDistinct, UsageRollup
+from metering.models import Event, MeterRollupState, UsageDistinct, UsageRollup
 
 MAX_BATCH = 1000
 MAX_FUTURE = timedelta(minutes=5)
@@ -252,6 +252,7 @@ def meter_rollups_rebuild(*, meter: Meter) -> int:
         # Hold off concurrent ingestion so no event is counted twice or missed.
         with connection.cursor() as cursor:
             cursor.execute(f"LOCK TABLE {Event._meta.db_table} IN SHARE MODE")
+    MeterRollupState.objects.update_or_create(meter=meter, defaults={"built_at": timezone.now()})
     UsageRollup.objects.filter(meter=meter).delete()
     UsageDistinct.objects.filter(meter=meter).delete()
     rows = (
@@ -282,3 +283,12 @@ class _Fed:
     external_customer_id: str
     timestamp: datetime
     feeds: tuple
+
+
+def stale_meters():
+    """Meters changed since their rollups were last built, or never built."""
+    from django.db.models import F, Q
+
+    return Meter.objects.filter(
+        Q(rollup_state__isnull=True) | Q(rollup_state__built_at__lt=F("updated_at"))
+    )

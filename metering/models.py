@@ -119,3 +119,16 @@ class UsageDistinct(models.Model):
                 name="distinct_unique_value",
             )
         ]
+
+
+class MeterRollupState(models.Model):
+    """When a meter's rollups were last rebuilt from the raw log.
+
+    Rollups are trusted only when built after the meter's last change; until then usage
+    is read from raw events.
+    """
+
+    meter = models.OneToOneField(
+        Meter, on_delete=models.CASCADE, primary_key=True, related_name="rollup_state"
+    )
+    built_at = models.DateTimeField()

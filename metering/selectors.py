@@ -9,7 +9,7 @@ from decimal import Decimal
 from catalog.models import Meter
 from metering.aggregation import Partial, matches, meter_value, quantity
 from metering.ingestion import hour_of
-from metering.models import Event, UsageDistinct, UsageRollup
+from metering.models import Event, MeterRollupState, UsageDistinct, UsageRollup
 
 HOUR = timedelta(hours=1)
 SUB_HOUR_WINDOWS = {"MINUTE": 1, "15MIN": 15, "30MIN": 30}
@@ -79,11 +79,20 @@ def _rollup_partials(meter, customer: str, start: datetime, end: datetime) -> di
     return partials
 
 
+def rollups_ready(meter) -> bool:
+    if meter.pk is None:
+        return False
+    built = MeterRollupState.objects.filter(meter_id=meter.pk).values_list("built_at", flat=True)
+    built_at = built.first()
+    return built_at is not None and built_at >= meter.updated_at
+
+
 def usage_partials(
     *, meter: Meter, external_customer_id: str, start: datetime, end: datetime,
     use_rollups: bool = True,
 ) -> list[tuple[datetime, Partial]]:
     """Partials by hour over ``[start, end)``; by event time when rollups are not used."""
+    use_rollups = use_rollups and rollups_ready(meter)
     key = hour_of if use_rollups else (lambda moment: moment)
     first_full = hour_of(start) if hour_of(start) == start else hour_of(start) + HOUR
     last_full = hour_of(end)

@@ -16,14 +16,24 @@ class FeatureFactory(factory.django.DjangoModelFactory):
 
 
 class MeterFactory(factory.django.DjangoModelFactory):
+    """A meter whose rollups are built, as the beat task leaves it. ``rollups=False`` skips."""
+
     class Meta:
         model = Meter
+        skip_postgeneration_save = True
 
     feature = factory.SubFactory(FeatureFactory)
     event_name = "tokens"
     aggregation = Meter.Aggregation.SUM
     field = "tokens"
     filters = factory.LazyFunction(list)
+
+    @factory.post_generation
+    def rollups(obj, create, extracted, **kwargs):
+        if create and extracted is not False:
+            from metering.ingestion import meter_rollups_rebuild
+
+            meter_rollups_rebuild(meter=obj)
 
 
 class PlanFactory(factory.django.DjangoModelFactory):

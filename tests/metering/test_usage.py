@@ -6,6 +6,8 @@ from decimal import Decimal
 import pytest
 
 from metering.ingestion import EventRejected, meter_rollups_rebuild
+from metering.selectors import rollups_ready
+from metering.tasks import rollups_refresh
 from metering.models import Event, UsageRollup
 from metering.selectors import meter_usage, meter_usage_windows
 from tests.factories import MeterFactory, ingest
@@ -39,6 +41,7 @@ def test_o1_scenario_quantities(o1_scenario):
         f = feature_create(name=spec["name"], lookup_key=spec["lookup_key"], type="metered",
                            meter=_meter_fields(spec["meter"]))
         meters[spec["lookup_key"]] = f.meter
+    rollups_refresh()
     period_start = datetime(2026, 11, 1, 13, 27, 41, tzinfo=UTC)  # anniversary, not on the hour
     period_end = datetime(2026, 12, 1, 13, 27, 41, tzinfo=UTC)
     for spec in o1_scenario["events"]:
@@ -144,8 +147,25 @@ def test_rebuild_counts_events_sent_before_the_meter_existed():
     first = MeterFactory()
     ingest(event("1", START + timedelta(days=1), tokens=10, model="o1"), now=NOW)
     late_meter = MeterFactory(filters=[{"key": "model", "values": ["o1"]}],
-                              feature__lookup_key="late")
+                              feature__lookup_key="late", rollups=False)
     assert not UsageRollup.objects.filter(meter=late_meter).exists()
-    assert meter_rollups_rebuild(meter=late_meter) == 1
+    assert not rollups_ready(late_meter)
+    assert usage(late_meter) == 10  # read from raw events until rebuilt
+    assert rollups_refresh() == 1
+    assert rollups_ready(late_meter) and rollups_ready(first)
+    assert UsageRollup.objects.filter(meter=late_meter).get().value_sum == 10
     assert usage(late_meter) == 10
     assert usage(first) == 10
+
+
+def test_changing_a_meter_marks_its_rollups_stale_until_rebuilt():
+    m = MeterFactory()
+    ingest(event("1", START + timedelta(days=1), tokens=10, model="a"),
+           event("2", START + timedelta(days=1), tokens=5, model="b"), now=NOW)
+    assert rollups_ready(m) and usage(m) == 15
+    m.filters = [{"key": "model", "values": ["a"]}]
+    m.save()
+    assert not rollups_ready(m)
+    assert usage(m) == 10
+    assert meter_rollups_rebuild(meter=m) == 1
+    assert rollups_ready(m) and usage(m) == 10
