@@ -4,7 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from catalog import pricing
-from catalog.validation import validate_tiers
+from catalog.validation import validate_feature, validate_price_tiers
 
 
 class FiltersField(forms.CharField):
@@ -50,11 +50,10 @@ class MeterInlineFormSet(forms.BaseInlineFormSet):
         if any(self.errors):
             return
         has_meter = any(f.cleaned_data and not f.cleaned_data.get("DELETE") for f in self.forms)
-        metered = self.instance.type == "metered"
-        if metered and not has_meter:
-            raise ValidationError("A metered feature needs a meter: fill in its event name.")
-        if has_meter and not metered:
-            raise ValidationError("Only a metered feature has a meter.")
+        try:
+            validate_feature(type=self.instance.type, has_meter=has_meter)
+        except ValidationError as error:
+            raise ValidationError(error.message_dict["meter"]) from error
 
 
 class TierInlineFormSet(forms.BaseInlineFormSet):
@@ -69,10 +68,6 @@ class TierInlineFormSet(forms.BaseInlineFormSet):
             for f in self.forms
             if f.cleaned_data and not f.cleaned_data.get("DELETE")
         ]
-        if self.instance.billing_model != pricing.TIERED:
-            if rows:
-                raise ValidationError("Only a TIERED price has tiers.")
-            return
         tiers = [
             pricing.Tier(
                 up_to=r.get("up_to"),
@@ -82,7 +77,7 @@ class TierInlineFormSet(forms.BaseInlineFormSet):
             for r in rows
         ]
         try:
-            validate_tiers(tiers)
+            validate_price_tiers(billing_model=self.instance.billing_model, tiers=tiers)
         except ValidationError as error:
             raise ValidationError(error.message_dict["tiers"]) from error
 

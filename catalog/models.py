@@ -57,6 +57,7 @@ class Meter(models.Model):
         primary_key=True, max_length=40, default=id_factory("meter"), editable=False
     )
     feature = models.OneToOneField(Feature, on_delete=models.CASCADE, related_name="meter")
+    name = models.CharField(max_length=255, blank=True, help_text="Defaults to the feature's.")
     event_name = models.CharField(max_length=255, db_index=True)
     aggregation = models.CharField(
         max_length=32, choices=Aggregation.choices, default=Aggregation.SUM

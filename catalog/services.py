@@ -2,18 +2,20 @@
 
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.text import slugify
 
 from catalog import pricing
 from catalog.models import Feature, Meter, Plan, Price, PriceTier
-from catalog.validation import validate_tiers
+from catalog.validation import validate_feature, validate_price_tiers
 
 
 @transaction.atomic
 def feature_create(
     *,
     name: str,
-    lookup_key: str,
+    lookup_key: str = "",
     type: str = Feature.Type.METERED,
     description: str = "",
     unit_singular: str = "",
@@ -21,10 +23,14 @@ def feature_create(
     metadata: dict | None = None,
     meter: dict | None = None,
 ) -> Feature:
-    """Create a feature; a metered one with its meter (``event_name``, ``aggregation``, ...)."""
+    """Create a feature; a metered one with its meter (``event_name``, ``aggregation``, ...).
+
+    Without a ``lookup_key`` one is made from the name. Errors in ``meter`` are keyed
+    ``meter.<field>``.
+    """
     feature = Feature(
         name=name,
-        lookup_key=lookup_key,
+        lookup_key=lookup_key or _unused_lookup_key(name),
         type=type,
         description=description,
         unit_singular=unit_singular,
@@ -32,12 +38,27 @@ def feature_create(
         metadata=metadata or {},
     )
     feature.full_clean()
+    validate_feature(type=feature.type, has_meter=meter is not None)
     feature.save()
     if meter is not None:
         meter_obj = Meter(feature=feature, **meter)
-        meter_obj.full_clean()
+        try:
+            meter_obj.full_clean()
+        except ValidationError as error:
+            raise ValidationError(
+                {f"meter.{key}": value for key, value in error.error_dict.items()}
+            ) from error
         meter_obj.save()
     return feature
+
+
+def _unused_lookup_key(name: str) -> str:
+    base = slugify(name)[:240] or "feature"
+    key, number = base, 1
+    while Feature.objects.filter(lookup_key=key).exists():
+        number += 1
+        key = f"{base}-{number}"
+    return key
 
 
 def plan_create(
@@ -69,8 +90,7 @@ def price_create(*, plan: Plan, tiers: list[pricing.Tier] | None = None, **field
     price = Price(plan=plan, **fields)
     price.full_clean()
     tiers = list(tiers or [])
-    if price.billing_model == pricing.TIERED:
-        validate_tiers(tiers)
+    validate_price_tiers(billing_model=price.billing_model, tiers=tiers)
     price.save()
     PriceTier.objects.bulk_create(
         PriceTier(

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 
 from catalog import pricing
 
+METERED = "metered"
 COUNT = "COUNT"
 SUM_WITH_MULTIPLIER = "SUM_WITH_MULTIPLIER"
 USAGE = "USAGE"
@@ -21,6 +22,13 @@ _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 def _raise(errors: dict[str, list[str]]) -> None:
     if errors:
         raise ValidationError(errors)
+
+
+def validate_feature(*, type: str, has_meter: bool) -> None:
+    if type == METERED and not has_meter:
+        _raise({"meter": ["A metered feature needs a meter."]})
+    if type != METERED and has_meter:
+        _raise({"meter": ["Only a metered feature has a meter."]})
 
 
 def validate_meter(*, aggregation: str, field: str, multiplier: Decimal | None, filters) -> None:
@@ -89,6 +97,13 @@ def validate_price(
     elif billing_model == pricing.PACKAGE and divide_by is None:
         errors["divide_by"] = ["A PACKAGE price needs transform_quantity.divide_by."]
     _raise(errors)
+
+
+def validate_price_tiers(*, billing_model: str, tiers: Sequence[pricing.Tier]) -> None:
+    if billing_model == pricing.TIERED:
+        validate_tiers(tiers)
+    elif tiers:
+        _raise({"tiers": ["Only a TIERED price has tiers."]})
 
 
 def validate_tiers(tiers: Sequence[pricing.Tier]) -> None:
