@@ -50,11 +50,33 @@ def _first_message(detail) -> str:
     return str(detail)
 
 
+def _django_detail(exc: DjangoValidationError, names: dict[str, str]) -> dict:
+    """A service's errors under wire names: ``names`` renames model fields, and dots nest."""
+    if not hasattr(exc, "error_dict"):
+        return {"non_field_errors": exc.messages}
+    names = {"__all__": "non_field_errors", **names}
+    detail: dict = {}
+    for key, messages in exc.message_dict.items():
+        *parents, leaf = names.get(key, key).split(".")
+        node = detail
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = messages
+    return detail
+
+
+def _is_duplicate(exc: DjangoValidationError) -> bool:
+    errors = [e for field in getattr(exc, "error_dict", {}).values() for e in field]
+    return bool(errors) and all(e.code == "unique" for e in errors)
+
+
 def api_exception_handler(exc, context):
+    """Every error in the one shape. A view's ``error_names`` maps model to wire field names."""
+    code = None
     if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(
-            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-        )
+        code = "already_exists" if _is_duplicate(exc) else None
+        names = getattr(context.get("view"), "error_names", {})
+        exc = exceptions.ValidationError(_django_detail(exc, names))
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     response = exception_handler(exc, context)
@@ -67,7 +89,7 @@ def api_exception_handler(exc, context):
     else:
         message = str(detail.get("detail", detail)) if isinstance(detail, dict) else str(detail)
         details = {}
-    response.data = error_body(response.status_code, message, details)
+    response.data = error_body(response.status_code, message, details, code)
     return response
 
 

@@ -139,6 +139,11 @@ SPECTACULAR_SETTINGS = {
         "securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "x-api-key"}}
     },
     "SECURITY": [{"ApiKeyAuth": []}],
+    "ENUM_NAME_OVERRIDES": {
+        "FeatureTypeEnum": "catalog.models.Feature.Type",
+        "PriceTypeEnum": "catalog.models.Price.Type",
+        "AggregationTypeEnum": "catalog.models.Meter.Aggregation",
+    },
 }
 
 LOGGING = {
