@@ -1,14 +1,21 @@
 """The OpenAI o1 demo: the catalog from ``tests/data/openai_o1.json``, loaded idempotently."""
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
+from billing.models import Subscription
+from billing.services import invoice_propose, subscription_create
 from catalog.models import Feature, Plan, Price
 from catalog.services import feature_create, plan_create, price_create
+from metering.ingestion import event_parse, events_ingest, meters_by_event_name
+from metering.models import Customer
+from metering.tasks import rollups_refresh
 
 SCENARIO = Path(settings.BASE_DIR) / "tests" / "data" / "openai_o1.json"
 
@@ -68,3 +75,38 @@ def demo_catalog_load(*, scenario: dict) -> Plan:
             display_name=features[spec["feature"]].name,
         )
     return plan
+
+
+@transaction.atomic
+def demo_customers_load(*, scenario: dict, plan: Plan) -> list[Subscription]:
+    """Subscribe the scenario's customers from an hour ago and send its events."""
+    rollups_refresh()
+    now = timezone.now()
+    period_start = now - timedelta(hours=1)
+    subscriptions = {}
+    for spec in scenario["customers"]:
+        customer, _ = Customer.objects.get_or_create(
+            external_id=spec["external_id"],
+            defaults={"name": spec["name"], "email": f"{spec['external_id']}@example.com"},
+        )
+        subscription = Subscription.objects.filter(
+            customer=customer, plan=plan, status=Subscription.Status.ACTIVE
+        ).first() or subscription_create(customer=customer, plan=plan, start_date=period_start)
+        subscriptions[spec["external_id"]] = subscription
+    meters = meters_by_event_name()
+    events = []
+    for spec in scenario["events"]:
+        subscription = subscriptions[spec["customer"]]
+        at = subscription.current_period_start + timedelta(seconds=spec["period_offset_s"])
+        raw = {
+            "event_id": f"demo-{spec['event_id']}",
+            "event_name": "tokens",
+            "external_customer_id": spec["customer"],
+            "timestamp": at.isoformat(),
+            "properties": spec["properties"],
+        }
+        events.append(event_parse(raw, meters=meters, now=now))
+    events_ingest(events=events)
+    for subscription in subscriptions.values():
+        invoice_propose(subscription=subscription)
+    return list(subscriptions.values())

@@ -155,4 +155,18 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "rollups-refresh": {"task": "metering.tasks.rollups_refresh", "schedule": 30.0},
+    "periods-close": {"task": "billing.tasks.periods_close", "schedule": 60.0},
+    "drafts-refresh": {"task": "billing.tasks.drafts_refresh", "schedule": 60.0},
+}
+# An unacknowledged task (its worker died) is redelivered after this many seconds.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60}
+
+# The cache coalesces invoice recomputes; it must be shared by web and workers.
+CACHE_URL = env.str("CACHE_URL", default="")
+if not CACHE_URL and CELERY_BROKER_URL.startswith("redis"):
+    CACHE_URL = CELERY_BROKER_URL
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }

@@ -3,8 +3,7 @@
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -14,6 +13,7 @@ from catalog.ids import new_id
 from catalog.models import Meter
 from metering.aggregation import Partial, matches, meter_value
 from metering.models import Event, MeterRollupState, UsageDistinct, UsageRollup
+from metering.signals import usage_recorded
 
 MAX_BATCH = 1000
 MAX_FUTURE = timedelta(minutes=5)
@@ -80,7 +80,7 @@ def parse_moment(value) -> datetime | None:
     except ValueError:
         return None
     if moment is not None and timezone.is_naive(moment):
-        moment = moment.replace(tzinfo=dt_timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment
 
 
@@ -144,13 +144,18 @@ def event_parse(raw, *, meters: dict[str, list[Meter]], now: datetime) -> EventI
         except ValueError as error:
             raise EventRejected(f"{error} (meter of {meter.feature.lookup_key!r})") from None
     return EventIn(
-        event_id=event_id, event_name=event_name, external_customer_id=external_customer_id,
-        timestamp=timestamp, properties=properties, source=source, feeds=tuple(feeds),
+        event_id=event_id,
+        event_name=event_name,
+        external_customer_id=external_customer_id,
+        timestamp=timestamp,
+        properties=properties,
+        source=source,
+        feeds=tuple(feeds),
     )
 
 
 def hour_of(moment: datetime) -> datetime:
-    return moment.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 @transaction.atomic
@@ -162,6 +167,11 @@ def events_ingest(*, events: list[EventIn]) -> IngestResult:
     inserted = _insert_new(list(unique.values()))
     stored = [e for e in unique.values() if e.event_id in inserted]
     rollups_add(stored)
+    if stored:
+        customers = {e.external_customer_id for e in stored}
+        transaction.on_commit(
+            lambda: usage_recorded.send(sender=Event, external_customer_ids=customers)
+        )
     return IngestResult(stored=stored, duplicates=len(events) - len(stored))
 
 
@@ -175,8 +185,13 @@ def _insert_new(events: list[EventIn]) -> set[str]:
     params = []
     for e in events:
         params += [
-            e.event_id, e.event_name, e.external_customer_id,
-            ops.adapt_datetimefield_value(e.timestamp), now, e.source, json.dumps(e.properties),
+            e.event_id,
+            e.event_name,
+            e.external_customer_id,
+            ops.adapt_datetimefield_value(e.timestamp),
+            now,
+            e.source,
+            json.dumps(e.properties),
         ]
     sql = (
         f"INSERT INTO {Event._meta.db_table} (event_id, event_name, external_customer_id, "
@@ -210,11 +225,19 @@ def _upsert_rollups(items: list[tuple[tuple, Partial]]) -> None:
     rollup_params, distinct_params = [], []
     for (meter_id, customer, bucket), p in items:
         bucket_value = ops.adapt_datetimefield_value(bucket)
-        rollup_params.append([
-            meter_id, customer, bucket_value, p.count, p.total, p.maximum,
-            ops.adapt_datetimefield_value(p.latest_at) if p.latest_at else None,
-            p.latest_value, p.value_time_total,
-        ])
+        rollup_params.append(
+            [
+                meter_id,
+                customer,
+                bucket_value,
+                p.count,
+                p.total,
+                p.maximum,
+                ops.adapt_datetimefield_value(p.latest_at) if p.latest_at else None,
+                p.latest_value,
+                p.value_time_total,
+            ]
+        )
         distinct_params += [[meter_id, customer, bucket_value, v] for v in sorted(p.distinct)]
     newer = f"{table}.latest_at IS NULL OR excluded.latest_at >= {table}.latest_at"
     rollup_sql = (

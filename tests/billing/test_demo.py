@@ -24,3 +24,17 @@ def test_seed_demo_loads_the_o1_catalog_once(o1_scenario):
         {"key": "model", "values": ["OpenAI O1"]},
         {"key": "prompt_type", "values": ["output"]},
     ]
+
+
+def test_seed_demo_proposes_the_scenario_totals(o1_scenario):
+    from billing.models import Invoice
+
+    call_command("seed_demo")
+    call_command("seed_demo")
+    for customer, expected in o1_scenario["expected"].items():
+        draft = Invoice.objects.get(customer__external_id=customer, invoice_status="DRAFT")
+        assert draft.total == Decimal(expected["total"])
+        assert {li.display_name: li.amount for li in draft.line_items.all()} == {
+            f["name"]: Decimal(expected["lines"][f["lookup_key"]]["amount"])
+            for f in o1_scenario["features"]
+        }

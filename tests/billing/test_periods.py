@@ -12,8 +12,11 @@ def at(*args):
 def test_month_end_anchor_clamps_without_drifting():
     anchor = at(2024, 1, 31, 9, 30)
     assert [boundary(anchor, "MONTHLY", 1, n) for n in range(4)] == [
-        at(2024, 1, 31, 9, 30), at(2024, 2, 29, 9, 30), at(2024, 3, 31, 9, 30),
-        at(2024, 4, 30, 9, 30)]
+        at(2024, 1, 31, 9, 30),
+        at(2024, 2, 29, 9, 30),
+        at(2024, 3, 31, 9, 30),
+        at(2024, 4, 30, 9, 30),
+    ]
 
 
 def test_non_leap_february_and_annual_leap_day():

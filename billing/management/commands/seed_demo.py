@@ -1,11 +1,21 @@
 from django.core.management.base import BaseCommand
 
-from billing.demo import demo_catalog_load, scenario_load
+from billing.demo import demo_catalog_load, demo_customers_load, scenario_load
+from billing.models import Invoice
 
 
 class Command(BaseCommand):
     help = "Load the OpenAI o1 demo. Safe to run again."
 
     def handle(self, *args, **options):
-        plan = demo_catalog_load(scenario=scenario_load())
+        scenario = scenario_load()
+        plan = demo_catalog_load(scenario=scenario)
         self.stdout.write(f"Demo plan {plan.name!r} has {plan.prices.count()} prices.")
+        for subscription in demo_customers_load(scenario=scenario, plan=plan):
+            draft = Invoice.objects.get(
+                subscription=subscription, period_start=subscription.current_period_start
+            )
+            self.stdout.write(
+                f"{subscription.customer.name}: proposed invoice {draft.total:.2f} "
+                f"{draft.currency.upper()}"
+            )

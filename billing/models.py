@@ -1,0 +1,144 @@
+from decimal import Decimal
+
+from django.db import models
+
+from catalog.ids import id_factory
+from catalog.models import AMOUNT, BillingPeriod, Meter, Plan, Price
+from metering.models import Customer
+
+
+class Subscription(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        CANCELLED = "cancelled"
+
+    class Cycle(models.TextChoices):
+        ANNIVERSARY = "anniversary"
+        CALENDAR = "calendar"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("subs"), editable=False
+    )
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="subscriptions")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    currency = models.CharField(max_length=3, default="usd")
+    billing_period = models.CharField(
+        max_length=16, choices=BillingPeriod.choices, default=BillingPeriod.MONTHLY
+    )
+    billing_period_count = models.PositiveIntegerField(default=1)
+    billing_cycle = models.CharField(
+        max_length=16, choices=Cycle.choices, default=Cycle.ANNIVERSARY
+    )
+    billing_anchor = models.DateTimeField()
+    start_date = models.DateTimeField()
+    end_date = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    current_period_start = models.DateTimeField()
+    current_period_end = models.DateTimeField()
+    cancel_at_period_end = models.BooleanField(default=False)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "current_period_end"], name="subs_due_idx")]
+
+    def __str__(self):
+        return f"{self.customer} on {self.plan}"
+
+
+class FinalizedInvoiceError(Exception):
+    """A finalized, voided or skipped invoice never changes."""
+
+
+class Invoice(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "DRAFT"
+        FINALIZED = "FINALIZED"
+        VOIDED = "VOIDED"
+        SKIPPED = "SKIPPED"
+
+    class PaymentStatus(models.TextChoices):
+        PENDING = "PENDING"
+        SUCCEEDED = "SUCCEEDED"
+        FAILED = "FAILED"
+        VOIDED = "VOIDED"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("inv"), editable=False
+    )
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.PROTECT, null=True, blank=True, related_name="invoices"
+    )
+    invoice_status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    payment_status = models.CharField(
+        max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.PENDING
+    )
+    currency = models.CharField(max_length=3)
+    subtotal = models.DecimalField(**AMOUNT, default=Decimal(0))
+    total = models.DecimalField(**AMOUNT, default=Decimal(0))
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    invoice_number = models.CharField(max_length=32, unique=True, null=True, blank=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    last_computed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-period_start", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "period_start", "period_end"],
+                name="one_invoice_per_subscription_period",
+            )
+        ]
+
+    def __str__(self):
+        return self.invoice_number or f"{self.invoice_status} {self.period_start:%Y-%m-%d}"
+
+    @property
+    def is_draft(self) -> bool:
+        return self.invoice_status == self.Status.DRAFT
+
+    def save(self, *args, **kwargs):
+        # Guard the invariant wherever a save comes from: only drafts change, and a draft
+        # may change once more, to leave DRAFT.
+        if self.pk and not self._state.adding:
+            stored = Invoice.objects.filter(pk=self.pk).values_list("invoice_status", flat=True)
+            current = stored.first()
+            if current == self.Status.FINALIZED and self.invoice_status == self.Status.VOIDED:
+                pass  # voiding keeps the record and changes only its status
+            elif current is not None and current != self.Status.DRAFT:
+                raise FinalizedInvoiceError(f"Invoice {self.pk} is {current} and cannot change.")
+        super().save(*args, **kwargs)
+
+
+class InvoiceLineItem(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="line_items")
+    price = models.ForeignKey(Price, on_delete=models.PROTECT, null=True, related_name="+")
+    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, null=True, related_name="+")
+    price_type = models.CharField(max_length=8)
+    display_name = models.CharField(max_length=255)
+    quantity = models.DecimalField(max_digits=40, decimal_places=12)
+    amount = models.DecimalField(**AMOUNT)
+    currency = models.CharField(max_length=3)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.display_name}: {self.amount}"
+
+
+class InvoiceSequence(models.Model):
+    """The last number used per prefix (``INV-202611``): gapless under concurrency."""
+
+    prefix = models.CharField(max_length=16, primary_key=True)
+    last = models.PositiveIntegerField(default=0)

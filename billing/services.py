@@ -1,0 +1,363 @@
+"""Billing writes: subscriptions, proposed invoices, finalization, voiding, period close."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import Invoice, InvoiceLineItem, InvoiceSequence, Subscription
+from billing.periods import calendar_anchor, period_containing
+from catalog import pricing
+from catalog.models import Meter, Plan, Price
+from catalog.money import round_money, total_of_lines
+from metering.models import Customer
+from metering.selectors import meter_usage
+
+RECOMPUTE_DELAY_SECONDS = 1
+
+
+class InvalidTransition(ValidationError):
+    """An invoice action its current status does not allow."""
+
+
+@dataclass(frozen=True)
+class Line:
+    price: Price
+    meter: Meter | None
+    price_type: str
+    display_name: str
+    quantity: Decimal
+    amount: Decimal  # rounded to the currency
+    currency: str
+    period_start: datetime
+    period_end: datetime
+
+
+@dataclass(frozen=True)
+class Proposal:
+    subscription: Subscription
+    currency: str
+    period_start: datetime
+    period_end: datetime
+    lines: list[Line]
+
+    @property
+    def total(self) -> Decimal:
+        return total_of_lines([line.amount for line in self.lines], self.currency)
+
+
+def _plan_prices(subscription: Subscription):
+    return (
+        Price.objects.filter(plan_id=subscription.plan_id, currency=subscription.currency)
+        .select_related("meter__feature")
+        .prefetch_related("tiers")
+    )
+
+
+def invoice_compute(
+    *, subscription: Subscription, period_start: datetime, period_end: datetime
+) -> Proposal:
+    """Every line of the invoice for one period, live from usage; persists nothing."""
+    lines = []
+    for price in _plan_prices(subscription):
+        if price.type == Price.Type.USAGE:
+            meter = price.meter
+            start = (
+                subscription.start_date
+                if meter.reset_usage == Meter.ResetUsage.NEVER
+                else period_start
+            )
+            quantity = meter_usage(
+                meter=meter,
+                external_customer_id=subscription.customer.external_id,
+                start=start,
+                end=period_end,
+            )
+        else:
+            meter, quantity = None, Decimal(1)
+        amount = round_money(pricing.amount_for(price.terms(), quantity), price.currency)
+        lines.append(
+            Line(
+                price=price,
+                meter=meter,
+                price_type=price.type,
+                display_name=price.display_name or (meter.feature.name if meter else "Fixed fee"),
+                quantity=quantity,
+                amount=amount,
+                currency=price.currency,
+                period_start=period_start,
+                period_end=period_end,
+            )
+        )
+    return Proposal(
+        subscription=subscription,
+        currency=subscription.currency,
+        period_start=period_start,
+        period_end=period_end,
+        lines=lines,
+    )
+
+
+@transaction.atomic
+def invoice_propose(*, subscription: Subscription) -> Invoice:
+    """Upsert the DRAFT for the subscription's current period. Idempotent, safe concurrently."""
+    invoice, _ = Invoice.objects.get_or_create(
+        subscription=subscription,
+        period_start=subscription.current_period_start,
+        period_end=subscription.current_period_end,
+        defaults={"customer_id": subscription.customer_id, "currency": subscription.currency},
+    )
+    return _draft_recompute(invoice=invoice)
+
+
+def _draft_recompute(*, invoice: Invoice) -> Invoice:
+    invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)  # one writer at a time
+    if not invoice.is_draft:
+        return invoice  # a closed invoice never changes; late usage stays out of it
+    proposal = invoice_compute(
+        subscription=invoice.subscription,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+    )
+    invoice.line_items.all().delete()
+    InvoiceLineItem.objects.bulk_create(
+        InvoiceLineItem(
+            invoice=invoice,
+            price=line.price,
+            meter=line.meter,
+            price_type=line.price_type,
+            display_name=line.display_name,
+            quantity=line.quantity,
+            amount=line.amount,
+            currency=line.currency,
+            period_start=line.period_start,
+            period_end=line.period_end,
+        )
+        for line in proposal.lines
+    )
+    invoice.subtotal = invoice.total = proposal.total
+    invoice.last_computed_at = timezone.now()
+    invoice.save()
+    return invoice
+
+
+def _next_number(moment: datetime) -> str:
+    prefix = f"INV-{moment:%Y%m}"
+    sequence, _ = InvoiceSequence.objects.select_for_update().get_or_create(prefix=prefix)
+    sequence.last += 1
+    sequence.save(update_fields=["last"])
+    return f"{prefix}-{sequence.last:05d}"
+
+
+@transaction.atomic
+def invoice_finalize(*, invoice: Invoice) -> Invoice:
+    """Recompute, then freeze: a number and ``finalized_at``, or SKIPPED when it is $0."""
+    invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
+    if not invoice.is_draft:
+        raise InvalidTransition(
+            f"Only a DRAFT invoice can be finalized; this one is {invoice.invoice_status}."
+        )
+    if invoice.subscription_id:
+        invoice = _draft_recompute(invoice=invoice)
+    now = timezone.now()
+    if invoice.total == 0:
+        invoice.invoice_status = Invoice.Status.SKIPPED
+    else:
+        invoice.invoice_status = Invoice.Status.FINALIZED
+        invoice.invoice_number = _next_number(now)
+    invoice.finalized_at = now
+    invoice.save()
+    return invoice
+
+
+@transaction.atomic
+def invoice_void(*, invoice: Invoice) -> Invoice:
+    invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
+    if invoice.invoice_status not in (Invoice.Status.DRAFT, Invoice.Status.FINALIZED):
+        raise InvalidTransition(f"A {invoice.invoice_status} invoice cannot be voided.")
+    invoice.invoice_status = Invoice.Status.VOIDED
+    invoice.payment_status = Invoice.PaymentStatus.VOIDED
+    invoice.voided_at = timezone.now()
+    invoice.save()
+    return invoice
+
+
+@transaction.atomic
+def subscription_create(
+    *,
+    customer: Customer,
+    plan: Plan,
+    currency: str | None = None,
+    billing_period: str | None = None,
+    billing_period_count: int = 1,
+    billing_cycle: str = Subscription.Cycle.ANNIVERSARY,
+    start_date: datetime | None = None,
+    billing_anchor: datetime | None = None,
+    end_date: datetime | None = None,
+    metadata: dict | None = None,
+) -> Subscription:
+    prices = list(plan.prices.all())
+    currency = (currency or (prices[0].currency if prices else "usd")).lower()
+    if not any(p.currency == currency for p in prices):
+        raise ValidationError({"currency": f"Plan {plan.name!r} has no prices in {currency}."})
+    billing_period = billing_period or (prices[0].billing_period if prices else "MONTHLY")
+    start = start_date or timezone.now()
+    if billing_anchor is None:
+        billing_anchor = (
+            start
+            if billing_cycle == Subscription.Cycle.ANNIVERSARY
+            else calendar_anchor(start, billing_period)
+        )
+    if end_date is not None and end_date <= start:
+        raise ValidationError({"end_date": "end_date must be after start_date."})
+    # A subscription that started in the past is billed from its current period on.
+    period_start, period_end = period_containing(
+        billing_anchor, billing_period, billing_period_count, max(start, timezone.now())
+    )
+    subscription = Subscription(
+        customer=customer,
+        plan=plan,
+        currency=currency,
+        billing_period=billing_period,
+        billing_period_count=billing_period_count,
+        billing_cycle=billing_cycle,
+        billing_anchor=billing_anchor,
+        start_date=start,
+        end_date=end_date,
+        current_period_start=max(period_start, start),
+        current_period_end=period_end,
+        metadata=metadata or {},
+    )
+    subscription.full_clean()
+    subscription.save()
+    invoice_propose(subscription=subscription)
+    return subscription
+
+
+@transaction.atomic
+def subscription_cancel(
+    *, subscription: Subscription, cancellation_type: str = "end_of_period"
+) -> Subscription:
+    """``immediate`` closes the current period now; ``end_of_period`` lets it run out."""
+    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    if subscription.status == Subscription.Status.CANCELLED:
+        raise InvalidTransition("The subscription is already cancelled.")
+    now = timezone.now()
+    if cancellation_type == "immediate":
+        draft = Invoice.objects.filter(
+            subscription=subscription,
+            period_start=subscription.current_period_start,
+            invoice_status=Invoice.Status.DRAFT,
+        ).first()
+        subscription.status = Subscription.Status.CANCELLED
+        subscription.cancelled_at = subscription.end_date = now
+        subscription.save()
+        if draft is not None:
+            draft.period_end = max(now, draft.period_start)
+            draft.save()
+            invoice_finalize(invoice=draft)
+    else:
+        subscription.cancel_at_period_end = True
+        subscription.end_date = subscription.current_period_end
+        subscription.save()
+    return subscription
+
+
+@transaction.atomic
+def subscription_period_close(*, subscription_id: str, now: datetime) -> Invoice | None:
+    """Finalize the due period's draft and open the next one. Safe to run twice."""
+    subscription = Subscription.objects.select_for_update().get(pk=subscription_id)
+    if subscription.status != Subscription.Status.ACTIVE or subscription.current_period_end > now:
+        return None
+    invoice = invoice_propose(subscription=subscription)
+    if invoice.is_draft:
+        invoice = invoice_finalize(invoice=invoice)
+    end = subscription.current_period_end
+    if subscription.cancel_at_period_end or (
+        subscription.end_date and subscription.end_date <= end
+    ):
+        subscription.status = Subscription.Status.CANCELLED
+        subscription.cancelled_at = end
+        subscription.save()
+        return invoice
+    _, next_end = period_containing(
+        subscription.billing_anchor,
+        subscription.billing_period,
+        subscription.billing_period_count,
+        end,
+    )
+    subscription.current_period_start, subscription.current_period_end = end, next_end
+    subscription.save()
+    invoice_propose(subscription=subscription)
+    return invoice
+
+
+def periods_close(*, now: datetime) -> int:
+    """Close every due period, catching up on any that were missed."""
+    closed = 0
+    while True:
+        due = list(
+            Subscription.objects.filter(
+                status=Subscription.Status.ACTIVE, current_period_end__lte=now
+            ).values_list("pk", flat=True)[:500]
+        )
+        if not due:
+            return closed
+        for pk in due:
+            if subscription_period_close(subscription_id=pk, now=now) is not None:
+                closed += 1
+
+
+def _recompute_key(subscription_id: str) -> str:
+    return f"tally:recompute:{subscription_id}"
+
+
+def invoices_refresh_request(*, external_customer_ids) -> int:
+    """Ask for a recompute of these customers' drafts, coalescing bursts into one task."""
+    from billing.tasks import invoice_recompute
+
+    ids = Subscription.objects.filter(
+        customer__external_id__in=list(external_customer_ids), status=Subscription.Status.ACTIVE
+    ).values_list("pk", flat=True)
+    queued = 0
+    for subscription_id in ids:
+        if cache.add(_recompute_key(subscription_id), 1, timeout=60):
+            invoice_recompute.apply_async((subscription_id,), countdown=RECOMPUTE_DELAY_SECONDS)
+            queued += 1
+    return queued
+
+
+def subscription_recompute(*, subscription_id: str) -> Invoice | None:
+    """The task's body: clear the coalescing flag first, so later events queue again."""
+    cache.delete(_recompute_key(subscription_id))
+    subscription = (
+        Subscription.objects.filter(pk=subscription_id, status=Subscription.Status.ACTIVE)
+        .select_related("customer")
+        .first()
+    )
+    if subscription is None:
+        return None
+    return invoice_propose(subscription=subscription)
+
+
+def stale_drafts_refresh() -> int:
+    """Recompute drafts whose customer has events ingested after the last computation."""
+    from django.db.models import Exists, OuterRef
+
+    from metering.models import Event
+
+    newer = Event.objects.filter(
+        external_customer_id=OuterRef("customer__external_id"),
+        ingested_at__gt=OuterRef("last_computed_at"),
+    )
+    drafts = Invoice.objects.filter(
+        invoice_status=Invoice.Status.DRAFT, subscription__status=Subscription.Status.ACTIVE
+    ).filter(Exists(newer))
+    ids = list(drafts.values_list("subscription_id", flat=True))
+    for subscription_id in ids:
+        subscription_recompute(subscription_id=subscription_id)
+    return len(ids)
