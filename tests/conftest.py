@@ -13,3 +13,17 @@ def load_scenario(name: str) -> dict:
 @pytest.fixture
 def o1_scenario() -> dict:
     return load_scenario("openai_o1.json")
+
+
+@pytest.fixture(autouse=True)
+def eager_celery(request):
+    """Unit tests run tasks in-process; integration tests use a real worker instead."""
+    if request.node.get_closest_marker("integration"):
+        yield
+        return
+    from config.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous
