@@ -92,7 +92,7 @@ def price_create(*, plan: Plan, tiers: list[pricing.Tier] | None = None, **field
     tiers = list(tiers or [])
     validate_price_tiers(billing_model=price.billing_model, tiers=tiers)
     price.save()
-    PriceTier.objects.bulk_create(
+    rows = [
         PriceTier(
             price=price,
             up_to=t.up_to,
@@ -100,5 +100,15 @@ def price_create(*, plan: Plan, tiers: list[pricing.Tier] | None = None, **field
             flat_amount=t.flat_amount or Decimal(0),
         )
         for t in tiers
-    )
+    ]
+    problems = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            row.full_clean(exclude=["price"])
+        except ValidationError as error:
+            for field, messages in error.message_dict.items():
+                problems += [f"Tier {number}: {field}: {m}" for m in messages]
+    if problems:
+        raise ValidationError({"tiers": problems})
+    PriceTier.objects.bulk_create(rows)
     return price
