@@ -1,0 +1,88 @@
+"""Customers under /v1/customers, in Flexprice's wire format."""
+
+import django_filters
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import generics, serializers
+
+from config.resources import (
+    Constant,
+    Ids,
+    ListCreateView,
+    Metadata,
+    SearchRequest,
+    SearchView,
+    page_of,
+)
+from metering.models import Customer
+from metering.services import customer_create
+
+
+class CustomerSerializer(serializers.ModelSerializer):
+    metadata = Metadata()
+    status = Constant("published")
+
+    class Meta:
+        model = Customer
+        fields = ["id", "external_id", "name", "email", "metadata", "status"]
+        fields += ["created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class CustomerCreateSerializer(serializers.Serializer):
+    external_id = serializers.CharField(allow_blank=True)
+    name = serializers.CharField(allow_blank=True)
+    email = serializers.CharField(required=False, allow_blank=True)
+    metadata = Metadata(required=False)
+
+
+class CustomerSearchSerializer(SearchRequest):
+    customer_ids = Ids(required=False)
+    external_id = serializers.CharField(required=False)
+    external_ids = Ids(required=False)
+    email = serializers.CharField(required=False)
+
+    lookups = {
+        "customer_ids": "id__in",
+        "external_id": "external_id",
+        "external_ids": "external_id__in",
+        "email": "email__iexact",
+    }
+
+
+class CustomerFilter(django_filters.FilterSet):
+    external_id = django_filters.CharFilter()
+    email = django_filters.CharFilter(lookup_expr="iexact")
+    name = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Customer
+        fields = ["external_id", "email", "name"]
+
+
+class CustomerMixin:
+    queryset = Customer.objects.all()
+    serializer_class = CustomerSerializer
+
+
+@extend_schema_view(
+    post=extend_schema(request=CustomerCreateSerializer, responses={201: CustomerSerializer})
+)
+class CustomerListView(CustomerMixin, ListCreateView):
+    filterset_class = CustomerFilter
+    create_serializer_class = CustomerCreateSerializer
+    create_service = staticmethod(customer_create)
+
+
+@extend_schema_view(
+    post=extend_schema(request=CustomerSearchSerializer, responses=page_of(CustomerSerializer))
+)
+class CustomerSearchView(CustomerMixin, SearchView):
+    search_class = CustomerSearchSerializer
+
+
+class CustomerDetailView(CustomerMixin, generics.RetrieveAPIView):
+    pass
+
+
+class CustomerByExternalIdView(CustomerMixin, generics.RetrieveAPIView):
+    lookup_field = "external_id"
