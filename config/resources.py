@@ -67,6 +67,22 @@ class Constant(serializers.ReadOnlyField):
         return self.value
 
 
+class ExistingId(serializers.PrimaryKeyRelatedField):
+    """The id of an existing ``model`` row; the field answers the row itself."""
+
+    def __init__(self, model, **kwargs):
+        name = model._meta.verbose_name
+        kwargs.setdefault(
+            "error_messages", {"does_not_exist": f"No {name} has the id {{pk_value}}."}
+        )
+        super().__init__(queryset=model.objects.all(), **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", pk_value=data)
+        return super().to_internal_value(data)
+
+
 class Ids(serializers.ListField):
     child = serializers.CharField()
 

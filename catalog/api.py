@@ -1,0 +1,360 @@
+"""Features (with their meter), plans and prices under /v1/, in Flexprice's wire format.
+
+Serializers only parse shapes; every catalog rule is checked by the services.
+"""
+
+from decimal import Decimal
+
+import django_filters
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
+from rest_framework import generics, serializers
+
+from catalog import pricing
+from catalog.models import BillingPeriod, Feature, Meter, Plan, Price
+from catalog.services import feature_create, plan_create, price_create
+from config.resources import (
+    Amount,
+    Constant,
+    ExistingId,
+    Ids,
+    ListCreateView,
+    Metadata,
+    SearchRequest,
+    SearchView,
+    page_of,
+)
+
+
+def _text(**kwargs):
+    return serializers.CharField(required=False, allow_blank=True, **kwargs)
+
+
+# Features and meters
+
+
+class AggregationSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(Meter.Aggregation.choices, source="aggregation")
+    field = _text()
+    multiplier = Amount(required=False, allow_null=True)
+
+
+class FilterSerializer(serializers.Serializer):
+    key = serializers.CharField(allow_blank=True)
+    values = serializers.ListField(child=serializers.CharField(allow_blank=True))
+
+
+class MeterSerializer(serializers.ModelSerializer):
+    name = serializers.SerializerMethodField()
+    aggregation = AggregationSerializer(source="*")
+    filters = FilterSerializer(many=True)
+    status = Constant("published")
+
+    class Meta:
+        model = Meter
+        fields = ["id", "name", "event_name", "aggregation", "filters", "reset_usage", "status"]
+        fields += ["created_at", "updated_at"]
+        read_only_fields = fields
+
+    def get_name(self, meter) -> str:
+        return meter.name or meter.feature.name
+
+
+class MeterCreateSerializer(serializers.Serializer):
+    name = _text()
+    event_name = serializers.CharField(allow_blank=True)
+    aggregation = AggregationSerializer(source="*")
+    filters = FilterSerializer(many=True, required=False)
+    reset_usage = serializers.ChoiceField(Meter.ResetUsage.choices, required=False)
+
+
+class FeatureSerializer(serializers.ModelSerializer):
+    metadata = Metadata()
+    status = Constant("published")
+    meter_id = serializers.CharField(source="meter.id", allow_null=True)
+    meter = MeterSerializer(allow_null=True)
+
+    class Meta:
+        model = Feature
+        fields = ["id", "name", "lookup_key", "type", "description", "unit_singular"]
+        fields += ["unit_plural", "metadata", "status", "meter_id", "meter"]
+        fields += ["created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class FeatureCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(allow_blank=True)
+    type = serializers.ChoiceField(Feature.Type.choices, required=False)
+    lookup_key = _text()
+    description = _text()
+    unit_singular = _text()
+    unit_plural = _text()
+    metadata = Metadata(required=False)
+    meter = MeterCreateSerializer(required=False, allow_null=True)
+
+
+class FeatureSearchSerializer(SearchRequest):
+    feature_ids = Ids(required=False)
+    lookup_key = serializers.CharField(required=False)
+    lookup_keys = Ids(required=False)
+    meter_ids = Ids(required=False)
+    name_contains = serializers.CharField(required=False)
+
+    lookups = {
+        "feature_ids": "id__in",
+        "lookup_key": "lookup_key",
+        "lookup_keys": "lookup_key__in",
+        "meter_ids": "meter__id__in",
+        "name_contains": "name__icontains",
+    }
+
+
+class FeatureFilter(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Feature
+        fields = ["lookup_key", "type", "name"]
+
+
+class FeatureMixin:
+    queryset = Feature.objects.select_related("meter")
+    serializer_class = FeatureSerializer
+
+
+@extend_schema_view(
+    post=extend_schema(request=FeatureCreateSerializer, responses={201: FeatureSerializer})
+)
+class FeatureListView(FeatureMixin, ListCreateView):
+    filterset_class = FeatureFilter
+    create_serializer_class = FeatureCreateSerializer
+    create_service = staticmethod(feature_create)
+    error_names = {
+        "meter.aggregation": "meter.aggregation.type",
+        "meter.field": "meter.aggregation.field",
+        "meter.multiplier": "meter.aggregation.multiplier",
+    }
+
+
+@extend_schema_view(
+    post=extend_schema(request=FeatureSearchSerializer, responses=page_of(FeatureSerializer))
+)
+class FeatureSearchView(FeatureMixin, SearchView):
+    search_class = FeatureSearchSerializer
+
+
+class FeatureDetailView(FeatureMixin, generics.RetrieveAPIView):
+    pass
+
+
+# Prices
+
+
+@extend_schema_field({"type": "integer", "nullable": True})
+class UpTo(Amount):
+    """A tier's inclusive bound. The SDK reads it as an int, so whole numbers go out as ints."""
+
+    def to_representation(self, value):
+        value = Decimal(value)
+        return (
+            int(value) if value == value.to_integral_value() else super().to_representation(value)
+        )
+
+
+class TierSerializer(serializers.Serializer):
+    up_to = UpTo(required=False, allow_null=True)
+    unit_amount = Amount()
+    flat_amount = Amount(required=False)
+
+
+class TransformQuantitySerializer(serializers.Serializer):
+    divide_by = serializers.IntegerField(required=False)
+    round = serializers.ChoiceField(Price.Round.choices, required=False)
+
+
+class PriceSerializer(serializers.ModelSerializer):
+    entity_type = Constant("PLAN")
+    entity_id = serializers.CharField(source="plan_id")
+    billing_cadence = Constant("RECURRING")
+    price_unit_type = Constant("FIAT")
+    amount = Amount()
+    free_units = Amount()
+    transform_quantity = TransformQuantitySerializer(allow_null=True)
+    tier_mode = serializers.SerializerMethodField()
+    tiers = TierSerializer(many=True)
+    metadata = Metadata()
+    status = Constant("published")
+
+    class Meta:
+        model = Price
+        fields = ["id", "entity_type", "entity_id", "type", "billing_model", "billing_cadence"]
+        fields += ["billing_period", "billing_period_count", "invoice_cadence"]
+        fields += ["price_unit_type", "currency", "amount", "meter_id", "transform_quantity"]
+        fields += ["free_units", "tier_mode", "tiers", "display_name", "lookup_key"]
+        fields += ["description", "metadata", "status", "created_at", "updated_at"]
+        read_only_fields = fields
+
+    def get_tier_mode(self, price) -> str | None:
+        return price.tier_mode if price.billing_model == pricing.TIERED else None
+
+
+class PriceCreateSerializer(serializers.Serializer):
+    """Flexprice's CreatePriceRequest; ``plan_id`` is accepted for ``entity_id``."""
+
+    entity_type = serializers.ChoiceField(["PLAN"], required=False)
+    entity_id = ExistingId(Plan, required=False)
+    plan_id = ExistingId(Plan, required=False)
+    type = serializers.ChoiceField(Price.Type.choices)
+    billing_model = serializers.ChoiceField(Price.BillingModel.choices)
+    amount = Amount(required=False)
+    currency = serializers.CharField(required=False)
+    billing_period = serializers.ChoiceField(BillingPeriod.choices, required=False)
+    billing_period_count = serializers.IntegerField(required=False)
+    invoice_cadence = serializers.ChoiceField(Price.Cadence.choices, required=False)
+    price_unit_type = serializers.ChoiceField(["FIAT"], required=False)
+    meter_id = ExistingId(Meter, required=False)
+    transform_quantity = TransformQuantitySerializer(required=False, allow_null=True)
+    free_units = Amount(required=False)
+    tier_mode = serializers.ChoiceField(Price.TierMode.choices, required=False)
+    tiers = TierSerializer(many=True, required=False)
+    display_name = _text()
+    lookup_key = _text()
+    description = _text()
+    metadata = Metadata(required=False)
+
+    def validate(self, attrs):
+        """The keyword arguments of ``price_create``."""
+        plan = attrs.pop("entity_id", None) or attrs.pop("plan_id", None)
+        attrs.pop("plan_id", None)
+        if plan is None:
+            raise serializers.ValidationError({"entity_id": ["This field is required."]})
+        attrs.pop("entity_type", None)
+        attrs.pop("price_unit_type", None)
+        if "meter_id" in attrs:
+            attrs["meter"] = attrs.pop("meter_id")
+        attrs.update(attrs.pop("transform_quantity", None) or {})
+        tiers = [
+            pricing.Tier(t.get("up_to"), t["unit_amount"], t.get("flat_amount", pricing.ZERO))
+            for t in attrs.pop("tiers", [])
+        ]
+        return {**attrs, "plan": plan, "tiers": tiers}
+
+
+class PriceSearchSerializer(SearchRequest):
+    price_ids = Ids(required=False)
+    plan_ids = Ids(required=False)
+    entity_ids = Ids(required=False)
+    meter_ids = Ids(required=False)
+    billing_periods = Ids(required=False)
+
+    lookups = {
+        "price_ids": "id__in",
+        "plan_ids": "plan_id__in",
+        "entity_ids": "plan_id__in",
+        "meter_ids": "meter_id__in",
+        "billing_periods": "billing_period__in",
+    }
+
+
+class PriceFilter(django_filters.FilterSet):
+    plan_id = django_filters.CharFilter()
+    meter_id = django_filters.CharFilter()
+
+    class Meta:
+        model = Price
+        fields = ["plan_id", "meter_id", "type", "billing_model", "currency", "lookup_key"]
+
+
+class PriceMixin:
+    queryset = Price.objects.prefetch_related("tiers")
+    serializer_class = PriceSerializer
+
+
+@extend_schema_view(
+    post=extend_schema(request=PriceCreateSerializer, responses={201: PriceSerializer})
+)
+class PriceListView(PriceMixin, ListCreateView):
+    filterset_class = PriceFilter
+    create_serializer_class = PriceCreateSerializer
+    create_service = staticmethod(price_create)
+    error_names = {
+        "plan": "entity_id",
+        "meter": "meter_id",
+        "divide_by": "transform_quantity.divide_by",
+        "round": "transform_quantity.round",
+    }
+
+
+@extend_schema_view(
+    post=extend_schema(request=PriceSearchSerializer, responses=page_of(PriceSerializer))
+)
+class PriceSearchView(PriceMixin, SearchView):
+    search_class = PriceSearchSerializer
+
+
+class PriceDetailView(PriceMixin, generics.RetrieveAPIView):
+    pass
+
+
+# Plans
+
+
+class PlanSerializer(serializers.ModelSerializer):
+    status = serializers.SerializerMethodField()
+    metadata = Metadata()
+    prices = PriceSerializer(many=True)
+
+    class Meta:
+        model = Plan
+        fields = ["id", "name", "description", "lookup_key", "status", "metadata", "prices"]
+        fields += ["created_at", "updated_at"]
+        read_only_fields = fields
+
+    def get_status(self, plan) -> str:
+        return "published" if plan.active else "archived"
+
+
+class PlanCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(allow_blank=True)
+    description = _text()
+    lookup_key = _text(allow_null=True)
+    metadata = Metadata(required=False)
+
+
+class PlanSearchSerializer(SearchRequest):
+    plan_ids = Ids(required=False)
+    lookup_key = serializers.CharField(required=False)
+
+    lookups = {"plan_ids": "id__in", "lookup_key": "lookup_key"}
+
+
+class PlanFilter(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Plan
+        fields = ["lookup_key", "name", "active"]
+
+
+class PlanMixin:
+    queryset = Plan.objects.prefetch_related("prices__tiers")
+    serializer_class = PlanSerializer
+
+
+@extend_schema_view(
+    post=extend_schema(request=PlanCreateSerializer, responses={201: PlanSerializer})
+)
+class PlanListView(PlanMixin, ListCreateView):
+    filterset_class = PlanFilter
+    create_serializer_class = PlanCreateSerializer
+    create_service = staticmethod(plan_create)
+
+
+@extend_schema_view(
+    post=extend_schema(request=PlanSearchSerializer, responses=page_of(PlanSerializer))
+)
+class PlanSearchView(PlanMixin, SearchView):
+    search_class = PlanSearchSerializer
+
+
+class PlanDetailView(PlanMixin, generics.RetrieveAPIView):
+    pass
