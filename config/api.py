@@ -9,7 +9,6 @@ from rest_framework import exceptions, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
 
 CODES = {
     400: "validation_error",
@@ -72,6 +71,8 @@ def _is_duplicate(exc: DjangoValidationError) -> bool:
 
 def api_exception_handler(exc, context):
     """Every error in the one shape. A view's ``error_names`` maps model to wire field names."""
+    from rest_framework.views import exception_handler  # at module level it is circular
+
     code = None
     if isinstance(exc, DjangoValidationError):
         code = "already_exists" if _is_duplicate(exc) else None

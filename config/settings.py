@@ -159,7 +159,12 @@ CELERY_BEAT_SCHEDULE = {
     "drafts-refresh": {"task": "billing.tasks.drafts_refresh", "schedule": 60.0},
 }
 # An unacknowledged task (its worker died) is redelivered after this many seconds.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60}
+_VISIBILITY = env.int("CELERY_VISIBILITY_TIMEOUT", default=60)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": _VISIBILITY,
+    "unacked_restore_interval": max(1, _VISIBILITY // 6),
+    "unacked_restore_throttle": 1,
+}
 
 # The cache coalesces invoice recomputes; it must be shared by web and workers.
 CACHE_URL = env.str("CACHE_URL", default="")

@@ -1,0 +1,119 @@
+"""Ingest through the API and watch a real worker keep the proposed invoice current."""
+
+import json
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from billing.demo import demo_catalog_load, scenario_load
+from billing.models import FinalizedInvoiceError, Invoice
+from billing.services import subscription_create
+from metering.models import Customer
+from metering.services import api_key_create
+from metering.tasks import rollups_refresh
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def setup(worker):
+    plan = demo_catalog_load(scenario=scenario_load())
+    rollups_refresh()
+    customer = Customer.objects.create(external_id="acme", name="Acme AI")
+    subscription = subscription_create(
+        customer=customer, plan=plan, start_date=timezone.now() - timedelta(hours=1)
+    )
+    _, raw = api_key_create(name="integration")
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=raw)
+    return client, subscription
+
+
+def draft_total(subscription) -> Decimal:
+    return Invoice.objects.get(subscription=subscription, invoice_status="DRAFT").total
+
+
+def tokens(event_id: str, amount: int, prompt_type="input") -> dict:
+    return {
+        "event_id": event_id,
+        "event_name": "tokens",
+        "external_customer_id": "acme",
+        "timestamp": (timezone.now() - timedelta(minutes=1)).isoformat(),
+        "properties": {"model": "OpenAI O1", "prompt_type": prompt_type, "tokens": str(amount)},
+    }
+
+
+def post(client, path, body):
+    return client.post(f"/v1/{path}", json.dumps(body), content_type="application/json")
+
+
+def test_an_ingested_event_reaches_the_persisted_draft(setup):
+    client, subscription = setup
+    assert draft_total(subscription) == 0
+    sent = time.monotonic()
+    assert post(client, "events", tokens("one", 2_000_000)).status_code == 202
+
+    def draft_is_current():
+        return draft_total(subscription) == Decimal("30.00")
+
+    wait_for(draft_is_current, timeout=10)
+    assert time.monotonic() - sent < 10
+    post(client, "events", tokens("two", 1, prompt_type="output"))
+
+    def output_counted():
+        return draft_total(subscription) == Decimal("90.00")
+
+    wait_for(output_counted, timeout=10)
+
+
+def test_draft_converges_after_the_worker_is_killed_mid_burst(setup, worker):
+    client, subscription = setup
+    batches = [[tokens(f"b{n}-{i}", 1000) for i in range(500)] for n in range(8)]
+    for batch in batches[:4]:
+        assert post(client, "events/bulk", {"events": batch}).status_code == 202
+    worker.kill()
+    for batch in batches[4:]:
+        assert post(client, "events/bulk", {"events": batch}).status_code == 202
+    # 4,000 events × 1,000 tokens = 4,000,000 tokens = 4 packages of $15.
+    worker.start()
+
+    def converged():
+        return draft_total(subscription) == Decimal("60.00")
+
+    wait_for(converged, timeout=60)
+    invoice = Invoice.objects.get(subscription=subscription, invoice_status="DRAFT")
+    line = invoice.line_items.get(price__meter__feature__lookup_key="o1-input")
+    assert line.quantity == 4_000_000
+
+
+def test_beat_task_closes_a_due_period_into_a_numbered_immutable_invoice(setup):
+    from billing.tasks import periods_close
+
+    client, subscription = setup
+    post(client, "events", tokens("c1", 1_500_000))
+    wait_for(lambda: draft_total(subscription) == Decimal("30.00"), timeout=10)
+    # Bring the period's end into the past, as if a month had gone by.
+    end = timezone.now() - timedelta(seconds=1)
+    type(subscription).objects.filter(pk=subscription.pk).update(current_period_end=end)
+    Invoice.objects.filter(subscription=subscription).update(period_end=end)
+    periods_close.delay()
+
+    def finalized():
+        return Invoice.objects.filter(subscription=subscription, invoice_status="FINALIZED").first()
+
+    invoice = wait_for(finalized, timeout=20)
+    assert invoice.invoice_number.startswith(f"INV-{timezone.now():%Y%m}-")
+    assert invoice.total == Decimal("30.00") and invoice.finalized_at is not None
+    invoice.total = Decimal("0.01")
+    with pytest.raises(FinalizedInvoiceError):
+        invoice.save()
+    next_draft = wait_for(
+        lambda: Invoice.objects.filter(subscription=subscription, invoice_status="DRAFT").first(),
+        timeout=10,
+    )
+    assert next_draft.period_start == end
