@@ -1,0 +1,429 @@
+"""Subscriptions and invoices under /v1/, in Flexprice's wire format."""
+
+from decimal import Decimal
+
+import django_filters
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import generics, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing import services
+from billing.models import Invoice, InvoiceLineItem, Subscription
+from catalog.models import BillingPeriod, Plan
+from catalog.money import round_money
+from config.resources import (
+    Amount,
+    Constant,
+    ExistingId,
+    Ids,
+    ListCreateView,
+    Metadata,
+    SearchRequest,
+    SearchView,
+    page_of,
+)
+from metering.models import Customer
+
+
+class SubscriptionSerializer(serializers.ModelSerializer):
+    customer_id = serializers.CharField()
+    plan_id = serializers.CharField()
+    subscription_status = serializers.CharField(source="status")
+    status = Constant("published")
+    billing_cadence = Constant("RECURRING")
+    metadata = Metadata()
+
+    class Meta:
+        model = Subscription
+        fields = [
+            "id",
+            "customer_id",
+            "plan_id",
+            "currency",
+            "subscription_status",
+            "status",
+            "billing_cadence",
+            "billing_period",
+            "billing_period_count",
+            "billing_cycle",
+            "billing_anchor",
+            "start_date",
+            "end_date",
+            "current_period_start",
+            "current_period_end",
+            "cancel_at_period_end",
+            "cancelled_at",
+            "metadata",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class SubscriptionCreateSerializer(serializers.Serializer):
+    plan_id = ExistingId(Plan)
+    customer_id = ExistingId(Customer, required=False)
+    external_customer_id = serializers.CharField(required=False, max_length=255)
+    currency = serializers.RegexField(r"^[A-Za-z]{3}$", required=False)
+    billing_period = serializers.ChoiceField(BillingPeriod.values, required=False)
+    billing_period_count = serializers.IntegerField(required=False, min_value=1, default=1)
+    billing_cycle = serializers.ChoiceField(Subscription.Cycle.values, required=False)
+    start_date = serializers.DateTimeField(required=False)
+    end_date = serializers.DateTimeField(required=False)
+    billing_anchor = serializers.DateTimeField(required=False)
+    metadata = Metadata(required=False)
+
+    def validate(self, data):
+        customer = data.pop("customer_id", None)
+        external_id = data.pop("external_customer_id", None)
+        if customer is None and external_id:
+            customer = Customer.objects.filter(external_id=external_id).first()
+            if customer is None:
+                raise serializers.ValidationError(
+                    {"external_customer_id": f"No customer has the external id {external_id!r}."}
+                )
+        if customer is None:
+            raise serializers.ValidationError(
+                {"customer_id": "Give customer_id or external_customer_id."}
+            )
+        data["customer"] = customer
+        data["plan"] = data.pop("plan_id")
+        return data
+
+
+class SubscriptionFilter(django_filters.FilterSet):
+    customer_id = django_filters.CharFilter()
+    external_customer_id = django_filters.CharFilter(field_name="customer__external_id")
+    plan_id = django_filters.CharFilter()
+    subscription_status = django_filters.CharFilter(field_name="status")
+
+    class Meta:
+        model = Subscription
+        fields = ["customer_id", "external_customer_id", "plan_id", "subscription_status"]
+
+
+class SubscriptionSearchSerializer(SearchRequest):
+    subscription_ids = Ids(required=False)
+    customer_id = serializers.CharField(required=False)
+    customer_ids = Ids(required=False)
+    external_customer_id = serializers.CharField(required=False)
+    plan_id = serializers.CharField(required=False)
+    subscription_status = Ids(required=False)
+
+    lookups = {
+        "subscription_ids": "id__in",
+        "customer_id": "customer_id",
+        "customer_ids": "customer_id__in",
+        "external_customer_id": "customer__external_id",
+        "plan_id": "plan_id",
+        "subscription_status": "status__in",
+    }
+
+
+class SubscriptionMixin:
+    queryset = Subscription.objects.all()
+    serializer_class = SubscriptionSerializer
+
+
+@extend_schema_view(
+    post=extend_schema(
+        request=SubscriptionCreateSerializer, responses={201: SubscriptionSerializer}
+    )
+)
+class SubscriptionListView(SubscriptionMixin, ListCreateView):
+    filterset_class = SubscriptionFilter
+    create_serializer_class = SubscriptionCreateSerializer
+    create_service = staticmethod(services.subscription_create)
+
+
+@extend_schema_view(
+    post=extend_schema(
+        request=SubscriptionSearchSerializer, responses=page_of(SubscriptionSerializer)
+    )
+)
+class SubscriptionSearchView(SubscriptionMixin, SearchView):
+    search_class = SubscriptionSearchSerializer
+
+
+class SubscriptionDetailView(SubscriptionMixin, generics.RetrieveAPIView):
+    pass
+
+
+class CustomerSubscriptionsView(APIView):
+    """Every subscription of one customer, by external id; no paging, as Flexprice does."""
+
+    @extend_schema(responses=page_of(SubscriptionSerializer))
+    def get(self, request, external_id):
+        customer = get_object_or_404(Customer, external_id=external_id)
+        items = SubscriptionSerializer(customer.subscriptions.all(), many=True).data
+        return Response(
+            {"items": items, "pagination": {"total": len(items), "limit": len(items), "offset": 0}}
+        )
+
+
+class CancelSerializer(serializers.Serializer):
+    cancellation_type = serializers.ChoiceField(["immediate", "end_of_period"])
+    reason = serializers.CharField(required=False, allow_blank=True)
+
+
+class SubscriptionCancelView(APIView):
+    @extend_schema(request=CancelSerializer, responses={200: dict})
+    def post(self, request, pk):
+        body = CancelSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        kind = body.validated_data["cancellation_type"]
+        subscription = services.subscription_cancel(
+            subscription=get_object_or_404(Subscription, pk=pk), cancellation_type=kind
+        )
+        effective = subscription.cancelled_at or subscription.end_date
+        return Response(
+            {
+                "subscription_id": subscription.pk,
+                "status": subscription.status,
+                "cancellation_type": kind,
+                "effective_date": effective.isoformat().replace("+00:00", "Z"),
+                "processed_at": subscription.updated_at.isoformat().replace("+00:00", "Z"),
+                "reason": body.validated_data.get("reason", ""),
+                "message": "subscription cancelled",
+            }
+        )
+
+
+class Money(serializers.Field):
+    """An amount rounded to its row's currency, as a string: "202.50"."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def bind(self, field_name, parent):
+        super().bind(field_name, parent)
+        self.attribute = field_name
+
+    def to_representation(self, row):
+        return format(round_money(getattr(row, self.attribute), row.currency), "f")
+
+
+class LineItemSerializer(serializers.ModelSerializer):
+    id = serializers.SerializerMethodField()
+    price_id = serializers.CharField()
+    meter_id = serializers.CharField(allow_null=True)
+    quantity = Amount()
+    amount = Money()
+
+    class Meta:
+        model = InvoiceLineItem
+        fields = [
+            "id",
+            "price_id",
+            "price_type",
+            "meter_id",
+            "display_name",
+            "quantity",
+            "amount",
+            "currency",
+            "period_start",
+            "period_end",
+        ]
+        read_only_fields = fields
+
+    def get_id(self, line) -> str:
+        return f"li_{line.pk}" if line.pk else f"li_preview_{line.price_id}"
+
+
+class InvoiceSerializer(serializers.ModelSerializer):
+    customer_id = serializers.CharField()
+    subscription_id = serializers.CharField(allow_null=True)
+    invoice_type = Constant("SUBSCRIPTION")
+    billing_reason = Constant("SUBSCRIPTION_CYCLE")
+    subtotal = Money()
+    total = Money()
+    amount_due = serializers.SerializerMethodField()
+    amount_paid = Constant("0")
+    amount_remaining = serializers.SerializerMethodField()
+    line_items = serializers.SerializerMethodField()
+    metadata = Constant({})
+
+    class Meta:
+        model = Invoice
+        fields = [
+            "id",
+            "customer_id",
+            "subscription_id",
+            "invoice_type",
+            "invoice_status",
+            "payment_status",
+            "billing_reason",
+            "currency",
+            "subtotal",
+            "total",
+            "amount_due",
+            "amount_paid",
+            "amount_remaining",
+            "period_start",
+            "period_end",
+            "invoice_number",
+            "finalized_at",
+            "voided_at",
+            "last_computed_at",
+            "line_items",
+            "metadata",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_amount_due(self, invoice) -> str:
+        closed = invoice.invoice_status in (Invoice.Status.VOIDED, Invoice.Status.SKIPPED)
+        return format(round_money(Decimal(0) if closed else invoice.total, invoice.currency), "f")
+
+    def get_amount_remaining(self, invoice) -> str:
+        return self.get_amount_due(invoice)
+
+    def get_line_items(self, invoice) -> list[dict]:
+        lines = getattr(invoice, "preview_lines", None)
+        if lines is None:
+            lines = invoice.line_items.all()
+        return LineItemSerializer(lines, many=True).data
+
+
+class InvoiceFilter(django_filters.FilterSet):
+    subscription_id = django_filters.CharFilter()
+    customer_id = django_filters.CharFilter()
+    external_customer_id = django_filters.CharFilter(field_name="customer__external_id")
+    invoice_status = django_filters.MultipleChoiceFilter(choices=Invoice.Status.choices)
+    period_start_gte = django_filters.IsoDateTimeFilter("period_start", lookup_expr="gte")
+    period_start_lte = django_filters.IsoDateTimeFilter("period_start", lookup_expr="lte")
+    period_end_gte = django_filters.IsoDateTimeFilter("period_end", lookup_expr="gte")
+    period_end_lte = django_filters.IsoDateTimeFilter("period_end", lookup_expr="lte")
+
+    class Meta:
+        model = Invoice
+        fields = ["subscription_id", "customer_id", "external_customer_id", "invoice_status"]
+
+
+class InvoiceSearchSerializer(SearchRequest):
+    invoice_ids = Ids(required=False)
+    customer_id = serializers.CharField(required=False)
+    external_customer_id = serializers.CharField(required=False)
+    subscription_id = serializers.CharField(required=False)
+    invoice_status = Ids(required=False)
+    payment_status = Ids(required=False)
+    period_start_gte = serializers.DateTimeField(required=False)
+    period_start_lte = serializers.DateTimeField(required=False)
+    period_end_gte = serializers.DateTimeField(required=False)
+    period_end_lte = serializers.DateTimeField(required=False)
+
+    lookups = {
+        "invoice_ids": "id__in",
+        "customer_id": "customer_id",
+        "external_customer_id": "customer__external_id",
+        "subscription_id": "subscription_id",
+        "invoice_status": "invoice_status__in",
+        "payment_status": "payment_status__in",
+        "period_start_gte": "period_start__gte",
+        "period_start_lte": "period_start__lte",
+        "period_end_gte": "period_end__gte",
+        "period_end_lte": "period_end__lte",
+    }
+
+
+class InvoiceMixin:
+    queryset = Invoice.objects.prefetch_related("line_items")
+    serializer_class = InvoiceSerializer
+
+
+class InvoiceListView(InvoiceMixin, generics.ListAPIView):
+    filterset_class = InvoiceFilter
+
+
+@extend_schema_view(
+    post=extend_schema(request=InvoiceSearchSerializer, responses=page_of(InvoiceSerializer))
+)
+class InvoiceSearchView(InvoiceMixin, SearchView):
+    search_class = InvoiceSearchSerializer
+
+
+class InvoiceDetailView(InvoiceMixin, generics.RetrieveAPIView):
+    pass
+
+
+class InvoiceActionView(APIView):
+    """``finalize`` or ``void``; an illegal transition is a 400 that says why."""
+
+    service = None  # services.invoice_finalize or services.invoice_void
+    message = ""
+
+    @extend_schema(request=None, responses={200: dict})
+    def post(self, request, pk):
+        self.service(invoice=get_object_or_404(Invoice, pk=pk))
+        return Response({"message": self.message})
+
+
+class PreviewSerializer(serializers.Serializer):
+    subscription_id = ExistingId(Subscription)
+    period_start = serializers.DateTimeField(required=False)
+    period_end = serializers.DateTimeField(required=False)
+    hide_zero_charges_line_items = serializers.BooleanField(required=False, default=False)
+
+    def validate(self, data):
+        subscription = data["subscription_id"]
+        data.setdefault("period_start", subscription.current_period_start)
+        data.setdefault("period_end", subscription.current_period_end)
+        if data["period_start"] >= data["period_end"]:
+            raise serializers.ValidationError(
+                {"period_end": "period_end must be after period_start."}
+            )
+        return data
+
+
+def preview_invoice(proposal: services.Proposal, *, hide_zero: bool) -> Invoice:
+    """The proposal as an unsaved Invoice, so it renders exactly like a stored one."""
+    subscription = proposal.subscription
+    invoice = Invoice(
+        id=f"inv_preview_{subscription.pk}",
+        customer_id=subscription.customer_id,
+        subscription=subscription,
+        currency=proposal.currency,
+        subtotal=proposal.total,
+        total=proposal.total,
+        period_start=proposal.period_start,
+        period_end=proposal.period_end,
+        created_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    invoice.preview_lines = [
+        InvoiceLineItem(
+            price=line.price,
+            meter=line.meter,
+            price_type=line.price_type,
+            display_name=line.display_name,
+            quantity=line.quantity,
+            amount=line.amount,
+            currency=line.currency,
+            period_start=line.period_start,
+            period_end=line.period_end,
+        )
+        for line in proposal.lines
+        if not (hide_zero and line.amount == 0)
+    ]
+    return invoice
+
+
+class InvoicePreviewView(APIView):
+    """The invoice for a period, computed live; nothing is stored."""
+
+    @extend_schema(request=PreviewSerializer, responses={200: InvoiceSerializer})
+    def post(self, request):
+        body = PreviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        proposal = services.invoice_compute(
+            subscription=data["subscription_id"],
+            period_start=data["period_start"],
+            period_end=data["period_end"],
+        )
+        invoice = preview_invoice(proposal, hide_zero=data["hide_zero_charges_line_items"])
+        return Response(InvoiceSerializer(invoice).data)
