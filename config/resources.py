@@ -3,6 +3,7 @@
 A resource module declares serializers and a service; these classes do the HTTP part.
 """
 
+import functools
 import json
 from decimal import Decimal
 
@@ -126,8 +127,9 @@ class PageInfo(serializers.Serializer):
     offset = serializers.IntegerField()
 
 
+@functools.cache
 def page_of(serializer_class) -> serializers.Serializer:
-    """The schema of ``{"items": [...], "pagination": {...}}``."""
+    """The schema of ``{"items": [...], "pagination": {...}}``, one component per class."""
     name = serializer_class.__name__.removesuffix("Serializer")
     return inline_serializer(
         name=f"{name}Page", fields={"items": serializer_class(many=True), "pagination": PageInfo()}
