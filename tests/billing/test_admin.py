@@ -1,0 +1,353 @@
+"""The billing admin: subscriptions through subscription_create, invoice actions, late usage."""
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.contrib.auth.models import Permission, User
+from django.contrib.messages import get_messages
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.demo import demo_catalog_load, demo_customers_load, scenario_load
+from billing.models import Invoice, Subscription
+from billing.selectors import late_usage
+from billing.services import periods_close
+from metering.models import Customer
+from tests.factories import ingest
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:billing_invoice_changelist"
+
+
+@pytest.fixture
+def plan():
+    return demo_catalog_load(scenario=scenario_load())
+
+
+@pytest.fixture
+def subs(plan):
+    return {
+        s.customer.external_id: s for s in demo_customers_load(scenario=scenario_load(), plan=plan)
+    }
+
+
+def draft_of(subscription) -> Invoice:
+    return Invoice.objects.get(subscription=subscription, invoice_status=Invoice.Status.DRAFT)
+
+
+def messages_of(response) -> list[tuple[str, str]]:
+    """The messages the response showed; ``act`` follows its redirect, which uses them up."""
+    return [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
+
+
+def act(client, action: str, *invoices, confirm=True, url=CHANGELIST):
+    data = {"action": action, "_selected_action": [i.pk for i in invoices]}
+    if confirm:
+        data["post"] = "yes"
+    return client.post(reverse(url), data, follow=True)
+
+
+def tokens(customer: str, event_id: str, at, amount=1, prompt_type="input") -> dict:
+    return {
+        "event_id": event_id,
+        "event_name": "tokens",
+        "external_customer_id": customer,
+        "timestamp": at.isoformat(),
+        "properties": {"model": "OpenAI O1", "prompt_type": prompt_type, "tokens": amount},
+    }
+
+
+# Subscriptions
+
+
+def subscription_post(customer, plan, **overrides) -> dict:
+    return {
+        "customer": customer.pk,
+        "plan": plan.pk,
+        "currency": "",
+        "billing_period": "",
+        "billing_cycle": "anniversary",
+        "start_date_0": "",
+        "start_date_1": "",
+        "end_date_0": "",
+        "end_date_1": "",
+        **overrides,
+    }
+
+
+def test_operator_creates_a_subscription_through_the_service(admin_client, plan):
+    customer = Customer.objects.create(external_id="initech", name="Initech")
+
+    page = admin_client.get(reverse("admin:billing_subscription_add"))
+    assert page.status_code == 200
+    assert "Plan&#x27;s billing period" in page.content.decode()
+
+    response = admin_client.post(
+        reverse("admin:billing_subscription_add"), subscription_post(customer, plan)
+    )
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    subscription = Subscription.objects.get(customer=customer)
+    assert (subscription.currency, subscription.billing_period) == ("usd", "MONTHLY")
+    assert subscription.current_period_end > subscription.current_period_start
+    # subscription_create proposes the first invoice; a bare model save would not.
+    assert draft_of(subscription).total == Decimal("0.00")
+
+
+def test_refused_subscription_shows_the_service_error_and_saves_nothing(admin_client, plan):
+    customer = Customer.objects.create(external_id="initech", name="Initech")
+
+    response = admin_client.post(
+        reverse("admin:billing_subscription_add"),
+        subscription_post(customer, plan, currency="eur"),
+    )
+
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors["currency"] == ["Plan 'OpenAI O1' has no prices in eur."]
+    assert "has no prices in eur" in response.content.decode()
+    assert not Subscription.objects.exists()
+    assert not Invoice.objects.exists()
+
+
+def test_end_date_before_start_lands_on_its_field(admin_client, plan):
+    customer = Customer.objects.create(external_id="initech", name="Initech")
+
+    response = admin_client.post(
+        reverse("admin:billing_subscription_add"),
+        subscription_post(
+            customer,
+            plan,
+            start_date_0="2026-11-03",
+            start_date_1="10:00:00",
+            end_date_0="2026-11-01",
+            end_date_1="10:00:00",
+        ),
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["end_date"] == [
+        "end_date must be after start_date."
+    ]
+    assert not Subscription.objects.exists()
+
+
+def test_subscription_change_page_edits_only_metadata(admin_client, subs):
+    sub = subs["acme"]
+    url = reverse("admin:billing_subscription_change", args=[sub.pk])
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    assert list(page.context["adminform"].form.fields) == ["metadata"]
+
+    response = admin_client.post(url, {"metadata": '{"tier": "gold"}', "currency": "eur"})
+
+    assert response.status_code == 302
+    sub.refresh_from_db()
+    assert (sub.metadata, sub.currency) == ({"tier": "gold"}, "usd")
+
+
+def test_cancel_action_cancels_at_period_end(admin_client, subs):
+    url = "admin:billing_subscription_changelist"
+    asked = act(admin_client, "cancel_at_end_of_period", subs["acme"], confirm=False, url=url)
+    assert asked.status_code == 200
+    assert "Cancel subscriptions at the end of their period?" in asked.content.decode()
+    assert not Subscription.objects.get(pk=subs["acme"].pk).cancel_at_period_end
+
+    done = act(admin_client, "cancel_at_end_of_period", subs["acme"], url=url)
+
+    assert done.redirect_chain
+    acme = Subscription.objects.get(pk=subs["acme"].pk)
+    assert acme.cancel_at_period_end and acme.status == Subscription.Status.ACTIVE
+    assert acme.end_date == acme.current_period_end
+    assert not Subscription.objects.get(pk=subs["globex"].pk).cancel_at_period_end
+
+
+def test_subscription_changelist_searches_by_customer(admin_client, subs):
+    page = admin_client.get(reverse("admin:billing_subscription_changelist"), {"q": "Globex"})
+    assert [s.pk for s in page.context["cl"].result_list] == [subs["globex"].pk]
+
+
+# Invoices
+
+
+def test_invoice_changelist_shows_totals_and_last_computed_age(admin_client, subs):
+    page = admin_client.get(reverse(CHANGELIST))
+
+    html = page.content.decode()
+    assert "$202.50" in html and "$15.00" in html
+    assert re.search(r"\d+ seconds? ago", html)
+    assert reverse("admin:billing_invoice_late_usage") in html
+    searched = admin_client.get(reverse(CHANGELIST), {"q": "acme"})
+    assert [i.customer.external_id for i in searched.context["cl"].result_list] == ["acme"]
+
+
+def test_invoices_cannot_be_added_edited_or_deleted_by_hand(admin_client, subs):
+    draft = draft_of(subs["acme"])
+    assert admin_client.get(reverse("admin:billing_invoice_add")).status_code == 403
+    url = reverse("admin:billing_invoice_change", args=[draft.pk])
+    admin_client.post(url, {"total": "1.00", "invoice_status": "FINALIZED"})
+    draft.refresh_from_db()
+    assert (draft.total, draft.invoice_status) == (Decimal("202.50"), "DRAFT")
+    delete = admin_client.get(reverse("admin:billing_invoice_delete", args=[draft.pk]))
+    assert delete.status_code == 403
+
+
+def test_recompute_action_picks_up_new_usage(admin_client, subs):
+    acme = subs["acme"]
+    ingest(tokens("acme", "extra-1", acme.current_period_start + timedelta(minutes=30)))
+    assert draft_of(acme).total == Decimal("202.50")  # not recomputed yet
+
+    response = act(admin_client, "recompute", draft_of(acme), confirm=False)
+
+    assert response.redirect_chain
+    # 5,000,001 input tokens round up to 6 packages of a million at $15.
+    assert draft_of(acme).total == Decimal("217.50")
+    assert messages_of(response) == [("success", "Recomputed 1 invoice(s).")]
+
+
+def test_finalize_asks_first_then_finalizes(admin_client, subs):
+    draft = draft_of(subs["acme"])
+
+    asked = act(admin_client, "finalize", draft, confirm=False)
+    assert asked.status_code == 200
+    assert "Finalize these invoices?" in asked.content.decode()
+    assert Invoice.objects.get(pk=draft.pk).invoice_status == "DRAFT"
+
+    done = act(admin_client, "finalize", draft)
+
+    invoice = Invoice.objects.get(pk=draft.pk)
+    assert invoice.invoice_status == "FINALIZED"
+    assert re.fullmatch(r"INV-\d{6}-\d{5}", invoice.invoice_number)
+    assert messages_of(done) == [
+        ("success", f"Finalized 1 invoice(s): {invoice.invoice_number} (FINALIZED).")
+    ]
+
+
+def test_illegal_transitions_are_reported_and_the_rest_proceed(admin_client, subs):
+    acme, globex = draft_of(subs["acme"]), draft_of(subs["globex"])
+    act(admin_client, "finalize", acme)
+    acme.refresh_from_db()
+    act(admin_client, "void", acme)
+
+    response = act(admin_client, "void", acme, globex)  # acme a second time
+
+    assert Invoice.objects.get(pk=globex.pk).invoice_status == "VOIDED"
+    assert messages_of(response) == [
+        (
+            "error",
+            f"Invoice {acme.invoice_number} (acme): A VOIDED invoice cannot be voided.",
+        ),
+        ("success", f"Voided 1 invoice(s): {globex.pk} (VOIDED)."),
+    ]
+    refinalize = act(admin_client, "finalize", acme)
+    assert messages_of(refinalize) == [
+        (
+            "error",
+            f"Invoice {acme.invoice_number} (acme): "
+            "Only a DRAFT invoice can be finalized; this one is VOIDED.",
+        )
+    ]
+    recompute = act(admin_client, "recompute", acme, confirm=False)
+    assert messages_of(recompute) == [
+        (
+            "error",
+            f"Invoice {acme.invoice_number} (acme): "
+            "only a DRAFT is recomputed; this one is VOIDED.",
+        )
+    ]
+
+
+def test_recompute_refuses_the_draft_of_a_cancelled_subscription(admin_client, subs):
+    draft = draft_of(subs["globex"])
+    Subscription.objects.filter(pk=subs["globex"].pk).update(status="cancelled")
+
+    response = act(admin_client, "recompute", draft, confirm=False)
+
+    assert messages_of(response) == [
+        (
+            "error",
+            f"Invoice {draft.pk} (globex): only the draft of an active subscription is recomputed.",
+        )
+    ]
+
+
+def test_finalized_invoice_page_shows_read_only_lines(admin_client, subs):
+    draft = draft_of(subs["acme"])
+    act(admin_client, "finalize", draft)
+
+    page = admin_client.get(reverse("admin:billing_invoice_change", args=[draft.pk]))
+
+    html = page.content.decode()
+    assert page.status_code == 200
+    for text in ["Input Tokens", "5,000,000", "$75.00", "Output Tokens", "$120.00", "$202.50"]:
+        assert text in html
+    assert 'name="_save"' not in html
+    # Only the formset's hidden bookkeeping inputs: nothing on a line can be edited.
+    assert set(re.findall(r'name="line_items-0-(\w+)"', html)) <= {"id", "invoice"}
+
+
+def test_actions_need_the_change_permission(client, subs):
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_invoice"))
+    client.force_login(user)
+    draft = draft_of(subs["acme"])
+
+    page = client.get(reverse(CHANGELIST))
+    assert page.status_code == 200 and "$202.50" in page.content.decode()
+    act(client, "finalize", draft)
+
+    assert Invoice.objects.get(pk=draft.pk).invoice_status == "DRAFT"
+
+
+# Late usage
+
+
+def test_late_usage_lists_events_that_arrived_after_the_invoice_closed(admin_client, subs):
+    acme = subs["acme"]
+    closed_start = acme.current_period_start
+    closed_at = acme.current_period_end + timedelta(minutes=5)
+    with time_machine.travel(closed_at, tick=False):
+        assert periods_close(now=timezone.now()) == 2
+    closed = Invoice.objects.get(subscription=acme, period_start=closed_start)
+    assert closed.invoice_status == "FINALIZED"
+    acme.refresh_from_db()
+
+    later = closed_at + timedelta(minutes=10)
+    with time_machine.travel(later, tick=False):
+        ingest(
+            tokens("acme", "late-1", closed_start + timedelta(minutes=30)),
+            tokens("acme", "open-1", acme.current_period_start + timedelta(minutes=1)),
+            tokens("globex", "open-2", later - timedelta(minutes=1)),
+        )
+
+    page = admin_client.get(reverse("admin:billing_invoice_late_usage"))  # the session is fresh
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "late-1" in html and closed.invoice_number in html
+    assert "open-1" not in html and "open-2" not in html
+    assert "demo-e1" not in html  # arrived before the invoice closed
+    [group] = page.context["groups"]
+    assert (group.invoice, group.late_count) == (closed, 1)
+    assert [e.event_id for e in group.events] == ["late-1"]
+
+
+def test_late_usage_selector_stops_at_its_limit(subs):
+    acme = subs["acme"]
+    start = acme.current_period_start
+    with time_machine.travel(acme.current_period_end + timedelta(minutes=5), tick=False):
+        periods_close(now=timezone.now())
+    with time_machine.travel(acme.current_period_end + timedelta(minutes=10), tick=False):
+        ingest(*(tokens("acme", f"late-{n}", start + timedelta(minutes=n)) for n in range(5)))
+        ingest(tokens("globex", "late-g", start + timedelta(minutes=1)))
+
+    report = late_usage(limit=3)
+
+    assert [(g.invoice.customer.external_id, g.late_count, len(g.events)) for g in report] in (
+        [("acme", 5, 3)],
+        [("globex", 1, 1), ("acme", 5, 2)],
+    )
+    assert sum(g.late_count for g in late_usage()) == 6
