@@ -5,7 +5,7 @@ from decimal import Decimal
 import django_filters
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -68,7 +68,7 @@ class SubscriptionCreateSerializer(serializers.Serializer):
     customer_id = ExistingId(Customer, required=False)
     external_customer_id = serializers.CharField(required=False, max_length=255)
     currency = serializers.RegexField(r"^[A-Za-z]{3}$", required=False)
-    billing_period = serializers.ChoiceField(BillingPeriod.values, required=False)
+    billing_period = serializers.ChoiceField(BillingPeriod.choices, required=False)
     billing_period_count = serializers.IntegerField(required=False, min_value=1, default=1)
     billing_cycle = serializers.ChoiceField(Subscription.Cycle.values, required=False)
     start_date = serializers.DateTimeField(required=False)
@@ -192,6 +192,7 @@ class SubscriptionCancelView(APIView):
         )
 
 
+@extend_schema_field(str)
 class Money(serializers.Field):
     """An amount rounded to its row's currency, as a string: "202.50"."""
 

@@ -15,6 +15,7 @@ from catalog.models import Feature, Plan, Price
 from catalog.services import feature_create, plan_create, price_create
 from metering.ingestion import event_parse, events_ingest, meters_by_event_name
 from metering.models import Customer
+from metering.services import portal_user_create
 from metering.tasks import rollups_refresh
 
 SCENARIO = Path(settings.BASE_DIR) / "tests" / "data" / "openai_o1.json"
@@ -109,4 +110,20 @@ def demo_customers_load(*, scenario: dict, plan: Plan) -> list[Subscription]:
     events_ingest(events=events)
     for subscription in subscriptions.values():
         invoice_propose(subscription=subscription)
+        _demo_portal_user(subscription.customer)
     return list(subscriptions.values())
+
+
+def demo_password(customer: Customer) -> str:
+    return f"{customer.external_id}-demo"
+
+
+def _demo_portal_user(customer: Customer) -> None:
+    """``acme@example.com`` / ``acme-demo``: demo data only."""
+    if not customer.users.exists():
+        portal_user_create(
+            customer=customer,
+            email=f"{customer.external_id}@example.com",
+            password=demo_password(customer),
+            check_password=False,
+        )

@@ -54,3 +54,19 @@ def format_money(amount: Decimal, currency: str) -> str:
     sign = "-" if rounded < 0 else ""
     symbol = _SYMBOLS.get(currency.lower())
     return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency.upper()}"
+
+
+def format_unit_price(amount: Decimal, currency: str) -> str:
+    """A price with as many decimals as it needs but at least the currency's: ``$0.000015``."""
+    places = max(minor_unit_exponent(currency), -amount.normalize().as_tuple().exponent)
+    text = f"{abs(amount):,.{places}f}"
+    symbol = _SYMBOLS.get(currency.lower())
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency.upper()}"
+
+
+def format_quantity(quantity: Decimal) -> str:
+    """``5,000,000`` or ``1,234.5``: thousands separators, no trailing zeros."""
+    normal = quantity.normalize()
+    places = max(0, -normal.as_tuple().exponent)
+    return f"{normal:,.{places}f}"

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 from catalog import pricing
 from catalog.models import Price
-from catalog.money import format_money, round_money
+from catalog.money import format_money, format_quantity, format_unit_price, round_money
 
 
 def example_quantity(terms: pricing.Terms) -> Decimal:
@@ -25,3 +25,19 @@ def price_example(price: Price) -> str:
         unit = feature.unit_singular if quantity == 1 else feature.unit_plural
     amount = round_money(pricing.amount_for(terms, quantity), price.currency)
     return f"{quantity.normalize():,f} {unit or 'units'} → {format_money(amount, price.currency)}"
+
+
+def price_summary(price: Price) -> str:
+    """How a price reads to a customer: ``$15.00 per 1,000,000 tokens``."""
+    unit = "units"
+    if price.meter_id:
+        unit = price.meter.feature.unit_plural or unit
+    amount = format_unit_price(price.amount, price.currency)
+    if price.billing_model == pricing.PACKAGE:
+        return f"{amount} per {format_quantity(Decimal(price.divide_by))} {unit}"
+    if price.billing_model == pricing.TIERED:
+        return f"Tiered ({price.tier_mode.lower()})"
+    if price.type == Price.Type.FIXED:
+        return f"{amount} per period"
+    singular = price.meter.feature.unit_singular if price.meter_id else ""
+    return f"{amount} per {singular or 'unit'}"

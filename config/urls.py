@@ -19,6 +19,7 @@ api = [
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("portal/", include("billing.portal.urls")),
     path("v1/", include(api)),
     re_path(r"^v1/", not_found),
 ]

@@ -1,17 +1,45 @@
 import json
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from catalog.models import Meter
-from metering.models import ApiKey, Customer, Event
+from metering.models import ApiKey, Customer, CustomerUser, Event
 from metering.selectors import unmatched_customers
-from metering.services import api_key_revoke, api_key_secret_set
+from metering.services import api_key_revoke, api_key_secret_set, portal_user_create
+
+
+class PortalUserForm(forms.Form):
+    email = forms.EmailField()
+    password = forms.CharField(widget=forms.PasswordInput, help_text="Share it with them once.")
+
+
+class CustomerUserInline(admin.TabularInline):
+    model = CustomerUser
+    fields = ["email", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = True
+    verbose_name_plural = "portal users"
+
+    def has_add_permission(self, request, obj=None):
+        return False  # added with "Add portal user", which sets a password
+
+    @admin.display(description="Email")
+    def email(self, obj):
+        return obj.user.email
+
+
+def site_context(model_admin, request) -> dict:
+    return {**model_admin.admin_site.each_context(request), "opts": model_admin.model._meta}
 
 
 @admin.register(Customer)
@@ -20,20 +48,52 @@ class CustomerAdmin(admin.ModelAdmin):
     search_fields = ["external_id", "name", "email"]
     readonly_fields = ["id", "created_at", "updated_at"]
     change_list_template = "admin/metering/customer/change_list.html"
+    change_form_template = "admin/metering/customer/change_form.html"
+    inlines = [CustomerUserInline]
 
     def get_urls(self):
-        report = path(
-            "unmatched/", self.admin_site.admin_view(self.unmatched_view),
-            name="metering_customer_unmatched",
-        )
-        return [report, *super().get_urls()]
+        site = self.admin_site
+        return [
+            path(
+                "unmatched/",
+                site.admin_view(self.unmatched_view),
+                name="metering_customer_unmatched",
+            ),
+            path(
+                "<path:object_id>/portal-user/",
+                site.admin_view(self.portal_user_view),
+                name="metering_customer_portal_user",
+            ),
+            *super().get_urls(),
+        ]
+
+    def portal_user_view(self, request, object_id):
+        customer = self.get_object(request, object_id)
+        if customer is None or not self.has_change_permission(request, customer):
+            raise PermissionDenied
+        form = PortalUserForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                portal_user_create(customer=customer, **form.cleaned_data)
+            except ValidationError as error:
+                for field, problems in error.message_dict.items():
+                    form.add_error(field if field in form.fields else None, problems)
+            else:
+                messages.success(request, f"{form.cleaned_data['email']} can now sign in.")
+                return redirect("admin:metering_customer_change", customer.pk)
+        context = {
+            **site_context(self, request),
+            "title": f"Add a portal user for {customer}",
+            "form": form,
+            "customer": customer,
+        }
+        return TemplateResponse(request, "admin/metering/portal_user.html", context)
 
     def unmatched_view(self, request):
         context = {
-            **self.admin_site.each_context(request),
+            **site_context(self, request),
             "title": "Events from unknown customers",
             "rows": unmatched_customers()[:500],
-            "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/metering/unmatched.html", context)
 
@@ -100,7 +160,12 @@ class EventAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     ordering = ["-timestamp", "-id"]
     fields = [
-        "event_id", "event_name", "external_customer_id", "timestamp", "ingested_at", "source",
+        "event_id",
+        "event_name",
+        "external_customer_id",
+        "timestamp",
+        "ingested_at",
+        "source",
         "pretty_properties",
     ]
     readonly_fields = fields

@@ -132,3 +132,19 @@ class MeterRollupState(models.Model):
         Meter, on_delete=models.CASCADE, primary_key=True, related_name="rollup_state"
     )
     built_at = models.DateTimeField()
+
+
+class CustomerUser(models.Model):
+    """A person who signs in to the portal for one customer; a customer may have several."""
+
+    user = models.OneToOneField(
+        "auth.User", on_delete=models.CASCADE, related_name="portal_account"
+    )
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="users")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "portal user"
+
+    def __str__(self):
+        return f"{self.user.email} for {self.customer}"

@@ -2,8 +2,7 @@
 window read raw events, so cost does not grow with the number of events."""
 
 from collections import defaultdict
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from catalog.models import Meter
@@ -19,7 +18,7 @@ WINDOW_SIZES = {*SUB_HOUR_WINDOWS, *HOURLY_WINDOWS, "DAY", "WEEK", "MONTH"}
 
 def window_floor(moment: datetime, size: str) -> datetime:
     """The start of the UTC window of ``size`` that holds ``moment``."""
-    moment = moment.astimezone(dt_timezone.utc)
+    moment = moment.astimezone(UTC)
     if size in SUB_HOUR_WINDOWS:
         step = SUB_HOUR_WINDOWS[size]
         return moment.replace(minute=moment.minute - moment.minute % step, second=0, microsecond=0)

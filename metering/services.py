@@ -36,3 +36,38 @@ def customer_create(
     customer.full_clean()
     customer.save()
     return customer
+
+
+@transaction.atomic
+def portal_user_create(
+    *, customer: Customer, email: str, password: str, check_password: bool = True
+):
+    """A Django user who signs in to the portal of ``customer`` with email and password.
+
+    ``check_password=False`` is for demo data, whose passwords are published.
+    """
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    from metering.models import CustomerUser
+
+    User = get_user_model()
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ValidationError({"email": "Enter a valid email address."}) from None
+    if User.objects.filter(username=email).exists():
+        raise ValidationError({"email": f"{email} already has an account."})
+    user = User(username=email, email=email)
+    try:
+        if check_password:
+            validate_password(password, user)
+    except ValidationError as error:
+        raise ValidationError({"password": error.messages}) from None
+    user.set_password(password)
+    user.save()
+    CustomerUser.objects.create(user=user, customer=customer)
+    return user

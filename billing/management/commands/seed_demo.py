@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from billing.demo import demo_catalog_load, demo_customers_load, scenario_load
+from billing.demo import demo_catalog_load, demo_customers_load, demo_password, scenario_load
 from billing.models import Invoice
 
 
@@ -15,7 +15,8 @@ class Command(BaseCommand):
             draft = Invoice.objects.get(
                 subscription=subscription, period_start=subscription.current_period_start
             )
+            customer = subscription.customer
             self.stdout.write(
-                f"{subscription.customer.name}: proposed invoice {draft.total:.2f} "
-                f"{draft.currency.upper()}"
+                f"{customer.name}: proposed invoice {draft.total:.2f} {draft.currency.upper()}; "
+                f"portal login {customer.external_id}@example.com / {demo_password(customer)}"
             )

@@ -1,0 +1,217 @@
+"""What the customer portal shows. Every read takes the customer: nothing crosses customers."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from billing.models import Invoice, Subscription
+from catalog import pricing
+from catalog.models import Meter
+from catalog.selectors import price_summary
+from metering.models import Customer, Event
+from metering.selectors import meter_usage_windows
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    bars: list[Bar]
+    width: int = 600
+    height: int = 120
+
+
+def bar_chart(
+    title: str,
+    points: list[tuple[datetime, Decimal]],
+    start: datetime,
+    step: timedelta,
+    count: int,
+    label_format: str,
+) -> Chart:
+    """``count`` bars of ``step`` from ``start``; windows without usage are zero."""
+    values = dict(points)
+    slots = [start + step * i for i in range(count)]
+    top = max([values.get(s, Decimal(0)) for s in slots] + [Decimal(1)])
+    chart = Chart(title=title, bars=[])
+    slot_width = chart.width / max(count, 1)
+    for i, slot in enumerate(slots):
+        value = values.get(slot, Decimal(0))
+        height = float(value / top) * (chart.height - 4)
+        chart.bars.append(
+            Bar(
+                x=i * slot_width + 1,
+                y=chart.height - height,
+                width=max(slot_width - 2, 1),
+                height=height,
+                label=slot.strftime(label_format),
+                value=value,
+            )
+        )
+    return chart
+
+
+@dataclass(frozen=True)
+class FeatureUsage:
+    name: str
+    quantity: Decimal
+    unit: str
+    price: str
+    amount: Decimal
+    currency: str
+    charts: tuple[Chart, ...]  # the period by day, then today by hour
+
+
+def portal_subscription(customer: Customer) -> Subscription | None:
+    subscriptions = customer.subscriptions.select_related("plan")
+    return (
+        subscriptions.filter(status=Subscription.Status.ACTIVE).order_by("-created_at").first()
+        or subscriptions.order_by("-created_at").first()
+    )
+
+
+def proposed_invoice(subscription: Subscription | None) -> Invoice | None:
+    if subscription is None:
+        return None
+    return (
+        Invoice.objects.filter(
+            subscription=subscription,
+            period_start=subscription.current_period_start,
+            invoice_status=Invoice.Status.DRAFT,
+        )
+        .prefetch_related("line_items__price__meter__feature", "line_items__price__tiers")
+        .first()
+    )
+
+
+def feature_usage(invoice: Invoice, subscription: Subscription, now: datetime):
+    """Each usage line of the proposed invoice, with charts of the period and of today."""
+    start = subscription.current_period_start
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    days = (min(now, subscription.current_period_end) - day).days + 1
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = []
+    for line in invoice.line_items.all():
+        meter = line.price.meter
+        if meter is None:
+            continue
+        feature = meter.feature
+        daily = meter_usage_windows(
+            meter=meter,
+            external_customer_id=subscription.customer.external_id,
+            start=start,
+            end=min(now, subscription.current_period_end),
+            window_size="DAY",
+        )
+        hourly = (
+            meter_usage_windows(
+                meter=meter,
+                external_customer_id=subscription.customer.external_id,
+                start=max(start, today),
+                end=min(now, subscription.current_period_end),
+                window_size="HOUR",
+            )
+            if now > max(start, today)
+            else []
+        )
+        rows.append(
+            FeatureUsage(
+                name=feature.name,
+                quantity=line.quantity,
+                unit=feature.unit_plural,
+                price=price_summary(line.price),
+                amount=line.amount,
+                currency=line.currency,
+                charts=(
+                    bar_chart(
+                        f"{feature.name} per day", daily, day, timedelta(days=1), days, "%b %-d"
+                    ),
+                    bar_chart(
+                        f"{feature.name} per hour today",
+                        hourly,
+                        today,
+                        timedelta(hours=1),
+                        24,
+                        "%H:00",
+                    ),
+                ),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class InvoiceRow:
+    name: str
+    quantity: Decimal
+    packages: Decimal | None
+    unit_price: Decimal
+    unit: str
+    amount: Decimal
+
+
+def invoice_rows(invoice: Invoice) -> list[InvoiceRow]:
+    rows = []
+    for line in invoice.line_items.all():
+        price = line.price
+        terms = price.terms()
+        packages = None
+        unit = ""
+        if price.billing_model == pricing.PACKAGE:
+            packages = pricing.packages_for(terms, line.quantity)
+            unit = f"per {Decimal(price.divide_by):,}"
+        rows.append(
+            InvoiceRow(
+                name=line.display_name,
+                quantity=line.quantity,
+                packages=packages,
+                unit_price=price.amount,
+                unit=unit,
+                amount=line.amount,
+            )
+        )
+    return rows
+
+
+def customer_invoices(customer: Customer):
+    return customer.invoices.exclude(invoice_status=Invoice.Status.SKIPPED).order_by(
+        "-period_start"
+    )
+
+
+def portal_meters(customer: Customer) -> list[Meter]:
+    """The meters of the customer's plans, for the events filter."""
+    return list(
+        Meter.objects.filter(prices__plan__subscriptions__customer=customer)
+        .select_related("feature")
+        .distinct()
+        .order_by("feature__name")
+    )
+
+
+def customer_events(
+    customer: Customer,
+    *,
+    meter: Meter | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+):
+    events = Event.objects.filter(external_customer_id=customer.external_id)
+    if meter is not None:
+        events = events.filter(event_name=meter.event_name)
+        for item in meter.filters:
+            events = events.filter(**{f"properties__{item['key']}__in": item["values"]})
+    if start is not None:
+        events = events.filter(timestamp__gte=start)
+    if end is not None:
+        events = events.filter(timestamp__lt=end)
+    return events.order_by("-timestamp", "-id")

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from billing.portal import views
+
+app_name = "portal"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("live/", views.live, name="live"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.logout_view, name="logout"),
+    path("as/<str:customer_id>/", views.view_as, name="view-as"),
+    path("events/", views.events, name="events"),
+    path("events.csv", views.events_csv, name="events-csv"),
+    path("invoices/", views.invoices, name="invoices"),
+    path("invoices/<str:invoice_id>/", views.invoice_detail, name="invoice"),
+]

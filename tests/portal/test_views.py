@@ -1,0 +1,151 @@
+"""Portal pages through the Django test client: content, isolation and sign-in."""
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+
+from billing.demo import demo_catalog_load, demo_customers_load, scenario_load
+from billing.models import Invoice
+from billing.services import invoice_finalize
+from metering.models import Customer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def demo():
+    plan = demo_catalog_load(scenario=scenario_load())
+    subs = demo_customers_load(scenario=scenario_load(), plan=plan)
+    return {s.customer.external_id: s for s in subs}
+
+
+@pytest.fixture
+def acme(client, demo):
+    assert client.login(username="acme@example.com", password="acme-demo")
+    return client
+
+
+PAGES = ["portal:home", "portal:live", "portal:events", "portal:events-csv", "portal:invoices"]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_anonymous_visitors_are_sent_to_sign_in(client, name):
+    response = client.get(reverse(name))
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("portal:login"))
+
+
+def test_sign_in_with_email_and_password(client, demo):
+    page = client.get(reverse("portal:login"))
+    assert "csrfmiddlewaretoken" in page.content.decode()
+    wrong = client.post(reverse("portal:login"), {"username": "acme@example.com", "password": "x"})
+    assert "not right" in wrong.content.decode()
+    ok = client.post(
+        reverse("portal:login"), {"username": "ACME@example.com", "password": "acme-demo"}
+    )
+    assert ok.status_code == 302 and ok.url == reverse("portal:home")
+
+
+def test_login_form_enforces_csrf(demo):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    response = strict.post(
+        reverse("portal:login"), {"username": "acme@example.com", "password": "acme-demo"}
+    )
+    assert response.status_code == 403
+
+
+def test_home_shows_period_total_usage_and_charts(acme, demo):
+    page = acme.get(reverse("portal:home")).content.decode()
+    assert "$202.50" in page
+    assert "5,000,000" in page and "$15.00 per 1,000,000 tokens" in page
+    assert "$75.00" in page and "$120.00" in page and "$7.50" in page
+    assert "per day" in page and "per hour today" in page and "<rect" in page
+    assert "Globex" not in page
+    assert 'hx-trigger="every 3s"' in page and "htmx" in page
+
+
+def test_live_panel_answers_204_until_the_invoice_is_recomputed(acme, demo):
+    draft = Invoice.objects.get(subscription=demo["acme"], invoice_status="DRAFT")
+    since = draft.last_computed_at.isoformat()
+    assert acme.get(reverse("portal:live"), {"since": since}).status_code == 204
+    fresh = acme.get(reverse("portal:live"), {"since": "old"})
+    assert fresh.status_code == 200 and "$202.50" in fresh.content.decode()
+
+
+def test_events_are_newest_first_filterable_and_exported(acme, demo):
+    page = acme.get(reverse("portal:events")).content.decode()
+    assert page.index("demo-e7") < page.index("demo-e1")  # e7 is the newer
+    assert "demo-e9" not in page  # globex's
+    sub = demo["acme"]
+    output = [m for m in sub.plan.prices.all() if m.meter.feature.lookup_key == "o1-output"][0]
+    filtered = acme.get(reverse("portal:events"), {"feature": output.meter_id}).content.decode()
+    assert "demo-e4" in filtered and "demo-e5" in filtered and "demo-e1" not in filtered
+    e8_day = (sub.current_period_start - timedelta(hours=1)).date().isoformat()
+    dated = acme.get(reverse("portal:events"), {"start": e8_day, "end": e8_day}).content.decode()
+    assert "demo-e8" in dated
+    before = (sub.current_period_start - timedelta(days=10)).date().isoformat()
+    empty = acme.get(reverse("portal:events"), {"end": before}).content.decode()
+    assert "No events match." in empty
+    exported = b"".join(
+        acme.get(reverse("portal:events-csv"), {"feature": output.meter_id}).streaming_content
+    ).decode()
+    rows = list(csv.reader(io.StringIO(exported)))
+    assert rows[0] == ["event_id", "event_name", "timestamp", "properties"]
+    assert sorted(r[0] for r in rows[1:]) == ["demo-e4", "demo-e5"]
+
+
+def test_bad_event_filters_do_not_break_the_page(acme, demo):
+    response = acme.get(
+        reverse("portal:events"), {"start": "yesterday", "page": "x", "feature": "meter_nope"}
+    )
+    assert response.status_code == 200
+
+
+def test_invoices_list_and_detail_with_packages(acme, demo):
+    listing = acme.get(reverse("portal:invoices")).content.decode()
+    draft = Invoice.objects.get(subscription=demo["acme"])
+    assert "Proposed" in listing and "$202.50" in listing
+    detail = acme.get(reverse("portal:invoice", args=[draft.pk])).content.decode()
+    assert "Proposed invoice" in detail and "Input Tokens" in detail
+    assert "$15.00 per 1,000,000" in detail and ">5<" in detail  # five packages of input
+    finalized = invoice_finalize(invoice=draft)
+    detail = acme.get(reverse("portal:invoice", args=[draft.pk])).content.decode()
+    assert finalized.invoice_number in detail and "window.print()" in detail
+
+
+def test_another_customers_invoice_is_404(client, demo):
+    globex_invoice = Invoice.objects.get(subscription=demo["globex"])
+    client.login(username="acme@example.com", password="acme-demo")
+    assert client.get(reverse("portal:invoice", args=[globex_invoice.pk])).status_code == 404
+    assert client.get(reverse("portal:invoice", args=["inv_nope"])).status_code == 404
+
+
+def test_staff_view_as_customer_is_read_only(admin_client, demo):
+    globex = Customer.objects.get(external_id="globex")
+    response = admin_client.get(reverse("portal:view-as", args=[globex.pk]), follow=True)
+    page = response.content.decode()
+    assert "Viewing Globex" in page and "$15.00" in page
+    change = admin_client.get(reverse("admin:metering_customer_change", args=[globex.pk]))
+    assert reverse("portal:view-as", args=[globex.pk]) in change.content.decode()
+
+
+def test_view_as_is_staff_only(client, demo):
+    client.login(username="acme@example.com", password="acme-demo")
+    globex = Customer.objects.get(external_id="globex")
+    response = client.get(reverse("portal:view-as", args=[globex.pk]))
+    assert response.status_code == 302 and "admin" in response.url
+
+
+def test_operator_adds_a_portal_user_from_the_customer_page(admin_client, client, demo):
+    acme = Customer.objects.get(external_id="acme")
+    url = reverse("admin:metering_customer_portal_user", args=[acme.pk])
+    weak = admin_client.post(url, {"email": "cfo@acme.test", "password": "123"})
+    assert "too short" in weak.content.decode()
+    admin_client.post(url, {"email": "cfo@acme.test", "password": "a-long-Secret-9"})
+    assert client.login(username="cfo@acme.test", password="a-long-Secret-9")
+    assert "$202.50" in client.get(reverse("portal:home")).content.decode()
