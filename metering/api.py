@@ -23,7 +23,6 @@ from metering.ingestion import (
     event_parse,
     events_ingest,
     meters_by_event_name,
-    parse_moment,
 )
 from metering.models import Customer, Event
 
@@ -42,7 +41,7 @@ def _parse_all(items, meters, now):
 def _event_list(data):
     events = data.get("events") if isinstance(data, dict) else None
     if not isinstance(events, list) or not events:
-        return None, "Send {\"events\": [...]} with 1 to 1000 events."
+        return None, 'Send {"events": [...]} with 1 to 1000 events.'
     if len(events) > MAX_BATCH:
         return None, f"A batch holds at most {MAX_BATCH} events; this one has {len(events)}."
     return events, None
@@ -97,13 +96,22 @@ class EventBatchView(APIView):
             fresh = item.event_id in stored_ids and item.event_id not in seen
             seen.add(item.event_id)
             results.append(
-                {"index": index, "event_id": item.event_id,
-                 "status": "accepted" if fresh else "duplicate"}
+                {
+                    "index": index,
+                    "event_id": item.event_id,
+                    "status": "accepted" if fresh else "duplicate",
+                }
             )
-        counts = {s: sum(r["status"] == s for r in results) for s in ("accepted", "duplicate", "rejected")}
+        counts = {
+            s: sum(r["status"] == s for r in results) for s in ("accepted", "duplicate", "rejected")
+        }
         return Response(
-            {"accepted": counts["accepted"], "duplicates": counts["duplicate"],
-             "rejected": counts["rejected"], "results": results}
+            {
+                "accepted": counts["accepted"],
+                "duplicates": counts["duplicate"],
+                "rejected": counts["rejected"],
+                "results": results,
+            }
         )
 
 
@@ -215,19 +223,28 @@ class UsageRequest(UsageWindow):
 
 def _usage_response(meter, query, use_rollups=True) -> Response:
     window = {
-        "meter": meter, "external_customer_id": query["external_customer_id"],
-        "start": query["start_time"], "end": query["end_time"], "use_rollups": use_rollups,
+        "meter": meter,
+        "external_customer_id": query["external_customer_id"],
+        "start": query["start_time"],
+        "end": query["end_time"],
+        "use_rollups": use_rollups,
     }
     value = selectors.meter_usage(**window)
     results = []
     if query.get("window_size"):
         results = [
             {"window_size": start.isoformat().replace("+00:00", "Z"), "value": format(v, "f")}
-            for start, v in selectors.meter_usage_windows(**window, window_size=query["window_size"])
+            for start, v in selectors.meter_usage_windows(
+                **window, window_size=query["window_size"]
+            )
         ]
     return Response(
-        {"event_name": meter.event_name, "type": meter.aggregation, "value": format(value, "f"),
-         "results": results}
+        {
+            "event_name": meter.event_name,
+            "type": meter.aggregation,
+            "value": format(value, "f"),
+            "results": results,
+        }
     )
 
 
@@ -251,12 +268,17 @@ class UsageView(APIView):
         query.is_valid(raise_exception=True)
         q = query.validated_data
         meter = SimpleNamespace(
-            pk=None, event_name=q["event_name"], aggregation=q["aggregation_type"],
-            field=q.get("property_name") or "", multiplier=q.get("multiplier"),
+            pk=None,
+            event_name=q["event_name"],
+            aggregation=q["aggregation_type"],
+            field=q.get("property_name") or "",
+            multiplier=q.get("multiplier"),
             filters=[{"key": k, "values": v} for k, v in (q.get("filters") or {}).items()],
         )
         validate_meter(
-            aggregation=meter.aggregation, field=meter.field, multiplier=meter.multiplier,
+            aggregation=meter.aggregation,
+            field=meter.field,
+            multiplier=meter.multiplier,
             filters=meter.filters,
         )
         return _usage_response(meter, q, use_rollups=False)

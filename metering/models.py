@@ -30,7 +30,9 @@ class ApiKey(models.Model):
 
     PREFIX_LENGTH = 12
 
-    id = models.CharField(primary_key=True, max_length=40, default=id_factory("key"), editable=False)
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("key"), editable=False
+    )
     name = models.CharField(max_length=255)
     prefix = models.CharField(max_length=PREFIX_LENGTH, editable=False)
     hashed_key = models.CharField(max_length=64, unique=True, editable=False)

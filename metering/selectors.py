@@ -39,8 +39,10 @@ def _raw_partials(meter, customer: str, start: datetime, end: datetime, key) -> 
     partials: dict[datetime, Partial] = defaultdict(Partial)
     rows = (
         Event.objects.filter(
-            external_customer_id=customer, event_name=meter.event_name,
-            timestamp__gte=start, timestamp__lt=end,
+            external_customer_id=customer,
+            event_name=meter.event_name,
+            timestamp__gte=start,
+            timestamp__lt=end,
         )
         .order_by("timestamp", "id")
         .values_list("timestamp", "properties")
@@ -61,13 +63,22 @@ def _rollup_partials(meter, customer: str, start: datetime, end: datetime) -> di
     rows = UsageRollup.objects.filter(
         meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
     ).values_list(
-        "bucket", "event_count", "value_sum", "value_max", "latest_at", "latest_value",
+        "bucket",
+        "event_count",
+        "value_sum",
+        "value_max",
+        "latest_at",
+        "latest_value",
         "value_time_sum",
     )
     for bucket, count, total, maximum, latest_at, latest_value, value_time in rows:
         partials[bucket] = Partial(
-            count=count, total=total, maximum=maximum, latest_at=latest_at,
-            latest_value=latest_value, value_time_total=value_time,
+            count=count,
+            total=total,
+            maximum=maximum,
+            latest_at=latest_at,
+            latest_value=latest_value,
+            value_time_total=value_time,
         )
     if meter.aggregation == "COUNT_UNIQUE":
         distinct = UsageDistinct.objects.filter(
@@ -87,7 +98,11 @@ def rollups_ready(meter) -> bool:
 
 
 def usage_partials(
-    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime,
+    *,
+    meter: Meter,
+    external_customer_id: str,
+    start: datetime,
+    end: datetime,
     use_rollups: bool = True,
 ) -> list[tuple[datetime, Partial]]:
     """Partials by hour over ``[start, end)``; by event time when rollups are not used."""
@@ -105,7 +120,11 @@ def usage_partials(
 
 
 def meter_usage(
-    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime,
+    *,
+    meter: Meter,
+    external_customer_id: str,
+    start: datetime,
+    end: datetime,
     use_rollups: bool = True,
 ) -> Decimal:
     """The exact quantity of ``meter`` for one customer over ``[start, end)``.
@@ -114,7 +133,10 @@ def meter_usage(
     """
     total = Partial()
     for _, partial in usage_partials(
-        meter=meter, external_customer_id=external_customer_id, start=start, end=end,
+        meter=meter,
+        external_customer_id=external_customer_id,
+        start=start,
+        end=end,
         use_rollups=use_rollups,
     ):
         total.merge(partial)
@@ -122,19 +144,25 @@ def meter_usage(
 
 
 def meter_usage_windows(
-    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime, window_size: str,
+    *,
+    meter: Meter,
+    external_customer_id: str,
+    start: datetime,
+    end: datetime,
+    window_size: str,
     use_rollups: bool = True,
 ) -> list[tuple[datetime, Decimal]]:
     """The quantity per window, for windows that hold usage, in time order."""
     windows: dict[datetime, Partial] = {}
     for moment, partial in usage_partials(
-        meter=meter, external_customer_id=external_customer_id, start=start, end=end,
+        meter=meter,
+        external_customer_id=external_customer_id,
+        start=start,
+        end=end,
         use_rollups=use_rollups and window_size not in SUB_HOUR_WINDOWS,
     ):
         windows.setdefault(window_floor(moment, window_size), Partial()).merge(partial)
-    return [
-        (w, quantity(meter, p, max(w, start), end)) for w, p in sorted(windows.items())
-    ]
+    return [(w, quantity(meter, p, max(w, start), end)) for w, p in sorted(windows.items())]
 
 
 def unmatched_customers():

@@ -20,8 +20,13 @@ def meter():
 
 
 def ev(event_id="e1", tokens="100", **extra):
-    return {"event_id": event_id, "event_name": "tokens", "external_customer_id": "acme",
-            "properties": {"model": "OpenAI O1", "tokens": tokens}, **extra}
+    return {
+        "event_id": event_id,
+        "event_name": "tokens",
+        "external_customer_id": "acme",
+        "properties": {"model": "OpenAI O1", "tokens": tokens},
+        **extra,
+    }
 
 
 def post(client, path, body):
@@ -83,8 +88,10 @@ def test_requests_without_a_valid_key_are_401(client, meter):
         ({"properties": {"model": "OpenAI O1"}}, "'tokens' is missing"),
         ({"properties": {"model": "OpenAI O1", "tokens": "1e400"}}, "out of range"),
         ({"properties": {"model": "OpenAI O1", "tokens": 1, "n": "a\x00b"}}, "NUL"),
-        ({"properties": {"model": "OpenAI O1", "tokens": 1, "d": [[[[[[["deep"]]]]]]]}},
-         "nested more than"),
+        (
+            {"properties": {"model": "OpenAI O1", "tokens": 1, "d": [[[[[[["deep"]]]]]]]}},
+            "nested more than",
+        ),
         ({"properties": {"model": "OpenAI O1", "tokens": 1, "big": "x" * 40000}}, "larger than"),
     ],
 )
@@ -102,8 +109,18 @@ def test_timestamp_more_than_five_minutes_ahead_is_refused(api_client, meter):
 
 @pytest.mark.parametrize(
     "body",
-    ['{"event_name": ', "[1, 2", "NaN", '{"a": NaN}', b"\xff\xfe", "[" * 100000 + "]" * 100000,
-     '{"n": ' + "9" * 5000 + "}", "[]", '"just a string"', "null"],
+    [
+        '{"event_name": ',
+        "[1, 2",
+        "NaN",
+        '{"a": NaN}',
+        b"\xff\xfe",
+        "[" * 100000 + "]" * 100000,
+        '{"n": ' + "9" * 5000 + "}",
+        "[]",
+        '"just a string"',
+        "null",
+    ],
 )
 def test_malformed_bodies_get_400_never_500(api_client, meter, body):
     for path in ("events", "events/bulk", "events/batch"):
@@ -124,8 +141,11 @@ def test_bulk_accepts_and_counts_duplicates(api_client, meter):
     post(api_client, "events", ev("e0"))
     response = post(api_client, "events/bulk", {"events": [ev("e0"), ev("e1"), ev("e2"), ev("e1")]})
     assert response.status_code == 202
-    assert response.json() == {"message": "Events accepted for processing", "accepted": "2",
-                               "duplicates": "2"}
+    assert response.json() == {
+        "message": "Events accepted for processing",
+        "accepted": "2",
+        "duplicates": "2",
+    }
     assert Event.objects.count() == 3
 
 
@@ -141,8 +161,12 @@ def test_bulk_with_one_bad_event_stores_nothing_and_names_each_index(api_client,
 
 @pytest.mark.parametrize(
     ("body", "text"),
-    [({"events": []}, "1 to 1000"), ({}, "1 to 1000"), ({"events": "x"}, "1 to 1000"),
-     ({"events": [{}] * 1001}, "at most 1000")],
+    [
+        ({"events": []}, "1 to 1000"),
+        ({}, "1 to 1000"),
+        ({"events": "x"}, "1 to 1000"),
+        ({"events": [{}] * 1001}, "at most 1000"),
+    ],
 )
 def test_bulk_and_batch_refuse_bad_envelopes(api_client, meter, body, text):
     assert_error(post(api_client, "events/bulk", body), 400, text)
@@ -157,7 +181,12 @@ def test_batch_keeps_the_good_events_and_reports_each(api_client, meter):
     body = response.json()
     assert (body["accepted"], body["duplicates"], body["rejected"]) == (1, 2, 2)
     assert [r["status"] for r in body["results"]] == [
-        "accepted", "rejected", "duplicate", "duplicate", "rejected"]
+        "accepted",
+        "rejected",
+        "duplicate",
+        "duplicate",
+        "rejected",
+    ]
     assert "'tokens' is not a number" in body["results"][1]["reason"]
     assert set(Event.objects.values_list("event_id", flat=True)) == {"seen", "a"}
 
@@ -168,8 +197,12 @@ def test_events_list_filters_and_pages_newest_first(api_client, meter):
         post(api_client, "events", ev(f"e{i}", timestamp=(base + timedelta(hours=i)).isoformat()))
     page = api_client.get("/v1/events", {"external_customer_id": "acme", "page_size": 2}).json()
     assert [e["id"] for e in page["events"]] == ["e4", "e3"] and page["has_more"]
-    body = {"event_name": "tokens", "start_time": (base + timedelta(hours=1)).isoformat(),
-            "end_time": (base + timedelta(hours=3)).isoformat(), "order": "asc"}
+    body = {
+        "event_name": "tokens",
+        "start_time": (base + timedelta(hours=1)).isoformat(),
+        "end_time": (base + timedelta(hours=3)).isoformat(),
+        "order": "asc",
+    }
     page = post(api_client, "events/query", body).json()
     assert [e["id"] for e in page["events"]] == ["e1", "e2"] and not page["has_more"]
     assert_error(api_client.get("/v1/events", {"page_size": 0}), 400, "page_size")
@@ -178,29 +211,48 @@ def test_events_list_filters_and_pages_newest_first(api_client, meter):
 def test_usage_by_meter_is_exact_and_windowed(api_client, meter):
     base = datetime(2026, 11, 2, 10, 30, tzinfo=UTC)
     for i, tokens in enumerate(["2000000", "2500000", "0.5"]):
-        post(api_client, "events",
-             ev(f"u{i}", tokens=tokens, timestamp=(base + timedelta(days=i)).isoformat()))
-    body = {"meter_id": meter.pk, "external_customer_id": "acme",
-            "start_time": "2026-11-01T00:00:00Z", "end_time": "2026-11-05T00:00:00Z",
-            "window_size": "DAY"}
+        post(
+            api_client,
+            "events",
+            ev(f"u{i}", tokens=tokens, timestamp=(base + timedelta(days=i)).isoformat()),
+        )
+    body = {
+        "meter_id": meter.pk,
+        "external_customer_id": "acme",
+        "start_time": "2026-11-01T00:00:00Z",
+        "end_time": "2026-11-05T00:00:00Z",
+        "window_size": "DAY",
+    }
     response = post(api_client, "events/usage/meter", body)
     assert response.status_code == 200
     data = response.json()
     assert Decimal(data["value"]) == Decimal("4500000.5")
     assert (data["event_name"], data["type"]) == ("tokens", "SUM")
     assert [(r["window_size"], Decimal(r["value"])) for r in data["results"]] == [
-        ("2026-11-02T00:00:00Z", Decimal(2000000)), ("2026-11-03T00:00:00Z", Decimal(2500000)),
-        ("2026-11-04T00:00:00Z", Decimal("0.5"))]
+        ("2026-11-02T00:00:00Z", Decimal(2000000)),
+        ("2026-11-03T00:00:00Z", Decimal(2500000)),
+        ("2026-11-04T00:00:00Z", Decimal("0.5")),
+    ]
 
 
 @pytest.mark.parametrize(
     ("body", "status", "text"),
-    [({"meter_id": "meter_nope", "external_customer_id": "acme"}, 404, "No meter"),
-     ({"external_customer_id": "acme"}, 400, "meter_id"),
-     ({"meter_id": "m", "customer_id": "cust_nope"}, 400, "external_customer_id"),
-     ({"meter_id": "m", "external_customer_id": "a", "start_time": "2026-11-02T00:00:00Z",
-       "end_time": "2026-11-01T00:00:00Z"}, 400, "after start_time"),
-     ({"meter_id": "m", "external_customer_id": "a", "window_size": "YEAR"}, 400, "window_size")],
+    [
+        ({"meter_id": "meter_nope", "external_customer_id": "acme"}, 404, "No meter"),
+        ({"external_customer_id": "acme"}, 400, "meter_id"),
+        ({"meter_id": "m", "customer_id": "cust_nope"}, 400, "external_customer_id"),
+        (
+            {
+                "meter_id": "m",
+                "external_customer_id": "a",
+                "start_time": "2026-11-02T00:00:00Z",
+                "end_time": "2026-11-01T00:00:00Z",
+            },
+            400,
+            "after start_time",
+        ),
+        ({"meter_id": "m", "external_customer_id": "a", "window_size": "YEAR"}, 400, "window_size"),
+    ],
 )
 def test_usage_by_meter_bad_requests(api_client, meter, body, status, text):
     assert_error(post(api_client, "events/usage/meter", body), status, text)
@@ -209,8 +261,13 @@ def test_usage_by_meter_bad_requests(api_client, meter, body, status, text):
 def test_ad_hoc_usage_aggregates_raw_events(api_client, meter):
     post(api_client, "events", ev("a", tokens="3"))
     post(api_client, "events", ev("b", tokens="4"))
-    body = {"event_name": "tokens", "aggregation_type": "MAX", "property_name": "tokens",
-            "external_customer_id": "acme", "filters": {"model": ["OpenAI O1"]}}
+    body = {
+        "event_name": "tokens",
+        "aggregation_type": "MAX",
+        "property_name": "tokens",
+        "external_customer_id": "acme",
+        "filters": {"model": ["OpenAI O1"]},
+    }
     assert Decimal(post(api_client, "events/usage", body).json()["value"]) == 4
     body["aggregation_type"] = "SUM"
     body["property_name"] = ""

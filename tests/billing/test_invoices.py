@@ -157,6 +157,17 @@ def test_void_keeps_the_record_and_refuses_twice(o1):
     assert voided.invoice_number == invoice.invoice_number and voided.total == Decimal("202.50")
     with pytest.raises(InvalidTransition, match="VOIDED invoice cannot be voided"):
         invoice_void(invoice=voided)
+    voided.total = Decimal(0)
+    with pytest.raises(FinalizedInvoiceError):
+        voided.save()
+
+
+def test_voiding_cannot_change_the_amounts(o1):
+    invoice = invoice_finalize(invoice=draft_of(o1["acme"]))
+    invoice.invoice_status = "VOIDED"
+    invoice.total = Decimal("1.00")
+    with pytest.raises(FinalizedInvoiceError, match="cannot change its amounts"):
+        invoice.save()
 
 
 def test_period_close_finalizes_and_opens_the_next_draft(o1):

@@ -11,7 +11,9 @@ NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def test_admin_creates_an_api_key_and_shows_it_once(admin_client):
-    response = admin_client.post(reverse("admin:metering_apikey_add"), {"name": "prod"}, follow=True)
+    response = admin_client.post(
+        reverse("admin:metering_apikey_add"), {"name": "prod"}, follow=True
+    )
     shown = [str(m) for m in response.context["messages"] if "not shown again" in str(m)]
     assert len(shown) == 1
     raw = shown[0].rsplit(": ", 1)[1]
@@ -24,8 +26,10 @@ def test_revoked_key_is_refused(admin_client, client):
     from metering.services import api_key_create
 
     key, raw = api_key_create(name="old")
-    admin_client.post(reverse("admin:metering_apikey_changelist"),
-                      {"action": "revoke", "_selected_action": [key.pk]})
+    admin_client.post(
+        reverse("admin:metering_apikey_changelist"),
+        {"action": "revoke", "_selected_action": [key.pk]},
+    )
     key.refresh_from_db()
     assert key.revoked_at is not None
     response = client.get("/v1/events", HTTP_X_API_KEY=raw)
@@ -35,8 +39,13 @@ def test_revoked_key_is_refused(admin_client, client):
 def test_unmatched_customer_report_lists_unknown_external_ids(admin_client):
     MeterFactory(aggregation="COUNT", field="")
     Customer.objects.create(external_id="acme", name="Acme")
-    ingest(*[{"event_name": "tokens", "external_customer_id": c, "timestamp": "2026-11-02T00:00:00Z"}
-             for c in ["acme", "ghost", "ghost", "phantom"]], now=NOW)
+    ingest(
+        *[
+            {"event_name": "tokens", "external_customer_id": c, "timestamp": "2026-11-02T00:00:00Z"}
+            for c in ["acme", "ghost", "ghost", "phantom"]
+        ],
+        now=NOW,
+    )
     page = admin_client.get(reverse("admin:metering_customer_unmatched")).content.decode()
     assert "ghost" in page and "phantom" in page
     assert "<td>acme</td>" not in page
@@ -45,9 +54,16 @@ def test_unmatched_customer_report_lists_unknown_external_ids(admin_client):
 def test_event_changelist_filters_by_name_and_shows_pretty_properties(admin_client):
     MeterFactory(aggregation="COUNT", field="")
     MeterFactory(aggregation="COUNT", field="", event_name="images", feature__lookup_key="img")
-    ingest({"event_id": "t1", "event_name": "tokens", "external_customer_id": "a",
-            "properties": {"model": "o1"}},
-           {"event_id": "i1", "event_name": "images", "external_customer_id": "a"}, now=NOW)
+    ingest(
+        {
+            "event_id": "t1",
+            "event_name": "tokens",
+            "external_customer_id": "a",
+            "properties": {"model": "o1"},
+        },
+        {"event_id": "i1", "event_name": "images", "external_customer_id": "a"},
+        now=NOW,
+    )
     page = admin_client.get(reverse("admin:metering_event_changelist"), {"event_name": "images"})
     assert "i1" in page.content.decode() and "t1" not in page.content.decode()
     from metering.models import Event

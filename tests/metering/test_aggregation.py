@@ -10,13 +10,22 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def meter(**fields):
-    base = {"event_name": "tokens", "aggregation": "SUM", "field": "tokens", "filters": [],
-            "multiplier": None}
+    base = {
+        "event_name": "tokens",
+        "aggregation": "SUM",
+        "field": "tokens",
+        "filters": [],
+        "multiplier": None,
+    }
     return SimpleNamespace(**{**base, **fields})
 
 
-O1_INPUT = meter(filters=[{"key": "model", "values": ["OpenAI O1"]},
-                          {"key": "prompt_type", "values": ["input", "cached_input"]}])
+O1_INPUT = meter(
+    filters=[
+        {"key": "model", "values": ["OpenAI O1"]},
+        {"key": "prompt_type", "values": ["input", "cached_input"]},
+    ]
+)
 
 
 @pytest.mark.parametrize(
@@ -45,16 +54,35 @@ def test_filters_compare_properties_as_strings():
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(2000000, "2000000"), ("2500000", "2500000"), (" 1.25 ", "1.25"), (0.1, "0.1"),
-     ("1e3", "1E+3"), (-4, "-4")],
+    [
+        (2000000, "2000000"),
+        ("2500000", "2500000"),
+        (" 1.25 ", "1.25"),
+        (0.1, "0.1"),
+        ("1e3", "1E+3"),
+        (-4, "-4"),
+    ],
 )
 def test_numbers_arrive_as_json_numbers_or_numeric_strings(raw, expected):
     assert parse_number(raw) == Decimal(expected)
 
 
 @pytest.mark.parametrize(
-    "raw", [None, True, "", "abc", "NaN", "Infinity", float("inf"), "1e30", 10**19, [], {},
-            "0.0000000000001"],
+    "raw",
+    [
+        None,
+        True,
+        "",
+        "abc",
+        "NaN",
+        "Infinity",
+        float("inf"),
+        "1e30",
+        10**19,
+        [],
+        {},
+        "0.0000000000001",
+    ],
 )
 def test_non_numbers_and_absurd_numbers_are_refused(raw):
     with pytest.raises(ValueError):
@@ -93,8 +121,12 @@ def test_each_aggregation(aggregation, expected):
 
 def test_sum_with_multiplier_and_count_unique():
     p = partial_of((0, Decimal("1.5")), (1, Decimal("2.5")))
-    assert quantity(meter(aggregation="SUM_WITH_MULTIPLIER", multiplier=Decimal(1000)), p, T0,
-                    T0 + timedelta(hours=1)) == Decimal(4000)
+    assert quantity(
+        meter(aggregation="SUM_WITH_MULTIPLIER", multiplier=Decimal(1000)),
+        p,
+        T0,
+        T0 + timedelta(hours=1),
+    ) == Decimal(4000)
     u = partial_of((0, "a"), (1, "b"), (2, "a"))
     assert quantity(meter(aggregation="COUNT_UNIQUE"), u, T0, T0 + timedelta(hours=1)) == 2
 

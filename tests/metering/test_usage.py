@@ -6,10 +6,9 @@ from decimal import Decimal
 import pytest
 
 from metering.ingestion import EventRejected, meter_rollups_rebuild
-from metering.selectors import rollups_ready
-from metering.tasks import rollups_refresh
 from metering.models import Event, UsageRollup
-from metering.selectors import meter_usage, meter_usage_windows
+from metering.selectors import meter_usage, meter_usage_windows, rollups_ready
+from metering.tasks import rollups_refresh
 from tests.factories import MeterFactory, ingest
 
 pytestmark = pytest.mark.django_db
@@ -20,14 +19,20 @@ NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def event(event_id, at, customer="acme", name="tokens", **properties):
-    return {"event_id": event_id, "event_name": name, "external_customer_id": customer,
-            "timestamp": at.isoformat(), "properties": properties}
+    return {
+        "event_id": event_id,
+        "event_name": name,
+        "external_customer_id": customer,
+        "timestamp": at.isoformat(),
+        "properties": properties,
+    }
 
 
 def usage(meter, start=START, end=END, customer="acme", **kwargs):
     exact = meter_usage(meter=meter, external_customer_id=customer, start=start, end=end, **kwargs)
-    raw = meter_usage(meter=meter, external_customer_id=customer, start=start, end=end,
-                      use_rollups=False)
+    raw = meter_usage(
+        meter=meter, external_customer_id=customer, start=start, end=end, use_rollups=False
+    )
     assert exact == raw, "rollups and raw events disagree"
     return exact
 
@@ -38,16 +43,22 @@ def test_o1_scenario_quantities(o1_scenario):
 
     meters = {}
     for spec in o1_scenario["features"]:
-        f = feature_create(name=spec["name"], lookup_key=spec["lookup_key"], type="metered",
-                           meter=_meter_fields(spec["meter"]))
+        f = feature_create(
+            name=spec["name"],
+            lookup_key=spec["lookup_key"],
+            type="metered",
+            meter=_meter_fields(spec["meter"]),
+        )
         meters[spec["lookup_key"]] = f.meter
     rollups_refresh()
     period_start = datetime(2026, 11, 1, 13, 27, 41, tzinfo=UTC)  # anniversary, not on the hour
     period_end = datetime(2026, 12, 1, 13, 27, 41, tzinfo=UTC)
     for spec in o1_scenario["events"]:
         at = period_start + timedelta(seconds=spec["period_offset_s"])
-        ingest(event(spec["event_id"], at, customer=spec["customer"], **spec["properties"]),
-               now=period_start + timedelta(days=1))
+        ingest(
+            event(spec["event_id"], at, customer=spec["customer"], **spec["properties"]),
+            now=period_start + timedelta(days=1),
+        )
     assert Event.objects.count() == len({e["event_id"] for e in o1_scenario["events"]})
     for customer, expected in o1_scenario["expected"].items():
         for key, line in expected["lines"].items():
@@ -57,15 +68,26 @@ def test_o1_scenario_quantities(o1_scenario):
 
 def test_window_includes_start_and_excludes_end():
     m = MeterFactory(aggregation="COUNT", field="")
-    ingest(event("a", START), event("b", END - timedelta(microseconds=1)), event("c", END),
-           event("d", START - timedelta(microseconds=1)), now=NOW)
+    ingest(
+        event("a", START),
+        event("b", END - timedelta(microseconds=1)),
+        event("c", END),
+        event("d", START - timedelta(microseconds=1)),
+        now=NOW,
+    )
     assert usage(m) == 2
 
 
 @pytest.mark.parametrize(
     ("aggregation", "field", "expected"),
-    [("COUNT", "", "4"), ("SUM", "v", "100"), ("AVG", "v", "25"), ("MAX", "v", "40"),
-     ("LATEST", "v", "20"), ("COUNT_UNIQUE", "user", "3")],
+    [
+        ("COUNT", "", "4"),
+        ("SUM", "v", "100"),
+        ("AVG", "v", "25"),
+        ("MAX", "v", "40"),
+        ("LATEST", "v", "20"),
+        ("COUNT_UNIQUE", "user", "3"),
+    ],
 )
 def test_each_aggregation_over_rollups_and_edges(aggregation, field, expected):
     m = MeterFactory(aggregation=aggregation, field=field)
@@ -90,8 +112,9 @@ def test_latest_takes_greatest_timestamp_not_last_arrival():
 
 def test_sum_with_multiplier_and_weighted_sum():
     m = MeterFactory(aggregation="SUM_WITH_MULTIPLIER", field="v", multiplier=Decimal("0.5"))
-    w = MeterFactory(aggregation="WEIGHTED_SUM", field="v", feature__lookup_key="w",
-                     event_name="storage")
+    w = MeterFactory(
+        aggregation="WEIGHTED_SUM", field="v", feature__lookup_key="w", event_name="storage"
+    )
     ingest(event("1", START + timedelta(days=2), v=7), now=NOW)
     period_end = START + timedelta(days=30)
     ingest(event("2", START + timedelta(days=15), name="storage", v=20), now=NOW)
@@ -111,8 +134,11 @@ def test_duplicate_event_id_is_counted_once_and_first_write_wins():
 
 def test_duplicates_within_one_batch_count_once():
     m = MeterFactory()
-    result = ingest(event("x", START + timedelta(hours=1), tokens=1),
-                    event("x", START + timedelta(hours=1), tokens=2), now=NOW)
+    result = ingest(
+        event("x", START + timedelta(hours=1), tokens=1),
+        event("x", START + timedelta(hours=1), tokens=2),
+        now=NOW,
+    )
     assert (len(result.stored), result.duplicates) == (1, 1)
     assert usage(m) == 1
 
@@ -135,19 +161,24 @@ def test_missing_or_non_numeric_field_is_refused_for_meters_the_event_feeds():
 
 def test_windows_split_usage_by_day():
     m = MeterFactory()
-    ingest(event("1", START + timedelta(hours=3), tokens=1),
-           event("2", START + timedelta(hours=5), tokens=2),
-           event("3", START + timedelta(days=1, hours=1), tokens=4), now=NOW)
-    windows = meter_usage_windows(meter=m, external_customer_id="acme", start=START, end=END,
-                                  window_size="DAY")
+    ingest(
+        event("1", START + timedelta(hours=3), tokens=1),
+        event("2", START + timedelta(hours=5), tokens=2),
+        event("3", START + timedelta(days=1, hours=1), tokens=4),
+        now=NOW,
+    )
+    windows = meter_usage_windows(
+        meter=m, external_customer_id="acme", start=START, end=END, window_size="DAY"
+    )
     assert windows == [(START, Decimal(3)), (START + timedelta(days=1), Decimal(4))]
 
 
 def test_rebuild_counts_events_sent_before_the_meter_existed():
     first = MeterFactory()
     ingest(event("1", START + timedelta(days=1), tokens=10, model="o1"), now=NOW)
-    late_meter = MeterFactory(filters=[{"key": "model", "values": ["o1"]}],
-                              feature__lookup_key="late", rollups=False)
+    late_meter = MeterFactory(
+        filters=[{"key": "model", "values": ["o1"]}], feature__lookup_key="late", rollups=False
+    )
     assert not UsageRollup.objects.filter(meter=late_meter).exists()
     assert not rollups_ready(late_meter)
     assert usage(late_meter) == 10  # read from raw events until rebuilt
@@ -160,8 +191,11 @@ def test_rebuild_counts_events_sent_before_the_meter_existed():
 
 def test_changing_a_meter_marks_its_rollups_stale_until_rebuilt():
     m = MeterFactory()
-    ingest(event("1", START + timedelta(days=1), tokens=10, model="a"),
-           event("2", START + timedelta(days=1), tokens=5, model="b"), now=NOW)
+    ingest(
+        event("1", START + timedelta(days=1), tokens=10, model="a"),
+        event("2", START + timedelta(days=1), tokens=5, model="b"),
+        now=NOW,
+    )
     assert rollups_ready(m) and usage(m) == 15
     m.filters = [{"key": "model", "values": ["a"]}]
     m.save()
