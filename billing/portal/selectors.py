@@ -97,7 +97,7 @@ def feature_usage(invoice: Invoice, subscription: Subscription, now: datetime):
     """Each usage line of the proposed invoice, with charts of the period and of today."""
     start = subscription.current_period_start
     day = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    days = (min(now, subscription.current_period_end) - day).days + 1
+    days = -(-(subscription.current_period_end - day) // timedelta(days=1))  # the whole period
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     rows = []
     for line in invoice.line_items.all():
