@@ -293,11 +293,8 @@ class EventIngestView(APIView):
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={202: OpenApiTypes.OBJECT})
     def post(self, request):
-        data = request.data
-        name = data.get("event_name") if isinstance(data, dict) else None
-        meters = meters_by_event_name(event_name=name if isinstance(name, str) else "")
         try:
-            event = event_parse(data, meters=meters, now=timezone.now())
+            event = event_parse(request.data, meters=meters_by_event_name(), now=timezone.now())
         except EventRejected as error:
             return error_response(400, str(error), {"event": str(error)})
         events_ingest(events=[event])

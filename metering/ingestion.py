@@ -43,17 +43,23 @@ class IngestResult:
     duplicates: int
 
 
-def meters_by_event_name(*, event_name: str | None = None) -> dict[str, list[Meter]]:
-    """Meters grouped by event name; all of them, or those of one name."""
-    meters = Meter.objects.select_related("feature")
-    if event_name is not None and "\x00" in event_name:
-        return {}  # PostgreSQL text cannot hold NUL; no meter has such a name
-    if event_name is not None:
-        meters = meters.filter(event_name=event_name)
+_meters_cache: dict[str, tuple[tuple, dict[str, list[Meter]]]] = {}
+
+
+def meters_by_event_name() -> dict[str, list[Meter]]:
+    """Every meter, grouped by event name. Cached per process until any meter changes,
+    which one tiny aggregate query per call detects."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*), max(updated_at) FROM {Meter._meta.db_table}")
+        version = tuple(cursor.fetchone())
+    cached = _meters_cache.get(connection.alias)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     grouped = defaultdict(list)
-    for meter in meters:
+    for meter in Meter.objects.select_related("feature"):
         grouped[meter.event_name].append(meter)
-    return grouped
+    _meters_cache[connection.alias] = (version, dict(grouped))
+    return _meters_cache[connection.alias][1]
 
 
 def _text(raw: dict, key: str, *, required: bool) -> str:
@@ -175,32 +181,51 @@ def events_ingest(*, events: list[EventIn]) -> IngestResult:
     return IngestResult(stored=stored, duplicates=len(events) - len(stored))
 
 
-def _insert_new(events: list[EventIn]) -> set[str]:
-    if not events:
-        return set()
+def insert_rows(cursor, *, head: str, types: list[str], rows: list[list], tail: str) -> None:
+    """``head`` is ``INSERT INTO t (columns)``. On PostgreSQL the rows go in as one array per
+    column, a short statement that is fast to send and parse; elsewhere as VALUES."""
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        cursor.execute(
+            f"{head} SELECT * FROM unnest({arrays}) {tail}",
+            [list(c) for c in zip(*rows, strict=True)],
+        )
+        return
     ops = connection.ops
-    json_param = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
-    row = f"(%s, %s, %s, %s, %s, %s, {json_param})"
-    now = ops.adapt_datetimefield_value(timezone.now())
-    params = []
-    for e in events:
-        params += [
+    adapt = [ops.adapt_datetimefield_value if t == "timestamptz" else None for t in types]
+    params = [
+        f(v) if f and v is not None else v for row in rows for f, v in zip(adapt, row, strict=True)
+    ]
+    values = ", ".join(["(" + ", ".join(["%s"] * len(types)) + ")"] * len(rows))
+    cursor.execute(f"{head} VALUES {values} {tail}", params)
+
+
+def _insert_new(events: list[EventIn]) -> set[str]:
+    now = timezone.now()
+    rows = [
+        [
             e.event_id,
             e.event_name,
             e.external_customer_id,
-            ops.adapt_datetimefield_value(e.timestamp),
+            e.timestamp,
             now,
             e.source,
             json.dumps(e.properties),
         ]
-    sql = (
-        f"INSERT INTO {Event._meta.db_table} (event_id, event_name, external_customer_id, "
-        f"timestamp, ingested_at, source, properties) VALUES {', '.join([row] * len(events))} "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-    )
+        for e in events
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {r[0] for r in cursor.fetchall()}
+        insert_rows(
+            cursor,
+            head=f"INSERT INTO {Event._meta.db_table} (event_id, event_name, "
+            "external_customer_id, timestamp, ingested_at, source, properties)",
+            types=["text", "text", "text", "timestamptz", "timestamptz", "text", "jsonb"],
+            rows=rows,
+            tail="ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        )
+        return {r[0] for r in cursor.fetchall()} if rows else set()
 
 
 def partials_by_hour(events) -> dict[tuple, Partial]:
@@ -220,51 +245,60 @@ def rollups_add(events) -> None:
 
 
 def _upsert_rollups(items: list[tuple[tuple, Partial]]) -> None:
-    ops = connection.ops
     table = UsageRollup._meta.db_table
-    rollup_params, distinct_params = [], []
+    rows, distinct = [], []
     for (meter_id, customer, bucket), p in items:
-        bucket_value = ops.adapt_datetimefield_value(bucket)
-        rollup_params.append(
+        rows.append(
             [
                 meter_id,
                 customer,
-                bucket_value,
+                bucket,
                 p.count,
                 p.total,
                 p.maximum,
-                ops.adapt_datetimefield_value(p.latest_at) if p.latest_at else None,
+                p.latest_at,
                 p.latest_value,
                 p.value_time_total,
             ]
         )
-        distinct_params += [[meter_id, customer, bucket_value, v] for v in sorted(p.distinct)]
+        distinct += [[meter_id, customer, bucket, v] for v in sorted(p.distinct)]
     newer = f"{table}.latest_at IS NULL OR excluded.latest_at >= {table}.latest_at"
-    rollup_sql = (
-        f"INSERT INTO {table} (meter_id, external_customer_id, bucket, event_count, value_sum, "
-        "value_max, latest_at, latest_value, value_time_sum) VALUES "
-        + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rollup_params))
-        + " ON CONFLICT (meter_id, external_customer_id, bucket) DO UPDATE SET "
-        f"event_count = {table}.event_count + excluded.event_count, "
-        f"value_sum = {table}.value_sum + excluded.value_sum, "
-        f"value_max = CASE WHEN {table}.value_max IS NULL OR excluded.value_max > "
-        f"{table}.value_max THEN excluded.value_max ELSE {table}.value_max END, "
-        f"latest_value = CASE WHEN excluded.latest_at IS NOT NULL AND ({newer}) "
-        f"THEN excluded.latest_value ELSE {table}.latest_value END, "
-        f"latest_at = CASE WHEN excluded.latest_at IS NOT NULL AND ({newer}) "
-        f"THEN excluded.latest_at ELSE {table}.latest_at END, "
-        f"value_time_sum = {table}.value_time_sum + excluded.value_time_sum"
-    )
     with connection.cursor() as cursor:
-        cursor.execute(rollup_sql, [v for row in rollup_params for v in row])
-        for start in range(0, len(distinct_params), 1000):
-            chunk = distinct_params[start : start + 1000]
-            cursor.execute(
-                f"INSERT INTO {UsageDistinct._meta.db_table} "
-                "(meter_id, external_customer_id, bucket, value) VALUES "
-                + ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
-                + " ON CONFLICT (meter_id, external_customer_id, bucket, value) DO NOTHING",
-                [v for row in chunk for v in row],
+        insert_rows(
+            cursor,
+            head=f"INSERT INTO {table} (meter_id, external_customer_id, bucket, event_count, "
+            "value_sum, value_max, latest_at, latest_value, value_time_sum)",
+            types=[
+                "text",
+                "text",
+                "timestamptz",
+                "bigint",
+                "numeric",
+                "numeric",
+                "timestamptz",
+                "numeric",
+                "numeric",
+            ],
+            rows=rows,
+            tail="ON CONFLICT (meter_id, external_customer_id, bucket) DO UPDATE SET "
+            f"event_count = {table}.event_count + excluded.event_count, "
+            f"value_sum = {table}.value_sum + excluded.value_sum, "
+            f"value_max = CASE WHEN {table}.value_max IS NULL OR excluded.value_max > "
+            f"{table}.value_max THEN excluded.value_max ELSE {table}.value_max END, "
+            f"latest_value = CASE WHEN excluded.latest_at IS NOT NULL AND ({newer}) "
+            f"THEN excluded.latest_value ELSE {table}.latest_value END, "
+            f"latest_at = CASE WHEN excluded.latest_at IS NOT NULL AND ({newer}) "
+            f"THEN excluded.latest_at ELSE {table}.latest_at END, "
+            f"value_time_sum = {table}.value_time_sum + excluded.value_time_sum",
+        )
+        for first in range(0, len(distinct), 1000):  # SQLite caps a statement's parameters
+            insert_rows(
+                cursor,
+                head=f"INSERT INTO {UsageDistinct._meta.db_table} "
+                "(meter_id, external_customer_id, bucket, value)",
+                types=["text", "text", "timestamptz", "text"],
+                rows=distinct[first : first + 1000],
+                tail="ON CONFLICT (meter_id, external_customer_id, bucket, value) DO NOTHING",
             )
 
 
