@@ -8,6 +8,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
 from metering.models import ApiKey
+from metering.selectors import api_key_by_secret
 
 TOUCH_EVERY = timedelta(minutes=1)
 
@@ -19,7 +20,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = request.headers.get("x-api-key")
         if not raw:
             raise exceptions.NotAuthenticated("Send your API key in the x-api-key header.")
-        key = ApiKey.objects.filter(hashed_key=ApiKey.hash(raw)).first()
+        key = api_key_by_secret(raw)
         if key is None or not key.is_active:
             raise exceptions.AuthenticationFailed("The API key is not valid or has been revoked.")
         now = timezone.now()

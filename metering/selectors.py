@@ -8,7 +8,7 @@ from decimal import Decimal
 from catalog.models import Meter
 from metering.aggregation import Partial, matches, meter_value, quantity
 from metering.ingestion import hour_of
-from metering.models import Event, MeterRollupState, UsageDistinct, UsageRollup
+from metering.models import ApiKey, Event, MeterRollupState, UsageDistinct, UsageRollup
 
 HOUR = timedelta(hours=1)
 SUB_HOUR_WINDOWS = {"MINUTE": 1, "15MIN": 15, "30MIN": 30}
@@ -177,3 +177,30 @@ def unmatched_customers():
         .annotate(events=Count("id"), first_seen=Min("timestamp"), last_seen=Max("timestamp"))
         .order_by("-events")
     )
+
+
+def api_key_by_secret(raw: str) -> ApiKey | None:
+    """The key with this secret: id and status only, in plain SQL, as every call needs it."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, revoked_at, last_used_at FROM {ApiKey._meta.db_table} "
+            "WHERE hashed_key = %s",
+            [ApiKey.hash(raw)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return ApiKey(id=row[0], revoked_at=_aware(row[1]), last_used_at=_aware(row[2]))
+
+
+def _aware(value):
+    """A timestamp from a raw query: SQLite hands back naive text or datetimes."""
+    from django.utils.dateparse import parse_datetime
+
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
