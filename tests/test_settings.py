@@ -12,7 +12,7 @@ def _manage(*args, **env) -> subprocess.CompletedProcess:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, **env},
+        env={**{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}, **env},
         timeout=120,
     )
 
