@@ -232,6 +232,7 @@ class Client:
                 raise ConnectionError("closed before the response head")
             buf += chunk
         head, _, buf = buf.partition(b"\r\n\r\n")
+        self.last_headers = head
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
         length, keep = None, lines[0].startswith(b"HTTP/1.1")
