@@ -5,6 +5,8 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.db import connection
+
 from catalog.models import Meter
 from metering.aggregation import Partial, matches, meter_value, quantity
 from metering.ingestion import hour_of
@@ -58,6 +60,92 @@ def _raw_partials(meter, customer: str, start: datetime, end: datetime, key) -> 
     return partials
 
 
+NUMERIC_TEXT = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+
+
+def _edge_partials_sql(meter, customer: str, start: datetime, end: datetime) -> dict:
+    """``_raw_partials`` by hour, aggregated inside PostgreSQL: the same matching rule
+    (every filter key's text among its values) and only numeric values for numeric meters,
+    so a busy edge hour costs one grouped index scan instead of a Python loop."""
+    where = ["external_customer_id = %s", "event_name = %s", "timestamp >= %s", "timestamp < %s"]
+    where_params: list = [customer, meter.event_name, start, end]
+    for item in meter.filters:
+        where.append("properties ->> %s = ANY(%s)")
+        where_params += [item["key"], list(item["values"])]
+    value, unique, select_params = "NULL::numeric", "NULL::text", []
+    if meter.aggregation == "COUNT_UNIQUE":
+        unique = "properties ->> %s"
+        select_params.append(meter.field)
+        where.append("properties ->> %s IS NOT NULL")
+        where_params.append(meter.field)
+    elif meter.aggregation != "COUNT":
+        value = "(properties ->> %s)::numeric"
+        select_params.append(meter.field)
+        where.append("properties ->> %s ~ %s")
+        where_params += [meter.field, NUMERIC_TEXT]
+    sql = (
+        "SELECT date_trunc('hour', timestamp), count(*), coalesce(sum(v), 0), max(v), "
+        "max(timestamp), (array_agg(v ORDER BY timestamp DESC, id DESC))[1], "
+        "coalesce(sum(v * extract(epoch FROM timestamp)), 0), "
+        "array_remove(array_agg(DISTINCT u), NULL) "
+        f"FROM (SELECT id, timestamp, {value} AS v, {unique} AS u "
+        f"FROM {Event._meta.db_table} WHERE {' AND '.join(where)}) AS fed GROUP BY 1"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, select_params + where_params)
+        rows = cursor.fetchall()
+    return {
+        bucket: Partial(
+            count=count,
+            total=total,
+            maximum=maximum,
+            latest_at=latest_at if value != "NULL::numeric" else None,
+            latest_value=latest_value,
+            value_time_total=value_time,
+            distinct=set(distinct),
+        )
+        for bucket, count, total, maximum, latest_at, latest_value, value_time, distinct in rows
+    }
+
+
+def _rollup_total(meter, customer: str, start: datetime, end: datetime) -> Partial:
+    """All whole hours as one partial, summed in the database."""
+    from django.db.models import Max, Sum
+
+    rollups = UsageRollup.objects.filter(
+        meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
+    )
+    sums = rollups.aggregate(
+        count=Sum("event_count"),
+        total=Sum("value_sum"),
+        maximum=Max("value_max"),
+        value_time=Sum("value_time_sum"),
+    )
+    latest = (
+        rollups.exclude(latest_at=None)
+        .order_by("-latest_at")
+        .values_list("latest_at", "latest_value")
+        .first()
+    )
+    partial = Partial(
+        count=sums["count"] or 0,
+        total=sums["total"] or Decimal(0),
+        maximum=sums["maximum"],
+        latest_at=latest[0] if latest else None,
+        latest_value=latest[1] if latest else None,
+        value_time_total=sums["value_time"] or Decimal(0),
+    )
+    if meter.aggregation == "COUNT_UNIQUE":
+        partial.distinct = set(
+            UsageDistinct.objects.filter(
+                meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
+            )
+            .values_list("value", flat=True)
+            .distinct()
+        )
+    return partial
+
+
 def _rollup_partials(meter, customer: str, start: datetime, end: datetime) -> dict:
     partials: dict[datetime, Partial] = {}
     rows = UsageRollup.objects.filter(
@@ -104,19 +192,33 @@ def usage_partials(
     start: datetime,
     end: datetime,
     use_rollups: bool = True,
+    by_hour: bool = True,
 ) -> list[tuple[datetime, Partial]]:
-    """Partials by hour over ``[start, end)``; by event time when rollups are not used."""
+    """Partials by hour over ``[start, end)``; by event time when rollups are not used.
+
+    With ``by_hour`` off, the whole hours come back as one partial, for a total.
+    """
     use_rollups = use_rollups and rollups_ready(meter)
-    key = hour_of if use_rollups else (lambda moment: moment)
+    if not use_rollups:
+        found = _raw_partials(meter, external_customer_id, start, end, lambda moment: moment)
+        return sorted(found.items(), key=lambda item: item[0])
+    edges = _edge_partials_sql if connection.vendor == "postgresql" else _raw_hourly_partials
     first_full = hour_of(start) if hour_of(start) == start else hour_of(start) + HOUR
     last_full = hour_of(end)
-    if not use_rollups or first_full >= last_full:
-        found = _raw_partials(meter, external_customer_id, start, end, key)
+    if first_full >= last_full:
+        found = edges(meter, external_customer_id, start, end)
     else:
-        found = _raw_partials(meter, external_customer_id, start, first_full, key)
-        found.update(_rollup_partials(meter, external_customer_id, first_full, last_full))
-        found.update(_raw_partials(meter, external_customer_id, last_full, end, key))
+        found = edges(meter, external_customer_id, start, first_full)
+        found.update(edges(meter, external_customer_id, last_full, end))
+        if by_hour:
+            found.update(_rollup_partials(meter, external_customer_id, first_full, last_full))
+        else:
+            found[first_full] = _rollup_total(meter, external_customer_id, first_full, last_full)
     return sorted(found.items(), key=lambda item: item[0])
+
+
+def _raw_hourly_partials(meter, customer: str, start: datetime, end: datetime) -> dict:
+    return _raw_partials(meter, customer, start, end, hour_of)
 
 
 def meter_usage(
@@ -138,6 +240,7 @@ def meter_usage(
         start=start,
         end=end,
         use_rollups=use_rollups,
+        by_hour=False,
     ):
         total.merge(partial)
     return quantity(meter, total, start, end)
@@ -181,8 +284,6 @@ def unmatched_customers():
 
 def api_key_by_secret(raw: str) -> ApiKey | None:
     """The key with this secret: id and status only, in plain SQL, as every call needs it."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, revoked_at, last_used_at FROM {ApiKey._meta.db_table} "
