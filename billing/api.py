@@ -396,19 +396,7 @@ def preview_invoice(proposal: services.Proposal, *, hide_zero: bool) -> Invoice:
         updated_at=timezone.now(),
     )
     invoice.preview_lines = [
-        InvoiceLineItem(
-            price=line.price,
-            meter=line.meter,
-            price_type=line.price_type,
-            display_name=line.display_name,
-            quantity=line.quantity,
-            amount=line.amount,
-            currency=line.currency,
-            period_start=line.period_start,
-            period_end=line.period_end,
-        )
-        for line in proposal.lines
-        if not (hide_zero and line.amount == 0)
+        line.as_item() for line in proposal.lines if not (hide_zero and line.amount == 0)
     ]
     return invoice
 

@@ -36,6 +36,20 @@ class Line:
     period_start: datetime
     period_end: datetime
 
+    def as_item(self, *, invoice: Invoice | None = None) -> InvoiceLineItem:
+        return InvoiceLineItem(
+            invoice=invoice,
+            price=self.price,
+            meter=self.meter,
+            price_type=self.price_type,
+            display_name=self.display_name,
+            quantity=self.quantity,
+            amount=self.amount,
+            currency=self.currency,
+            period_start=self.period_start,
+            period_end=self.period_end,
+        )
+
 
 @dataclass(frozen=True)
 class Proposal:
@@ -124,21 +138,7 @@ def _draft_recompute(*, invoice: Invoice) -> Invoice:
         period_end=invoice.period_end,
     )
     invoice.line_items.all().delete()
-    InvoiceLineItem.objects.bulk_create(
-        InvoiceLineItem(
-            invoice=invoice,
-            price=line.price,
-            meter=line.meter,
-            price_type=line.price_type,
-            display_name=line.display_name,
-            quantity=line.quantity,
-            amount=line.amount,
-            currency=line.currency,
-            period_start=line.period_start,
-            period_end=line.period_end,
-        )
-        for line in proposal.lines
-    )
+    InvoiceLineItem.objects.bulk_create(line.as_item(invoice=invoice) for line in proposal.lines)
     invoice.subtotal = invoice.total = proposal.total
     invoice.last_computed_at = timezone.now()
     invoice.save()
