@@ -146,6 +146,39 @@ def _rollup_total(meter, customer: str, start: datetime, end: datetime) -> Parti
     return partial
 
 
+TRUNCATED_WINDOWS = {"DAY": "day", "WEEK": "week", "MONTH": "month"}
+
+
+def _rollup_windows(meter, customer: str, start: datetime, end: datetime, size: str) -> dict:
+    """Whole hours summed per day, week or month in the database (not for LATEST or
+    COUNT_UNIQUE, which need the hours themselves)."""
+    from django.db.models import Max, Sum
+    from django.db.models.functions import Trunc
+
+    rows = (
+        UsageRollup.objects.filter(
+            meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
+        )
+        .annotate(window=Trunc("bucket", TRUNCATED_WINDOWS[size], tzinfo=UTC))
+        .values("window")
+        .annotate(
+            count=Sum("event_count"),
+            total=Sum("value_sum"),
+            maximum=Max("value_max"),
+            value_time=Sum("value_time_sum"),
+        )
+    )
+    return {
+        row["window"]: Partial(
+            count=row["count"],
+            total=row["total"],
+            maximum=row["maximum"],
+            value_time_total=row["value_time"],
+        )
+        for row in rows
+    }
+
+
 def _rollup_partials(meter, customer: str, start: datetime, end: datetime) -> dict:
     partials: dict[datetime, Partial] = {}
     rows = UsageRollup.objects.filter(
@@ -193,10 +226,12 @@ def usage_partials(
     end: datetime,
     use_rollups: bool = True,
     by_hour: bool = True,
+    window_size: str | None = None,
 ) -> list[tuple[datetime, Partial]]:
     """Partials by hour over ``[start, end)``; by event time when rollups are not used.
 
-    With ``by_hour`` off, the whole hours come back as one partial, for a total.
+    With ``by_hour`` off, the whole hours come back as one partial, for a total; with a
+    day, week or month ``window_size``, as one partial a window where the meter allows.
     """
     use_rollups = use_rollups and rollups_ready(meter)
     if not use_rollups:
@@ -206,14 +241,23 @@ def usage_partials(
     first_full = hour_of(start) if hour_of(start) == start else hour_of(start) + HOUR
     last_full = hour_of(end)
     if first_full >= last_full:
-        found = edges(meter, external_customer_id, start, end)
+        return sorted(edges(meter, external_customer_id, start, end).items())
+    whole = (first_full, last_full)
+    if window_size in TRUNCATED_WINDOWS and meter.aggregation not in ("LATEST", "COUNT_UNIQUE"):
+        middle = _rollup_windows(meter, external_customer_id, *whole, window_size)
+    elif by_hour:
+        middle = _rollup_partials(meter, external_customer_id, *whole)
     else:
-        found = edges(meter, external_customer_id, start, first_full)
-        found.update(edges(meter, external_customer_id, last_full, end))
-        if by_hour:
-            found.update(_rollup_partials(meter, external_customer_id, first_full, last_full))
-        else:
-            found[first_full] = _rollup_total(meter, external_customer_id, first_full, last_full)
+        middle = {first_full: _rollup_total(meter, external_customer_id, *whole)}
+    found: dict[datetime, Partial] = {}
+    # In time order, so a LATEST tie goes to the later part; keys may coincide.
+    for part in (
+        edges(meter, external_customer_id, start, first_full),
+        middle,
+        edges(meter, external_customer_id, last_full, end),
+    ):
+        for moment, partial in part.items():
+            found.setdefault(moment, Partial()).merge(partial)
     return sorted(found.items(), key=lambda item: item[0])
 
 
@@ -263,6 +307,7 @@ def meter_usage_windows(
         start=start,
         end=end,
         use_rollups=use_rollups and window_size not in SUB_HOUR_WINDOWS,
+        window_size=window_size,
     ):
         windows.setdefault(window_floor(moment, window_size), Partial()).merge(partial)
     return [(w, quantity(meter, p, max(w, start), end)) for w, p in sorted(windows.items())]

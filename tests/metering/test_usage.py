@@ -203,3 +203,30 @@ def test_changing_a_meter_marks_its_rollups_stale_until_rebuilt():
     assert usage(m) == 10
     assert meter_rollups_rebuild(meter=m) == 1
     assert rollups_ready(m) and usage(m) == 10
+
+
+def test_daily_windows_add_edge_hours_to_the_same_day():
+    m = MeterFactory()
+    day = START + timedelta(days=2)
+    ingest(
+        event("edge", day + timedelta(minutes=40), tokens=1),
+        event("whole", day + timedelta(hours=5), tokens=2),
+        event("next", day + timedelta(days=1, hours=3), tokens=4),
+        now=NOW,
+    )
+    windows = meter_usage_windows(
+        meter=m,
+        external_customer_id="acme",
+        start=day + timedelta(minutes=30),
+        end=END,
+        window_size="DAY",
+    )
+    raw = meter_usage_windows(
+        meter=m,
+        external_customer_id="acme",
+        use_rollups=False,
+        start=day + timedelta(minutes=30),
+        end=END,
+        window_size="DAY",
+    )
+    assert windows == raw == [(day, Decimal(3)), (day + timedelta(days=1), Decimal(4))]
