@@ -659,3 +659,9 @@ def test_unknown_paths_are_a_json_404(api_client):
 
 def test_wrong_method_is_a_json_405(api_client):
     assert_error(api_client.delete("/v1/plans"), 405)
+
+
+def test_interactive_docs_serve_swagger_ui_from_this_server(client):
+    page = client.get("/v1/docs/").content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
+    assert "cdn" not in page.lower()
