@@ -5,8 +5,8 @@ from decimal import Decimal
 import django_filters
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
-from rest_framework import generics, serializers
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,11 +19,10 @@ from config.resources import (
     Constant,
     ExistingId,
     Ids,
-    ListCreateView,
     Metadata,
     SearchRequest,
-    SearchView,
     page_of,
+    resource_views,
 )
 from metering.models import Customer
 
@@ -123,33 +122,15 @@ class SubscriptionSearchSerializer(SearchRequest):
     }
 
 
-class SubscriptionMixin:
-    queryset = Subscription.objects.all()
-    serializer_class = SubscriptionSerializer
-
-
-@extend_schema_view(
-    post=extend_schema(
-        request=SubscriptionCreateSerializer, responses={201: SubscriptionSerializer}
-    )
+SubscriptionListView, SubscriptionSearchView, SubscriptionDetailView = resource_views(
+    name="Subscription",
+    queryset=Subscription.objects.all(),
+    serializer_class=SubscriptionSerializer,
+    filterset_class=SubscriptionFilter,
+    search_class=SubscriptionSearchSerializer,
+    create_serializer_class=SubscriptionCreateSerializer,
+    create_service=services.subscription_create,
 )
-class SubscriptionListView(SubscriptionMixin, ListCreateView):
-    filterset_class = SubscriptionFilter
-    create_serializer_class = SubscriptionCreateSerializer
-    create_service = staticmethod(services.subscription_create)
-
-
-@extend_schema_view(
-    post=extend_schema(
-        request=SubscriptionSearchSerializer, responses=page_of(SubscriptionSerializer)
-    )
-)
-class SubscriptionSearchView(SubscriptionMixin, SearchView):
-    search_class = SubscriptionSearchSerializer
-
-
-class SubscriptionDetailView(SubscriptionMixin, generics.RetrieveAPIView):
-    pass
 
 
 class CustomerSubscriptionsView(APIView):
@@ -331,24 +312,13 @@ class InvoiceSearchSerializer(SearchRequest):
     }
 
 
-class InvoiceMixin:
-    queryset = Invoice.objects.prefetch_related("line_items")
-    serializer_class = InvoiceSerializer
-
-
-class InvoiceListView(InvoiceMixin, generics.ListAPIView):
-    filterset_class = InvoiceFilter
-
-
-@extend_schema_view(
-    post=extend_schema(request=InvoiceSearchSerializer, responses=page_of(InvoiceSerializer))
+InvoiceListView, InvoiceSearchView, InvoiceDetailView = resource_views(
+    name="Invoice",
+    queryset=Invoice.objects.prefetch_related("line_items"),
+    serializer_class=InvoiceSerializer,
+    filterset_class=InvoiceFilter,
+    search_class=InvoiceSearchSerializer,
 )
-class InvoiceSearchView(InvoiceMixin, SearchView):
-    search_class = InvoiceSearchSerializer
-
-
-class InvoiceDetailView(InvoiceMixin, generics.RetrieveAPIView):
-    pass
 
 
 class InvoiceActionView(APIView):

@@ -6,8 +6,8 @@ Serializers only parse shapes; every catalog rule is checked by the services.
 from decimal import Decimal
 
 import django_filters
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
-from rest_framework import generics, serializers
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 
 from catalog import pricing
 from catalog.models import BillingPeriod, Feature, Meter, Plan, Price
@@ -17,11 +17,9 @@ from config.resources import (
     Constant,
     ExistingId,
     Ids,
-    ListCreateView,
     Metadata,
     SearchRequest,
-    SearchView,
-    page_of,
+    resource_views,
 )
 
 
@@ -116,34 +114,20 @@ class FeatureFilter(django_filters.FilterSet):
         fields = ["lookup_key", "type", "name"]
 
 
-class FeatureMixin:
-    queryset = Feature.objects.select_related("meter")
-    serializer_class = FeatureSerializer
-
-
-@extend_schema_view(
-    post=extend_schema(request=FeatureCreateSerializer, responses={201: FeatureSerializer})
-)
-class FeatureListView(FeatureMixin, ListCreateView):
-    filterset_class = FeatureFilter
-    create_serializer_class = FeatureCreateSerializer
-    create_service = staticmethod(feature_create)
-    error_names = {
+FeatureListView, FeatureSearchView, FeatureDetailView = resource_views(
+    name="Feature",
+    queryset=Feature.objects.select_related("meter"),
+    serializer_class=FeatureSerializer,
+    filterset_class=FeatureFilter,
+    search_class=FeatureSearchSerializer,
+    create_serializer_class=FeatureCreateSerializer,
+    create_service=feature_create,
+    error_names={
         "meter.aggregation": "meter.aggregation.type",
         "meter.field": "meter.aggregation.field",
         "meter.multiplier": "meter.aggregation.multiplier",
-    }
-
-
-@extend_schema_view(
-    post=extend_schema(request=FeatureSearchSerializer, responses=page_of(FeatureSerializer))
+    },
 )
-class FeatureSearchView(FeatureMixin, SearchView):
-    search_class = FeatureSearchSerializer
-
-
-class FeatureDetailView(FeatureMixin, generics.RetrieveAPIView):
-    pass
 
 
 # Prices
@@ -264,35 +248,21 @@ class PriceFilter(django_filters.FilterSet):
         fields = ["plan_id", "meter_id", "type", "billing_model", "currency", "lookup_key"]
 
 
-class PriceMixin:
-    queryset = Price.objects.prefetch_related("tiers")
-    serializer_class = PriceSerializer
-
-
-@extend_schema_view(
-    post=extend_schema(request=PriceCreateSerializer, responses={201: PriceSerializer})
-)
-class PriceListView(PriceMixin, ListCreateView):
-    filterset_class = PriceFilter
-    create_serializer_class = PriceCreateSerializer
-    create_service = staticmethod(price_create)
-    error_names = {
+PriceListView, PriceSearchView, PriceDetailView = resource_views(
+    name="Price",
+    queryset=Price.objects.prefetch_related("tiers"),
+    serializer_class=PriceSerializer,
+    filterset_class=PriceFilter,
+    search_class=PriceSearchSerializer,
+    create_serializer_class=PriceCreateSerializer,
+    create_service=price_create,
+    error_names={
         "plan": "entity_id",
         "meter": "meter_id",
         "divide_by": "transform_quantity.divide_by",
         "round": "transform_quantity.round",
-    }
-
-
-@extend_schema_view(
-    post=extend_schema(request=PriceSearchSerializer, responses=page_of(PriceSerializer))
+    },
 )
-class PriceSearchView(PriceMixin, SearchView):
-    search_class = PriceSearchSerializer
-
-
-class PriceDetailView(PriceMixin, generics.RetrieveAPIView):
-    pass
 
 
 # Plans
@@ -335,26 +305,12 @@ class PlanFilter(django_filters.FilterSet):
         fields = ["lookup_key", "name", "active"]
 
 
-class PlanMixin:
-    queryset = Plan.objects.prefetch_related("prices__tiers")
-    serializer_class = PlanSerializer
-
-
-@extend_schema_view(
-    post=extend_schema(request=PlanCreateSerializer, responses={201: PlanSerializer})
+PlanListView, PlanSearchView, PlanDetailView = resource_views(
+    name="Plan",
+    queryset=Plan.objects.prefetch_related("prices__tiers"),
+    serializer_class=PlanSerializer,
+    filterset_class=PlanFilter,
+    search_class=PlanSearchSerializer,
+    create_serializer_class=PlanCreateSerializer,
+    create_service=plan_create,
 )
-class PlanListView(PlanMixin, ListCreateView):
-    filterset_class = PlanFilter
-    create_serializer_class = PlanCreateSerializer
-    create_service = staticmethod(plan_create)
-
-
-@extend_schema_view(
-    post=extend_schema(request=PlanSearchSerializer, responses=page_of(PlanSerializer))
-)
-class PlanSearchView(PlanMixin, SearchView):
-    search_class = PlanSearchSerializer
-
-
-class PlanDetailView(PlanMixin, generics.RetrieveAPIView):
-    pass

@@ -9,7 +9,12 @@ from decimal import Decimal
 
 from django.urls import register_converter
 from django.urls.converters import StringConverter
-from drf_spectacular.utils import extend_schema_field, inline_serializer
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 
@@ -163,3 +168,36 @@ class SearchView(generics.GenericAPIView):
         self.search.is_valid(raise_exception=True)
         page = self.paginate_queryset(self.search.filter(self.get_queryset()))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+def resource_views(
+    *,
+    name: str,
+    queryset,
+    serializer_class,
+    filterset_class,
+    search_class: type[SearchRequest],
+    create_serializer_class=None,
+    create_service=None,
+    error_names: dict | None = None,
+):
+    """The list (with create when there is a service), search and detail views of one
+    resource, each in Flexprice's shape."""
+    shared = {"queryset": queryset, "serializer_class": serializer_class}
+    listing = {**shared, "filterset_class": filterset_class}
+    if create_service is None:
+        list_view = type(f"{name}ListView", (generics.ListAPIView,), listing)
+    else:
+        listing.update(
+            create_serializer_class=create_serializer_class,
+            create_service=staticmethod(create_service),
+            error_names=error_names or {},
+        )
+        list_view = extend_schema_view(
+            post=extend_schema(request=create_serializer_class, responses={201: serializer_class})
+        )(type(f"{name}ListView", (ListCreateView,), listing))
+    search_view = extend_schema_view(
+        post=extend_schema(request=search_class, responses=page_of(serializer_class))
+    )(type(f"{name}SearchView", (SearchView,), {**shared, "search_class": search_class}))
+    detail_view = type(f"{name}DetailView", (generics.RetrieveAPIView,), shared)
+    return list_view, search_view, detail_view

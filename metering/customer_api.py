@@ -1,17 +1,14 @@
 """Customers under /v1/customers, in Flexprice's wire format."""
 
 import django_filters
-from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 
 from config.resources import (
     Constant,
     Ids,
-    ListCreateView,
     Metadata,
     SearchRequest,
-    SearchView,
-    page_of,
+    resource_views,
 )
 from metering.models import Customer
 from metering.services import customer_create
@@ -59,30 +56,18 @@ class CustomerFilter(django_filters.FilterSet):
         fields = ["external_id", "email", "name"]
 
 
-class CustomerMixin:
+CustomerListView, CustomerSearchView, CustomerDetailView = resource_views(
+    name="Customer",
+    queryset=Customer.objects.all(),
+    serializer_class=CustomerSerializer,
+    filterset_class=CustomerFilter,
+    search_class=CustomerSearchSerializer,
+    create_serializer_class=CustomerCreateSerializer,
+    create_service=customer_create,
+)
+
+
+class CustomerByExternalIdView(generics.RetrieveAPIView):
     queryset = Customer.objects.all()
     serializer_class = CustomerSerializer
-
-
-@extend_schema_view(
-    post=extend_schema(request=CustomerCreateSerializer, responses={201: CustomerSerializer})
-)
-class CustomerListView(CustomerMixin, ListCreateView):
-    filterset_class = CustomerFilter
-    create_serializer_class = CustomerCreateSerializer
-    create_service = staticmethod(customer_create)
-
-
-@extend_schema_view(
-    post=extend_schema(request=CustomerSearchSerializer, responses=page_of(CustomerSerializer))
-)
-class CustomerSearchView(CustomerMixin, SearchView):
-    search_class = CustomerSearchSerializer
-
-
-class CustomerDetailView(CustomerMixin, generics.RetrieveAPIView):
-    pass
-
-
-class CustomerByExternalIdView(CustomerMixin, generics.RetrieveAPIView):
     lookup_field = "external_id"
