@@ -6,9 +6,7 @@ Run with ``make bench``. Loopback only, bounded loops.
 """
 
 import json
-import os
 import re
-import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,42 +15,10 @@ from decimal import Decimal
 import harness as h
 import psycopg
 
-BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/9")
 TARGETS = {"freshness_p95_s": 2.0, "preview_p99_ms_10m": 100.0, "portal_home_p95_ms": 150.0}
 RATE_PER_S, SECONDS = 20, 15
 PREVIEWS = 100
 HOMES = 100
-
-
-_base_env = h.server_env
-
-
-def env(url: str) -> dict:
-    return {**_base_env(url), "CELERY_BROKER_URL": BROKER}
-
-
-def start_worker(url: str, log):
-    return subprocess.Popen(
-        [
-            h.PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=h.ROOT,
-        env=env(url),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def sql_one(url: str, query: str, params=()):
@@ -256,43 +222,35 @@ def main() -> dict:
     h.manage(url, "seed_demo")
     h.manage(url, "collectstatic", "--noinput")  # DEBUG is off: pages need the manifest
     key = h.manage(url, "create_api_key", "bench").strip().splitlines()[-1]
-    subprocess.run(["redis-cli", "-u", BROKER, "flushdb"], capture_output=True, check=False)
     figures: dict = {}
-    log = open(h.RESULTS / "celery-billing.log", "wb")  # noqa: SIM115
-    worker = start_worker(url, log)
     server = h.Gunicorn(
-        url, workers=3, worker_class="gthread", threads=2, log=h.RESULTS / "gunicorn-billing.log"
+        url,
+        workers=3,
+        worker_class="gthread",
+        threads=2,
+        log=h.RESULTS / "gunicorn-billing.log",
+        broker=h.BROKER,  # the web processes queue recomputes for the worker
     )
-    h.server_env = env  # the web processes queue recomputes on the same broker
-    try:
-        with server:
-            time.sleep(3)  # let the worker connect
-            figures["freshness"] = freshness(url, server.port, key)
-            for label, n, customer in (("1M", 1_000_000, "big1m"), ("10M", 10_000_000, "big10m")):
-                sub, start, end = subscribe(url, customer)
-                with h.stopwatch() as load:
-                    load_period(url, customer, n, start, datetime.now(UTC) - timedelta(minutes=1))
-                with psycopg.connect(url, autocommit=True) as conn:  # rollups are trusted
-                    conn.execute("UPDATE metering_meterrollupstate SET built_at = now()")
-                latency, total = preview_latency(server.port, key, sub)
-                input_tokens = expected_input(url, customer, start, end)
-                packages = (input_tokens + 999_999) // 1_000_000  # whole packages, rounded up
-                figures[f"preview_{label}"] = {
-                    **latency,
-                    "events": n,
-                    "load_s": round(load["seconds"], 1),
-                    "total": total,
-                    "exact": Decimal(total) == packages * 15,
-                }
-                if label == "1M":
-                    figures["portal_home_1M"] = portal_latency(
-                        server.port, f"{customer}@example.com"
-                    )
-    finally:
-        h.server_env = _base_env
-        worker.terminate()
-        worker.wait(timeout=30)
-        log.close()
+    with h.CeleryWorker(url, h.RESULTS / "celery-billing.log"), server:
+        figures["freshness"] = freshness(url, server.port, key)
+        for label, n, customer in (("1M", 1_000_000, "big1m"), ("10M", 10_000_000, "big10m")):
+            sub, start, end = subscribe(url, customer)
+            with h.stopwatch() as load:
+                load_period(url, customer, n, start, datetime.now(UTC) - timedelta(minutes=1))
+            with psycopg.connect(url, autocommit=True) as conn:  # rollups are trusted
+                conn.execute("UPDATE metering_meterrollupstate SET built_at = now()")
+            latency, total = preview_latency(server.port, key, sub)
+            input_tokens = expected_input(url, customer, start, end)
+            packages = (input_tokens + 999_999) // 1_000_000  # whole packages, rounded up
+            figures[f"preview_{label}"] = {
+                **latency,
+                "events": n,
+                "load_s": round(load["seconds"], 1),
+                "total": total,
+                "exact": Decimal(total) == packages * 15,
+            }
+            if label == "1M":
+                figures["portal_home_1M"] = portal_latency(server.port, f"{customer}@example.com")
     rows = [
         ("event → persisted draft p50 (s)", figures["freshness"]["freshness_p50_s"], ""),
         ("event → persisted draft p95 (s)", figures["freshness"]["freshness_p95_s"], "< 2"),

@@ -51,7 +51,11 @@ def database_recreate(url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
 
 
-def server_env(url: str) -> dict:
+BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/9")
+
+
+def server_env(url: str, broker: str = "") -> dict:
+    """Production-like settings; with no ``broker`` Celery tasks run inline."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
     env.update(
         DATABASE_URL=url,
@@ -60,7 +64,7 @@ def server_env(url: str) -> dict:
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
         DJANGO_SECURE_SSL_REDIRECT="false",
         DJANGO_LOG_LEVEL="WARNING",
-        CELERY_BROKER_URL="",
+        CELERY_BROKER_URL=broker,
     )
     return env
 
@@ -98,8 +102,9 @@ class Gunicorn:
         threads: int,
         log: Path,
         app: str = "config.wsgi",
+        broker: str = "",
     ):
-        self.url, self.app = url, app
+        self.url, self.app, self.broker = url, app, broker
         self.workers, self.worker_class, self.threads = workers, worker_class, threads
         self.port = free_port()
         self.log = log
@@ -133,7 +138,7 @@ class Gunicorn:
             self.proc = subprocess.Popen(
                 args,
                 cwd=ROOT,
-                env=server_env(self.url),
+                env=server_env(self.url, self.broker),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -173,6 +178,40 @@ class Gunicorn:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class CeleryWorker:
+    """``celery -A config worker`` (one process, solo pool) on ``BROKER``, emptied first."""
+
+    def __init__(self, url: str, log: Path):
+        self.url, self.log = url, log
+        self.proc = None
+
+    def __enter__(self):
+        subprocess.run(["redis-cli", "-u", BROKER, "flushdb"], capture_output=True, check=False)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "celery", "-A", "config", "worker", "--pool", "solo"]
+                + ["--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
+                cwd=ROOT,
+                env=server_env(self.url, BROKER),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        time.sleep(3)  # let it connect
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the celery worker exited; see {self.log}")
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
 
 
 def post(port: int, path: str, body: bytes, api_key: str) -> bytes:

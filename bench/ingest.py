@@ -87,13 +87,16 @@ def postgres_pids() -> list[int]:
 
 
 class CpuSplit:
-    """CPU seconds spent by the app server, PostgreSQL and this client over a phase."""
+    """CPU seconds spent by the app (gunicorn and Celery workers), PostgreSQL and this client
+    over a phase."""
 
-    def __init__(self, server: h.Gunicorn | None):
-        self.server = server
+    def __init__(self, server: h.Gunicorn | None, worker: h.CeleryWorker | None = None):
+        self.server, self.worker = server, worker
 
     def __enter__(self):
         self.app_pids = self.server.worker_pids() if self.server else []
+        self.worker_pids = [self.worker.proc.pid] if self.worker else []
+        self.app_pids += self.worker_pids
         self.app0, self.db0 = cpu_by_pid(self.app_pids), cpu_by_pid(postgres_pids())
         self.client0 = time.process_time()
         self.machine0 = machine_jiffies()
@@ -102,7 +105,9 @@ class CpuSplit:
 
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.t
-        self.app = cpu_used(self.app0, cpu_by_pid(self.app_pids))
+        app = cpu_by_pid(self.app_pids)
+        self.app = cpu_used(self.app0, app)
+        self.folds = cpu_used(self.app0, {p: app[p] for p in self.worker_pids if p in app})
         self.db = cpu_used(self.db0, cpu_by_pid(postgres_pids()))
         self.client = time.process_time() - self.client0
         (busy0, all0), (busy1, all1) = self.machine0, machine_jiffies()
@@ -112,6 +117,9 @@ class CpuSplit:
         return {
             "wall_s": round(self.wall, 3),
             f"app_cpu_ms_per_{int(scale)}": round(self.app / units * scale * 1000, 2),
+            f"of_which_celery_worker_ms_per_{int(scale)}": round(
+                self.folds / units * scale * 1000, 2
+            ),
             f"db_cpu_ms_per_{int(scale)}": round(self.db / units * scale * 1000, 2),
             f"client_cpu_ms_per_{int(scale)}": round(self.client / units * scale * 1000, 2),
             "accounted_cpu_of_2_cores": round(
@@ -264,7 +272,7 @@ def usage_load(url: str, n: int, start: datetime, end: datetime) -> dict:
             url,
             "shell",
             "-c",
-            "from catalog.models import Meter; from metering.ingestion import "
+            "from catalog.models import Meter; from metering.rollups import "
             "meter_rollups_rebuild; [meter_rollups_rebuild(meter=m) for m in Meter.objects.all()]",
         )
     quiesce(url)
@@ -332,7 +340,17 @@ def copy_run(url: str, payloads: list[bytes], concurrency: int):
     return elapsed, cpu
 
 
-def bench_bulk(server, ctx, cfg) -> dict:
+def folds_drain(url: str, timeout: float = 300) -> None:
+    """Wait until the worker has folded every ingested event into the rollups."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while conn.execute("SELECT EXISTS (SELECT FROM metering_unfoldedevent)").fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not fold every event within {timeout} s")
+            time.sleep(0.05)
+
+
+def bench_bulk(server, worker, ctx, cfg) -> dict:
     rng = random.Random(1)
     now = datetime.now(UTC)
     ingested = now.isoformat()
@@ -360,14 +378,19 @@ def bench_bulk(server, ctx, cfg) -> dict:
     ]
     _, statuses, sample, _ = h.run_concurrent(server.port, warm, conc)
     check(statuses, 202, sample, "bulk warm-up")
+    folds_drain(h.database_url())
 
-    http_rates, copy_rates, ratios, batch_ms = [], [], [], []
+    http_rates, folded_rates, copy_rates, ratios, batch_ms = [], [], [], [], []
     split = copy_split = None
     for r in range(runs):
-        with CpuSplit(server) as cpu, Profiler(server, "bulk"):
+        with CpuSplit(server, worker) as cpu, Profiler(server, "bulk"):
+            t0 = time.perf_counter()
             elapsed, statuses, sample, lat = h.run_concurrent(server.port, http_bodies[r], conc)
+            folds_drain(h.database_url())  # the worker folds alongside, on the same cores
+            folded_s = time.perf_counter() - t0
         check(statuses, 202, sample, "bulk")
         http_rate = batches * BATCH / elapsed
+        folded_rates.append(batches * BATCH / folded_s)
         copy_s, copy_cpu = copy_run(h.database_url(), copy_bodies[r], conc)
         copy_rate = batches * BATCH / copy_s
         http_rates.append(http_rate)
@@ -378,7 +401,8 @@ def bench_bulk(server, ctx, cfg) -> dict:
             split = cpu.per(batches * BATCH, 1000)
             copy_split = copy_cpu.per(batches * BATCH, 1000)
         print(
-            f"  bulk run {r + 1}/{runs}: HTTP {http_rate:,.0f} events/s, "
+            f"  bulk run {r + 1}/{runs}: HTTP {http_rate:,.0f} events/s "
+            f"(all folded: {folded_rates[-1]:,.0f}/s), "
             f"COPY {copy_rate:,.0f} rows/s, ratio {http_rate / copy_rate:.0%}",
             flush=True,
         )
@@ -387,6 +411,8 @@ def bench_bulk(server, ctx, cfg) -> dict:
         "copy_rows_per_s": round(h.median(copy_rates)),
         "http_copy_ratio": round(h.median(http_rates) / h.median(copy_rates), 3),
         "bulk_runs_events_per_s": [round(x) for x in http_rates],
+        # Until the last event is also in the rollups (the worker folds during the run).
+        "bulk_folded_events_per_s": round(h.median(folded_rates)),
         "copy_runs_rows_per_s": [round(x) for x in copy_rates],
         "bulk_batch_latency_ms": {
             "p50": round(h.percentile(batch_ms, 50), 1),
@@ -399,7 +425,7 @@ def bench_bulk(server, ctx, cfg) -> dict:
     }
 
 
-def bench_single(server, ctx, cfg) -> dict:
+def bench_single(server, worker, ctx, cfg) -> dict:
     rng = random.Random(2)
     now = datetime.now(UTC)
     runs, n, conc = cfg["runs"], cfg["single_requests"], cfg["single_concurrency"]
@@ -414,8 +440,9 @@ def bench_single(server, ctx, cfg) -> dict:
     check(statuses, 202, sample, "single warm-up")
     rates, lat_ms, split = [], [], None
     for r in range(runs):
-        with CpuSplit(server) as cpu, Profiler(server, "single"):
+        with CpuSplit(server, worker) as cpu, Profiler(server, "single"):
             elapsed, statuses, sample, lat = h.run_concurrent(server.port, bodies[r], conc)
+            folds_drain(h.database_url())
         check(statuses, 202, sample, "single")
         rates.append(n / elapsed)
         lat_ms += [x * 1000 for x in lat]
@@ -593,18 +620,19 @@ def main() -> dict:
         threads=cfg["threads"],
         log=h.RESULTS / "gunicorn-ingest.log",
         app=os.environ.get("BENCH_APP", "config.wsgi"),
+        broker=h.BROKER,
     )
     figures = {"server": server.label, "app": server.app, "config": cfg, "targets": TARGETS}
     if server.app != "config.wsgi":
         figures["whatif"] = os.environ.get("BENCH_WHATIF", "")
         print(f"  NOTE: serving {server.app} {figures['whatif']}, not config.wsgi", flush=True)
     print(f"  gunicorn {server.label} on 127.0.0.1:{server.port}", flush=True)
-    with server:
+    with h.CeleryWorker(url, h.RESULTS / "celery-ingest.log") as worker, server:
         if "bulk" in only:
-            figures.update(bench_bulk(server, ctx, cfg))
+            figures.update(bench_bulk(server, worker, ctx, cfg))
         if "single" in only:
             quiesce(url)
-            figures.update(bench_single(server, ctx, cfg))
+            figures.update(bench_single(server, worker, ctx, cfg))
         if "usage" in only:
             quiesce(url)
             figures.update(bench_usage(server, ctx, cfg, window, loaded))

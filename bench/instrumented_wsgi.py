@@ -24,6 +24,7 @@ import config.api
 import metering.api
 import metering.auth
 import metering.ingestion
+import metering.rollups
 import metering.selectors
 from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -93,10 +94,9 @@ STEPS = [  # (owner, attribute, step, skip when inside step); missing ones are s
     (metering.api, "event_parse", "validate", "validate"),
     (metering.api, "events_ingest", "ingest (atomic)", None),
     (metering.ingestion, "_insert_new", "  insert events", None),
-    (metering.ingestion, "partials_by_hour", "  rollups: python", None),
-    (metering.ingestion, "_upsert_rollups", "  rollups: upsert", None),
+    (metering.rollups, "rollups_fold", "  rollups: fold", None),
     (BaseDatabaseWrapper, "commit", "  commit", None),
-    (metering.selectors, "_raw_partials", "usage: raw edge events", None),
+    (metering.selectors, "_edges", "usage: raw edge events", None),
     (metering.selectors, "_rollup_partials", "usage: rollups", None),
     (metering.api.UsageByMeterView, "post", "view", None),
     (metering.api.EventIngestView, "post", "view", None),

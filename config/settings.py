@@ -165,6 +165,7 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "rollups-refresh": {"task": "metering.tasks.rollups_refresh", "schedule": 30.0},
+    "rollups-fold": {"task": "metering.tasks.rollups_fold_task", "schedule": 5.0},
     "periods-close": {"task": "billing.tasks.periods_close", "schedule": 60.0},
     "drafts-refresh": {"task": "billing.tasks.drafts_refresh", "schedule": 60.0},
 }

@@ -6,6 +6,7 @@ so hourly rollups, raw edge events and windows all combine the same way.
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -15,6 +16,9 @@ ZERO = Decimal(0)
 MAX_MAGNITUDE = Decimal(10) ** 18
 MAX_DECIMAL_PLACES = 12
 
+# Numeric text as both Python and PostgreSQL's numeric read it: ASCII digits, sign, point,
+# a short exponent. Decimal alone would also take "1_000" or other scripts' digits.
+NUMERIC_TEXT = r"^[ \t\n\r]*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,4})?[ \t\n\r]*$"
 NUMERIC = {"SUM", "AVG", "MAX", "LATEST", "SUM_WITH_MULTIPLIER", "WEIGHTED_SUM"}
 
 
@@ -38,6 +42,8 @@ def parse_number(value) -> Decimal:
             raise ValueError("is not a finite number")
         value = repr(value)
     if isinstance(value, str):
+        if not re.match(NUMERIC_TEXT, value):
+            raise ValueError("is not a number")
         value = value.strip()
     try:
         number = Decimal(value) if isinstance(value, str | int) else None

@@ -1,4 +1,4 @@
-"""Event ingestion: validate, store once, and keep the hourly rollups in the same commit."""
+"""Event ingestion: validate, and store each event once."""
 
 import json
 from collections import defaultdict
@@ -11,8 +11,9 @@ from django.utils.dateparse import parse_datetime
 
 from catalog.ids import new_id
 from catalog.models import Meter
-from metering.aggregation import Partial, matches, meter_value
-from metering.models import Event, MeterRollupState, UsageDistinct, UsageRollup
+from metering.aggregation import matches, meter_value
+from metering.models import Event, UnfoldedEvent
+from metering.rollups import rollups_fold_request
 from metering.signals import usage_recorded
 
 MAX_BATCH = 1000
@@ -160,46 +161,51 @@ def event_parse(raw, *, meters: dict[str, list[Meter]], now: datetime) -> EventI
     )
 
 
-def hour_of(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
 @transaction.atomic
 def events_ingest(*, events: list[EventIn]) -> IngestResult:
-    """Store events not seen before (first write wins) and fold them into the rollups."""
+    """Store events not seen before (first write wins), each marked unfolded in the same
+    commit; the rollups take them in the background."""
     unique: dict[str, EventIn] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
     inserted = _insert_new(list(unique.values()))
     stored = [e for e in unique.values() if e.event_id in inserted]
-    rollups_add(stored)
     if stored:
         customers = {e.external_customer_id for e in stored}
+        transaction.on_commit(rollups_fold_request)
         transaction.on_commit(
             lambda: usage_recorded.send(sender=Event, external_customer_ids=customers)
         )
     return IngestResult(stored=stored, duplicates=len(events) - len(stored))
 
 
-def insert_rows(cursor, *, head: str, types: list[str], rows: list[list], tail: str) -> None:
-    """``head`` is ``INSERT INTO t (columns)``. On PostgreSQL the rows go in as one array per
-    column, a short statement that is fast to send and parse; elsewhere as VALUES."""
+def insert_rows(*, head: str, types: list[str], rows: list[list], tail: str) -> list[tuple]:
+    """``head`` is ``INSERT INTO t (columns)``; returns what ``tail``'s RETURNING gives.
+
+    On PostgreSQL the rows go in as one binary array per column, in the current transaction:
+    a short statement, cheap to build here and to parse there. Elsewhere as VALUES."""
     if not rows:
-        return
+        return []
     if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
-        cursor.execute(
-            f"{head} SELECT * FROM unnest({arrays}) {tail}",
-            [list(c) for c in zip(*rows, strict=True)],
-        )
-        return
+        import psycopg
+
+        arrays = ", ".join(f"%b::{t}[]" for t in types)
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(
+                f"{head} SELECT * FROM unnest({arrays}) {tail}",
+                [list(c) for c in zip(*rows, strict=True)],
+            )
+            return cursor.fetchall() if cursor.description else []
     ops = connection.ops
     adapt = [ops.adapt_datetimefield_value if t == "timestamptz" else None for t in types]
     params = [
         f(v) if f and v is not None else v for row in rows for f, v in zip(adapt, row, strict=True)
     ]
     values = ", ".join(["(" + ", ".join(["%s"] * len(types)) + ")"] * len(rows))
-    cursor.execute(f"{head} VALUES {values} {tail}", params)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{head} VALUES {values} {tail}", params)
+        return cursor.fetchall() if cursor.description else []
 
 
 def _insert_new(events: list[EventIn]) -> set[str]:
@@ -216,136 +222,17 @@ def _insert_new(events: list[EventIn]) -> set[str]:
         ]
         for e in events
     ]
-    with connection.cursor() as cursor:
-        insert_rows(
-            cursor,
-            head=f"INSERT INTO {Event._meta.db_table} (event_id, event_name, "
-            "external_customer_id, timestamp, ingested_at, source, properties)",
-            types=["text", "text", "text", "timestamptz", "timestamptz", "text", "jsonb"],
-            rows=rows,
-            tail="ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        )
-        return {r[0] for r in cursor.fetchall()} if rows else set()
-
-
-def partials_by_hour(events) -> dict[tuple, Partial]:
-    """Group ``(meter, value)`` feeds of events into partials keyed by meter, customer, hour."""
-    partials: dict[tuple, Partial] = defaultdict(Partial)
-    for event in sorted(events, key=lambda e: e.timestamp):
-        for meter, value in event.feeds:
-            key = (meter.pk, event.external_customer_id, hour_of(event.timestamp))
-            partials[key].add(event.timestamp, value)
-    return partials
-
-
-def rollups_add(events) -> None:
-    partials = partials_by_hour(events)
-    if partials:
-        _upsert_rollups(sorted(partials.items(), key=lambda item: item[0]))
-
-
-def _upsert_rollups(items: list[tuple[tuple, Partial]]) -> None:
-    table = UsageRollup._meta.db_table
-    rows, distinct = [], []
-    for (meter_id, customer, bucket), p in items:
-        rows.append(
-            [
-                meter_id,
-                customer,
-                bucket,
-                p.count,
-                p.total,
-                p.maximum,
-                p.latest_at,
-                p.latest_value,
-                p.value_time_total,
-            ]
-        )
-        distinct += [[meter_id, customer, bucket, v] for v in sorted(p.distinct)]
-    newer = f"{table}.latest_at IS NULL OR excluded.latest_at >= {table}.latest_at"
-    with connection.cursor() as cursor:
-        insert_rows(
-            cursor,
-            head=f"INSERT INTO {table} (meter_id, external_customer_id, bucket, event_count, "
-            "value_sum, value_max, latest_at, latest_value, value_time_sum)",
-            types=[
-                "text",
-                "text",
-                "timestamptz",
-                "bigint",
-                "numeric",
-                "numeric",
-                "timestamptz",
-                "numeric",
-                "numeric",
-            ],
-            rows=rows,
-            tail="ON CONFLICT (meter_id, external_customer_id, bucket) DO UPDATE SET "
-            f"event_count = {table}.event_count + excluded.event_count, "
-            f"value_sum = {table}.value_sum + excluded.value_sum, "
-            f"value_max = CASE WHEN {table}.value_max IS NULL OR excluded.value_max > "
-            f"{table}.value_max THEN excluded.value_max ELSE {table}.value_max END, "
-            f"latest_value = CASE WHEN excluded.latest_at IS NOT NULL AND ({newer}) "
-            f"THEN excluded.latest_value ELSE {table}.latest_value END, "
-            f"latest_at = CASE WHEN excluded.latest_at IS NOT NULL AND ({newer}) "
-            f"THEN excluded.latest_at ELSE {table}.latest_at END, "
-            f"value_time_sum = {table}.value_time_sum + excluded.value_time_sum",
-        )
-        for first in range(0, len(distinct), 1000):  # SQLite caps a statement's parameters
-            insert_rows(
-                cursor,
-                head=f"INSERT INTO {UsageDistinct._meta.db_table} "
-                "(meter_id, external_customer_id, bucket, value)",
-                types=["text", "text", "timestamptz", "text"],
-                rows=distinct[first : first + 1000],
-                tail="ON CONFLICT (meter_id, external_customer_id, bucket, value) DO NOTHING",
-            )
-
-
-@transaction.atomic
-def meter_rollups_rebuild(*, meter: Meter) -> int:
-    """Recompute one meter's rollups from the raw log, after the meter is created or changed."""
-    if connection.vendor == "postgresql":
-        # Hold off concurrent ingestion so no event is counted twice or missed.
-        with connection.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {Event._meta.db_table} IN SHARE MODE")
-    MeterRollupState.objects.update_or_create(meter=meter, defaults={"built_at": timezone.now()})
-    UsageRollup.objects.filter(meter=meter).delete()
-    UsageDistinct.objects.filter(meter=meter).delete()
-    rows = (
-        Event.objects.filter(event_name=meter.event_name)
-        .order_by("id")
-        .values_list("external_customer_id", "timestamp", "properties")
-        .iterator(chunk_size=5000)
+    returned = insert_rows(
+        head=f"INSERT INTO {Event._meta.db_table} (event_id, event_name, "
+        "external_customer_id, timestamp, ingested_at, source, properties)",
+        types=["text", "text", "text", "timestamptz", "timestamptz", "text", "jsonb"],
+        rows=rows,
+        tail="ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id",
     )
-    count, batch = 0, []
-    for customer, timestamp, properties in rows:
-        if not matches(meter, meter.event_name, properties):
-            continue
-        try:
-            value = meter_value(meter, properties)
-        except ValueError:
-            continue  # stored before this meter existed; it cannot feed it
-        batch.append(_Fed(customer, timestamp, ((meter, value),)))
-        count += 1
-        if len(batch) >= 5000:
-            rollups_add(batch)
-            batch = []
-    rollups_add(batch)
-    return count
-
-
-@dataclass(frozen=True)
-class _Fed:
-    external_customer_id: str
-    timestamp: datetime
-    feeds: tuple
-
-
-def stale_meters():
-    """Meters changed since their rollups were last built, or never built."""
-    from django.db.models import F, Q
-
-    return Meter.objects.filter(
-        Q(rollup_state__isnull=True) | Q(rollup_state__built_at__lt=F("updated_at"))
+    insert_rows(
+        head=f"INSERT INTO {UnfoldedEvent._meta.db_table} (id)",
+        types=["bigint"],
+        rows=[[pk] for pk, _ in returned],
+        tail="",
     )
+    return {event_id for _, event_id in returned}

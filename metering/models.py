@@ -80,8 +80,24 @@ class Event(models.Model):
         return f"{self.event_name} {self.event_id}"
 
 
+class UnfoldedEvent(models.Model):
+    """An event stored but not yet folded into the rollups; written in the event's own
+    transaction. Usage reads take these from the raw log, so they are exact however far
+    folding lags."""
+
+    id = models.BigIntegerField(primary_key=True)  # the Event's id
+
+
+class FoldState(models.Model):
+    """One row. Folds and rebuilds lock it; ``version`` moves on each commit that changes
+    which events the rollups hold, so a read spanning several queries can tell it saw one
+    state."""
+
+    version = models.BigIntegerField(default=0)
+
+
 class UsageRollup(models.Model):
-    """Hourly partial aggregates of one meter for one customer, kept at ingest.
+    """Hourly partial aggregates of one meter for one customer, folded from the event log.
 
     Every aggregation but COUNT_UNIQUE is rebuilt from these columns, so usage over a
     period reads a few hundred rows instead of every raw event.

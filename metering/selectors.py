@@ -1,16 +1,23 @@
 """Usage reads. Whole hours come from rollups; only the partial hours at the edges of a
 window read raw events, so cost does not grow with the number of events."""
 
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from django.db import connection
+from django.db import connection, transaction
 
 from catalog.models import Meter
-from metering.aggregation import Partial, matches, meter_value, quantity
-from metering.ingestion import hour_of
-from metering.models import ApiKey, Event, MeterRollupState, UsageDistinct, UsageRollup
+from metering.aggregation import Partial, quantity
+from metering.models import ApiKey, Event, UsageDistinct, UsageRollup
+from metering.rollups import (
+    Selection,
+    fold_lock,
+    fold_version,
+    hour_of,
+    hourly_partials,
+    raw_partials,
+    rollups_ready,
+)
 
 HOUR = timedelta(hours=1)
 SUB_HOUR_WINDOWS = {"MINUTE": 1, "15MIN": 15, "30MIN": 30}
@@ -37,75 +44,27 @@ def window_floor(moment: datetime, size: str) -> datetime:
     raise ValueError(f"unknown window size {size!r}")
 
 
-def _raw_partials(meter, customer: str, start: datetime, end: datetime, key) -> dict:
-    partials: dict[datetime, Partial] = defaultdict(Partial)
-    rows = (
-        Event.objects.filter(
-            external_customer_id=customer,
-            event_name=meter.event_name,
-            timestamp__gte=start,
-            timestamp__lt=end,
-        )
-        .order_by("timestamp", "id")
-        .values_list("timestamp", "properties")
-    )
-    for timestamp, properties in rows:
-        if not matches(meter, meter.event_name, properties):
-            continue
-        try:
-            value = meter_value(meter, properties)
-        except ValueError:
-            continue  # stored before this meter existed and cannot feed it
-        partials[key(timestamp)].add(timestamp, value)
-    return partials
+READ_ATTEMPTS = 3
 
 
-NUMERIC_TEXT = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+def consistent_with_folds(read):
+    """``read()``'s result from one state of the rollups: several queries must not straddle a
+    fold's commit, or its events would be counted twice or not at all."""
+    for _ in range(READ_ATTEMPTS):
+        version = fold_version()
+        result = read()
+        if fold_version() == version:
+            return result
+    with transaction.atomic():
+        fold_lock()  # folds wait for this read
+        return read()
 
 
-def _edge_partials_sql(meter, customer: str, start: datetime, end: datetime) -> dict:
-    """``_raw_partials`` by hour, aggregated inside PostgreSQL: the same matching rule
-    (every filter key's text among its values) and only numeric values for numeric meters,
-    so a busy edge hour costs one grouped index scan instead of a Python loop."""
-    where = ["external_customer_id = %s", "event_name = %s", "timestamp >= %s", "timestamp < %s"]
-    where_params: list = [customer, meter.event_name, start, end]
-    for item in meter.filters:
-        where.append("properties ->> %s = ANY(%s)")
-        where_params += [item["key"], list(item["values"])]
-    value, unique, select_params = "NULL::numeric", "NULL::text", []
-    if meter.aggregation == "COUNT_UNIQUE":
-        unique = "properties ->> %s"
-        select_params.append(meter.field)
-        where.append("properties ->> %s IS NOT NULL")
-        where_params.append(meter.field)
-    elif meter.aggregation != "COUNT":
-        value = "(properties ->> %s)::numeric"
-        select_params.append(meter.field)
-        where.append("properties ->> %s ~ %s")
-        where_params += [meter.field, NUMERIC_TEXT]
-    sql = (
-        "SELECT date_trunc('hour', timestamp), count(*), coalesce(sum(v), 0), max(v), "
-        "max(timestamp), (array_agg(v ORDER BY timestamp DESC, id DESC))[1], "
-        "coalesce(sum(v * extract(epoch FROM timestamp)), 0), "
-        "array_remove(array_agg(DISTINCT u), NULL) "
-        f"FROM (SELECT id, timestamp, {value} AS v, {unique} AS u "
-        f"FROM {Event._meta.db_table} WHERE {' AND '.join(where)}) AS fed GROUP BY 1"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, select_params + where_params)
-        rows = cursor.fetchall()
-    return {
-        bucket: Partial(
-            count=count,
-            total=total,
-            maximum=maximum,
-            latest_at=latest_at if value != "NULL::numeric" else None,
-            latest_value=latest_value,
-            value_time_total=value_time,
-            distinct=set(distinct),
-        )
-        for bucket, count, total, maximum, latest_at, latest_value, value_time, distinct in rows
-    }
+def _edges(meter, customer: str, start: datetime, end: datetime, unfolded=None) -> dict:
+    """Raw events of ``[start, end)`` by hour: a window's partial edge hours, and the events
+    of its whole hours that the rollups do not hold yet."""
+    selection = Selection(customer=customer, start=start, end=end, unfolded=unfolded)
+    return {bucket: p for (_, bucket), p in hourly_partials(meter, selection).items()}
 
 
 def _rollup_total(meter, customer: str, start: datetime, end: datetime) -> Partial:
@@ -210,14 +169,6 @@ def _rollup_partials(meter, customer: str, start: datetime, end: datetime) -> di
     return partials
 
 
-def rollups_ready(meter) -> bool:
-    if meter.pk is None:
-        return False
-    built = MeterRollupState.objects.filter(meter_id=meter.pk).values_list("built_at", flat=True)
-    built_at = built.first()
-    return built_at is not None and built_at >= meter.updated_at
-
-
 def usage_partials(
     *,
     meter: Meter,
@@ -235,34 +186,36 @@ def usage_partials(
     """
     use_rollups = use_rollups and rollups_ready(meter)
     if not use_rollups:
-        found = _raw_partials(meter, external_customer_id, start, end, lambda moment: moment)
+        selection = Selection(customer=external_customer_id, start=start, end=end)
+        found = raw_partials(meter, selection, lambda _, moment: moment)
         return sorted(found.items(), key=lambda item: item[0])
-    edges = _edge_partials_sql if connection.vendor == "postgresql" else _raw_hourly_partials
     first_full = hour_of(start) if hour_of(start) == start else hour_of(start) + HOUR
     last_full = hour_of(end)
     if first_full >= last_full:
-        return sorted(edges(meter, external_customer_id, start, end).items())
+        return sorted(_edges(meter, external_customer_id, start, end).items())
     whole = (first_full, last_full)
-    if window_size in TRUNCATED_WINDOWS and meter.aggregation not in ("LATEST", "COUNT_UNIQUE"):
-        middle = _rollup_windows(meter, external_customer_id, *whole, window_size)
-    elif by_hour:
-        middle = _rollup_partials(meter, external_customer_id, *whole)
-    else:
-        middle = {first_full: _rollup_total(meter, external_customer_id, *whole)}
+
+    def read_whole_hours():
+        if window_size in TRUNCATED_WINDOWS and meter.aggregation not in ("LATEST", "COUNT_UNIQUE"):
+            middle = _rollup_windows(meter, external_customer_id, *whole, window_size)
+        elif by_hour:
+            middle = _rollup_partials(meter, external_customer_id, *whole)
+        else:
+            middle = {first_full: _rollup_total(meter, external_customer_id, *whole)}
+        return middle, _edges(meter, external_customer_id, *whole, unfolded=True)
+
+    middle, unfolded = consistent_with_folds(read_whole_hours)
     found: dict[datetime, Partial] = {}
     # In time order, so a LATEST tie goes to the later part; keys may coincide.
     for part in (
-        edges(meter, external_customer_id, start, first_full),
+        _edges(meter, external_customer_id, start, first_full),
         middle,
-        edges(meter, external_customer_id, last_full, end),
+        unfolded,
+        _edges(meter, external_customer_id, last_full, end),
     ):
         for moment, partial in part.items():
             found.setdefault(moment, Partial()).merge(partial)
     return sorted(found.items(), key=lambda item: item[0])
-
-
-def _raw_hourly_partials(meter, customer: str, start: datetime, end: datetime) -> dict:
-    return _raw_partials(meter, customer, start, end, hour_of)
 
 
 def meter_usage(

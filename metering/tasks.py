@@ -1,6 +1,15 @@
 from celery import shared_task
+from django.core.cache import cache
 
-from metering.ingestion import meter_rollups_rebuild, stale_meters
+from metering.rollups import FOLD_FLAG, meter_rollups_rebuild, rollups_fold, stale_meters
+
+
+@shared_task
+def rollups_fold_task() -> int:
+    """Fold unfolded events into the rollups. Clears the coalescing flag first, so events
+    committed while this runs ask for another fold."""
+    cache.delete(FOLD_FLAG)
+    return rollups_fold()
 
 
 @shared_task

@@ -31,7 +31,7 @@ class MeterFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def rollups(obj, create, extracted, **kwargs):
         if create and extracted is not False:
-            from metering.ingestion import meter_rollups_rebuild
+            from metering.rollups import meter_rollups_rebuild
 
             meter_rollups_rebuild(meter=obj)
 
@@ -67,12 +67,17 @@ class PriceTierFactory(factory.django.DjangoModelFactory):
     unit_amount = Decimal("1")
 
 
-def ingest(*raws: dict, now=None):
-    """Parse and store events as the API would; raises EventRejected on the first bad one."""
+def ingest(*raws: dict, now=None, fold=True):
+    """Parse and store events as the API would; raises EventRejected on the first bad one.
+    Then fold them into the rollups, as the worker would, unless ``fold`` is off."""
     from django.utils import timezone
 
     from metering.ingestion import event_parse, events_ingest, meters_by_event_name
+    from metering.rollups import rollups_fold
 
     meters = meters_by_event_name()
     now = now or timezone.now()
-    return events_ingest(events=[event_parse(r, meters=meters, now=now) for r in raws])
+    result = events_ingest(events=[event_parse(r, meters=meters, now=now) for r in raws])
+    if fold:
+        rollups_fold()
+    return result

@@ -6,13 +6,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db.models import Sum
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.demo import demo_catalog_load, scenario_load
 from billing.models import FinalizedInvoiceError, Invoice
 from billing.services import subscription_create
-from metering.models import Customer
+from metering.models import Customer, UnfoldedEvent, UsageRollup
 from metering.services import api_key_create
 from metering.tasks import rollups_refresh
 from tests.integration.conftest import wait_for
@@ -69,6 +70,9 @@ def test_an_ingested_event_reaches_the_persisted_draft(setup):
         return draft_total(subscription) == Decimal("90.00")
 
     wait_for(output_counted, timeout=10)
+    # The worker folded both events into the rollups, which now hold them.
+    wait_for(lambda: not UnfoldedEvent.objects.exists(), timeout=10)
+    assert UsageRollup.objects.filter(external_customer_id="acme").count() == 2
 
 
 def test_draft_converges_after_the_worker_is_killed_mid_burst(setup, worker):
@@ -89,6 +93,10 @@ def test_draft_converges_after_the_worker_is_killed_mid_burst(setup, worker):
     invoice = Invoice.objects.get(subscription=subscription, invoice_status="DRAFT")
     line = invoice.line_items.get(price__meter__feature__lookup_key="o1-input")
     assert line.quantity == 4_000_000
+    # Every event is folded exactly once, whatever the kill interrupted.
+    wait_for(lambda: not UnfoldedEvent.objects.exists(), timeout=60)
+    folded = UsageRollup.objects.filter(meter=line.price.meter).aggregate(Sum("value_sum"))
+    assert folded["value_sum__sum"] == 4_000_000
 
 
 def test_beat_task_closes_a_due_period_into_a_numbered_immutable_invoice(setup):

@@ -5,9 +5,10 @@ from decimal import Decimal
 
 import pytest
 
-from metering.ingestion import EventRejected, meter_rollups_rebuild
+from metering.ingestion import EventRejected
 from metering.models import Event, UsageRollup
-from metering.selectors import meter_usage, meter_usage_windows, rollups_ready
+from metering.rollups import meter_rollups_rebuild, rollups_ready
+from metering.selectors import meter_usage, meter_usage_windows
 from metering.tasks import rollups_refresh
 from tests.factories import MeterFactory, ingest
 
