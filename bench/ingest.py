@@ -344,7 +344,7 @@ def folds_drain(url: str, timeout: float = 300) -> None:
     """Wait until the worker has folded every ingested event into the rollups."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
-        while conn.execute("SELECT EXISTS (SELECT FROM metering_unfoldedevent)").fetchone()[0]:
+        while conn.execute("SELECT EXISTS (SELECT FROM metering_unfoldedusage)").fetchone()[0]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not fold every event within {timeout} s")
             time.sleep(0.05)

@@ -19,6 +19,7 @@ MAX_DECIMAL_PLACES = 12
 # Numeric text as both Python and PostgreSQL's numeric read it: ASCII digits, sign, point,
 # a short exponent. Decimal alone would also take "1_000" or other scripts' digits.
 NUMERIC_TEXT = r"^[ \t\n\r]*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,4})?[ \t\n\r]*$"
+_NUMERIC = re.compile(NUMERIC_TEXT)
 NUMERIC = {"SUM", "AVG", "MAX", "LATEST", "SUM_WITH_MULTIPLIER", "WEIGHTED_SUM"}
 
 
@@ -42,7 +43,7 @@ def parse_number(value) -> Decimal:
             raise ValueError("is not a finite number")
         value = repr(value)
     if isinstance(value, str):
-        if not re.match(NUMERIC_TEXT, value):
+        if not _NUMERIC.match(value):
             raise ValueError("is not a number")
         value = value.strip()
     try:
@@ -53,9 +54,18 @@ def parse_number(value) -> Decimal:
         raise ValueError("is not a number")
     if abs(number) >= MAX_MAGNITUDE:
         raise ValueError(f"is out of range (at most {MAX_MAGNITUDE:.0e} in magnitude)")
-    if number.normalize().as_tuple().exponent < -MAX_DECIMAL_PLACES:
+    if _decimal_places(number) > MAX_DECIMAL_PLACES:
         raise ValueError(f"has more than {MAX_DECIMAL_PLACES} decimal places")
     return number
+
+
+def _decimal_places(number: Decimal) -> int:
+    """Places after the point, trailing zeros aside; exact, with no context rounding."""
+    _, digits, exponent = number.as_tuple()
+    if exponent >= 0:
+        return 0
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -exponent - zeros)
 
 
 def matches(meter, event_name: str, properties: dict) -> bool:
@@ -63,11 +73,15 @@ def matches(meter, event_name: str, properties: dict) -> bool:
     if event_name != meter.event_name:
         return False
     for item in meter.filters:
-        if item["key"] not in properties:
+        value = properties.get(item["key"], _MISSING)
+        if value is _MISSING:
             return False
-        if as_text(properties[item["key"]]) not in item["values"]:
+        if (value if type(value) is str else as_text(value)) not in item["values"]:
             return False
     return True
+
+
+_MISSING = object()
 
 
 def meter_value(meter, properties: dict):

@@ -12,7 +12,7 @@ from django.utils.dateparse import parse_datetime
 from catalog.ids import new_id
 from catalog.models import Meter
 from metering.aggregation import matches, meter_value
-from metering.models import Event, UnfoldedEvent
+from metering.models import Event, UnfoldedUsage
 from metering.rollups import rollups_fold_request
 from metering.signals import usage_recorded
 
@@ -163,8 +163,8 @@ def event_parse(raw, *, meters: dict[str, list[Meter]], now: datetime) -> EventI
 
 @transaction.atomic
 def events_ingest(*, events: list[EventIn]) -> IngestResult:
-    """Store events not seen before (first write wins), each marked unfolded in the same
-    commit; the rollups take them in the background."""
+    """Store events not seen before (first write wins), with what each feeds every meter,
+    unfolded, in the same commit; the rollups take them in the background."""
     unique: dict[str, EventIn] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
@@ -229,10 +229,24 @@ def _insert_new(events: list[EventIn]) -> set[str]:
         rows=rows,
         tail="ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id",
     )
+    pk_of = {event_id: pk for pk, event_id in returned}
     insert_rows(
-        head=f"INSERT INTO {UnfoldedEvent._meta.db_table} (id)",
-        types=["bigint"],
-        rows=[[pk] for pk, _ in returned],
+        head=f"INSERT INTO {UnfoldedUsage._meta.db_table} (event_id, meter_id, "
+        "external_customer_id, timestamp, value, unique_value)",
+        types=["bigint", "text", "text", "timestamptz", "numeric", "text"],
+        rows=[
+            [
+                pk_of[e.event_id],
+                meter.pk,
+                e.external_customer_id,
+                e.timestamp,
+                None if isinstance(value, str) else value,
+                value if isinstance(value, str) else None,
+            ]
+            for e in events
+            if e.event_id in pk_of
+            for meter, value in e.feeds
+        ],
         tail="",
     )
-    return {event_id for _, event_id in returned}
+    return set(pk_of)

@@ -80,12 +80,27 @@ class Event(models.Model):
         return f"{self.event_name} {self.event_id}"
 
 
-class UnfoldedEvent(models.Model):
-    """An event stored but not yet folded into the rollups; written in the event's own
-    transaction. Usage reads take these from the raw log, so they are exact however far
-    folding lags."""
+class UnfoldedUsage(models.Model):
+    """What one stored event feeds one meter, kept until a fold adds it to the rollups.
 
-    id = models.BigIntegerField(primary_key=True)  # the Event's id
+    Written in the event's own transaction from the values ingest already parsed, so a fold
+    never re-reads events. Usage reads add these rows: exact however far folding lags.
+    """
+
+    event_id = models.BigIntegerField()  # the Event's id; orders arrivals for LATEST ties
+    meter = models.ForeignKey(
+        Meter, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
+    )
+    external_customer_id = models.CharField(max_length=255)
+    timestamp = models.DateTimeField()
+    value = models.DecimalField(max_digits=40, decimal_places=12, null=True)
+    # COUNT_UNIQUE's value; "" is a value, so null marks the other aggregations.
+    unique_value = models.CharField(max_length=255, null=True)  # noqa: DJ001
+
+    @property
+    def fed(self):
+        """The value as ``Partial.add`` takes it."""
+        return self.value if self.unique_value is None else self.unique_value
 
 
 class FoldState(models.Model):

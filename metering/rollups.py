@@ -1,9 +1,10 @@
-"""Hourly rollups per meter and customer, folded from the event log after ingest commits.
+"""Hourly rollups per meter and customer, folded in by a worker after ingest commits.
 
-Ingest writes each new event with an UnfoldedEvent row, in one transaction, and nothing
-else: it never waits on rollup rows. ``rollups_fold`` moves a chunk of unfolded events into
-UsageRollup and UsageDistinct in one transaction, aggregated inside PostgreSQL. Usage reads
-add the unfolded events from the raw log, so they are exact however far folding lags.
+Ingest stores each new event, and in the same transaction one UnfoldedUsage row for each
+meter it feeds: the value it already parsed. It never waits on rollup rows. ``rollups_fold``
+moves a chunk of those rows into UsageRollup and UsageDistinct in one statement (one
+transaction on SQLite). Usage reads add the unfolded rows, so they are exact however far
+folding lags, and check FoldState.version so that they never straddle a fold.
 """
 
 from collections import defaultdict
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import F, Q
 from django.utils import timezone
 
 from catalog.models import Meter
@@ -22,7 +23,7 @@ from metering.models import (
     Event,
     FoldState,
     MeterRollupState,
-    UnfoldedEvent,
+    UnfoldedUsage,
     UsageDistinct,
     UsageRollup,
 )
@@ -44,8 +45,6 @@ class Selection:
     customer: str | None = None
     start: datetime | None = None
     end: datetime | None = None
-    unfolded: bool | None = None  # only events not yet folded (True), or only folded (False)
-    ids: list[int] | None = None  # only these events (a fold's chunk), in id order
 
 
 def raw_partials(meter, selection: Selection, key: Callable) -> dict:
@@ -58,34 +57,25 @@ def raw_partials(meter, selection: Selection, key: Callable) -> dict:
         events = events.filter(timestamp__gte=selection.start)
     if selection.end is not None:
         events = events.filter(timestamp__lt=selection.end)
-    if selection.unfolded is not None:
-        unfolded = Q(id__in=UnfoldedEvent.objects.values("id"))
-        events = events.filter(unfolded if selection.unfolded else ~unfolded)
-    ids = selection.ids
-    # SQLite caps a statement's parameters; chunks in id order keep the order of arrival.
-    chunks = [None] if ids is None else [ids[i : i + 10_000] for i in range(0, len(ids), 10_000)]
     partials: dict = defaultdict(Partial)
-    for chunk in chunks:
-        rows = events if chunk is None else events.filter(id__in=chunk)
-        for customer, timestamp, properties in rows.order_by("timestamp", "id").values_list(
-            "external_customer_id", "timestamp", "properties"
-        ):
-            if not matches(meter, meter.event_name, properties):
-                continue
-            try:
-                value = meter_value(meter, properties)
-            except ValueError:
-                continue  # stored before this meter existed and cannot feed it
-            partials[key(customer, timestamp)].add(timestamp, value)
+    for customer, timestamp, properties in events.order_by("timestamp", "id").values_list(
+        "external_customer_id", "timestamp", "properties"
+    ):
+        if not matches(meter, meter.event_name, properties):
+            continue
+        try:
+            value = meter_value(meter, properties)
+        except ValueError:
+            continue  # stored before this meter existed and cannot feed it
+        partials[key(customer, timestamp)].add(timestamp, value)
     return partials
 
 
 def _partials_query(meter, selection: Selection) -> tuple[str, list]:
     """SQL for ``raw_partials`` by (customer, hour) inside PostgreSQL, with the same rules:
     every filter key's text among its values, and only numeric text for numeric meters.
-    Its columns are those of a rollup row after meter_id, then the distinct values."""
-    events, unfolded = Event._meta.db_table, UnfoldedEvent._meta.db_table
-    where, params, from_params = ["event_name = %s"], [meter.event_name], []
+    Its columns are those of a rollup row, then the distinct values."""
+    where, params = ["event_name = %s"], [meter.event_name]
     for column, op, value in (
         ("external_customer_id", "=", selection.customer),
         ("timestamp", ">=", selection.start),
@@ -94,23 +84,6 @@ def _partials_query(meter, selection: Selection) -> tuple[str, list]:
         if value is not None:
             where.append(f"{column} {op} %s")
             params.append(value)
-    # A few ids drive the scan: each is looked up by primary key. OFFSET 0 keeps the planner
-    # from turning that round, whatever its statistics of a table that churns say.
-    source = f"{events}"
-    if selection.ids is not None:
-        driver = "SELECT unnest(string_to_array(%s, ',')::bigint[]) AS driver_id"
-        from_params.append(",".join(map(str, selection.ids)))
-    elif selection.unfolded:
-        driver = f"SELECT id AS driver_id FROM {unfolded}"
-    else:
-        driver = None
-    if driver:
-        source = (
-            f"({driver}) AS d CROSS JOIN LATERAL "
-            f"(SELECT * FROM {events} WHERE id = d.driver_id OFFSET 0) AS e"
-        )
-    if selection.unfolded is False:
-        where.append(f"id NOT IN (SELECT id FROM {unfolded})")
     for item in meter.filters:
         where.append("properties ->> %s = ANY(%s)")
         params += [item["key"], list(item["values"])]
@@ -126,16 +99,16 @@ def _partials_query(meter, selection: Selection) -> tuple[str, list]:
         where.append("properties ->> %s ~ %s")
         params += [meter.field, NUMERIC_TEXT]
     sql = (
-        "SELECT external_customer_id, date_trunc('hour', timestamp) AS bucket, "
+        "SELECT %s AS meter_id, external_customer_id, date_trunc('hour', timestamp) AS bucket, "
         "count(*) AS event_count, coalesce(sum(v), 0) AS value_sum, max(v) AS value_max, "
         "max(timestamp) FILTER (WHERE v IS NOT NULL) AS latest_at, "
         "(array_agg(v ORDER BY timestamp DESC, id DESC))[1] AS latest_value, "
         "coalesce(sum(v * extract(epoch FROM timestamp)), 0) AS value_time_sum, "
         "array_remove(array_agg(DISTINCT u), NULL) AS distinct_values "
         f"FROM (SELECT id, external_customer_id, timestamp, {value} AS v, {unique} AS u "
-        f"FROM {source} WHERE {' AND '.join(where)}) AS fed GROUP BY 1, 2"
+        f"FROM {Event._meta.db_table} WHERE {' AND '.join(where)}) AS fed GROUP BY 1, 2, 3"
     )
-    return sql, select_params + from_params + params
+    return sql, [meter.pk, *select_params, *params]
 
 
 def _sql_partials(meter, selection: Selection) -> dict:
@@ -143,7 +116,7 @@ def _sql_partials(meter, selection: Selection) -> dict:
         cursor.execute(*_partials_query(meter, selection))
         rows = cursor.fetchall()
     partials = {}
-    for customer, bucket, count, total, maximum, latest_at, latest_value, vt, distinct in rows:
+    for _, customer, bucket, count, total, maximum, latest_at, latest_value, vt, distinct in rows:
         partials[customer, bucket] = Partial(
             count=count,
             total=total,
@@ -238,35 +211,54 @@ def rollups_write(meter_id, partials: dict[tuple[str, datetime], Partial]) -> No
         )
 
 
-def _sql_fold(meter, selection: Selection) -> None:
-    """Aggregate the selected events into one meter's rollups in one statement inside
-    PostgreSQL: no rollup row travels through Python."""
-    query, params = _partials_query(meter, selection)
+def _merge_sql(fed: str) -> str:
+    """One statement that merges ``fed`` (rows shaped like ``_partials_query``'s, after
+    any CTEs it needs) into the rollups, and answers how many events it held."""
     columns = (
-        "external_customer_id, bucket, event_count, value_sum, value_max, latest_at, "
-        "latest_value, value_time_sum"
+        "meter_id, external_customer_id, bucket, event_count, value_sum, value_max, "
+        "latest_at, latest_value, value_time_sum"
     )
-    sql = (
-        f"WITH fed AS MATERIALIZED ({query}), "
-        f"rolled AS ({ROLLUP_INSERT} SELECT %s, {columns} FROM fed {ROLLUP_MERGE}) "
-        f"{DISTINCT_INSERT} SELECT %s, external_customer_id, bucket, unnest(distinct_values) "
-        f"FROM fed {DISTINCT_MERGE}"
+    return (
+        f"{fed}, rolled AS ({ROLLUP_INSERT} SELECT {columns} FROM fed "
+        f"WHERE meter_id IN (SELECT id FROM {Meter._meta.db_table}) {ROLLUP_MERGE}), "
+        f"uniques AS ({DISTINCT_INSERT} SELECT meter_id, external_customer_id, bucket, "
+        f"unnest(distinct_values) FROM fed WHERE meter_id IN (SELECT id FROM "
+        f"{Meter._meta.db_table}) {DISTINCT_MERGE}) "
+        "SELECT coalesce(sum(event_count), 0) FROM fed"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, meter.pk, meter.pk])
 
 
-def _fold_into(meter, selection: Selection) -> None:
-    """Add the selected events into one meter's rollups."""
-    if connection.vendor == "postgresql":
-        _sql_fold(meter, selection)
-    else:
-        rollups_write(meter.pk, hourly_partials(meter, selection))
+_UNFOLDED = UnfoldedUsage._meta.db_table
+# A chunk of unfolded rows, taken and aggregated in the same statement (one snapshot).
+_FOLD_SQL = _merge_sql(
+    f"WITH taken AS (DELETE FROM {_UNFOLDED} WHERE id IN "
+    f"(SELECT id FROM {_UNFOLDED} ORDER BY id LIMIT %s) RETURNING *), "
+    "fed AS MATERIALIZED (SELECT meter_id, external_customer_id, "
+    "date_trunc('hour', timestamp) AS bucket, count(*) AS event_count, "
+    "coalesce(sum(value), 0) AS value_sum, max(value) AS value_max, "
+    "max(timestamp) FILTER (WHERE value IS NOT NULL) AS latest_at, "
+    "(array_agg(value ORDER BY timestamp DESC, event_id DESC))[1] AS latest_value, "
+    "coalesce(sum(value * extract(epoch FROM timestamp)), 0) AS value_time_sum, "
+    "array_remove(array_agg(DISTINCT unique_value), NULL) AS distinct_values "
+    "FROM taken GROUP BY 1, 2, 3)"
+)
+
+
+def unfolded_partials(key: Callable, **filters) -> dict:
+    """Partials of the unfolded rows that match ``filters``, by ``key(row)``."""
+    partials: dict = defaultdict(Partial)
+    rows = UnfoldedUsage.objects.filter(**filters).order_by("timestamp", "event_id")
+    for row in rows.only("meter_id", "external_customer_id", "timestamp", "value", "unique_value"):
+        partials[key(row)].add(
+            row.timestamp, row.value if row.unique_value is None else row.unique_value
+        )
+    return partials
 
 
 def fold_lock() -> None:
-    """Serialise folds and rebuilds (SQLite serialises writers anyway)."""
-    FoldState.objects.select_for_update().get_or_create(pk=1)
+    """Serialise folds and rebuilds; on SQLite this write takes the database's write lock."""
+    FoldState.objects.get_or_create(pk=1)
+    FoldState.objects.select_for_update().filter(pk=1).update(version=F("version"))
 
 
 def _version_bump() -> None:
@@ -278,35 +270,42 @@ def fold_version() -> int:
     return FoldState.objects.filter(pk=1).values_list("version", flat=True).first() or 0
 
 
-def _unfolded_take(limit: int) -> list[int]:
-    """Remove the oldest unfolded rows, up to ``limit``; their event ids, in order."""
-    table = UnfoldedEvent._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id LIMIT %s) "
-            "RETURNING id",
-            [limit],
-        )
-        return sorted(row[0] for row in cursor.fetchall())
+def _fold_chunk(limit: int) -> int:
+    """Move the oldest unfolded rows, up to ``limit``, into the rollups; how many moved."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
+            cursor.execute(_FOLD_SQL, [limit])
+            (moved,) = cursor.fetchone()
+        return int(moved) if moved else 0
+    ids = list(UnfoldedUsage.objects.order_by("id").values_list("id", flat=True)[:limit])
+    if not ids:
+        return 0
+    taken = unfolded_partials(
+        lambda row: (row.meter_id, row.external_customer_id, hour_of(row.timestamp)),
+        id__lte=ids[-1],  # nothing else can commit: fold_lock holds SQLite's write lock
+    )
+    UnfoldedUsage.objects.filter(id__lte=ids[-1]).delete()
+    by_meter: dict = defaultdict(dict)
+    for (meter_id, customer, bucket), partial in taken.items():
+        by_meter[meter_id][customer, bucket] = partial
+    for meter_id in Meter.objects.filter(pk__in=by_meter).values_list("pk", flat=True):
+        rollups_write(meter_id, by_meter[meter_id])
+    return len(ids)
 
 
 def rollups_fold(*, limit: int = FOLD_CHUNK, rounds: int = FOLD_ROUNDS) -> int:
-    """Fold unfolded events into every meter's rollups, oldest first, a chunk per
-    transaction. Returns how many events were folded."""
-    from metering.ingestion import meters_by_event_name
-
+    """Fold unfolded usage into the rollups, oldest first, a chunk per transaction.
+    Returns how many (event, meter) rows were folded."""
     folded = 0
     for _ in range(rounds):
         with transaction.atomic():
             fold_lock()
-            ids = _unfolded_take(limit)
-            if ids:
-                for meters in meters_by_event_name().values():
-                    for meter in meters:
-                        _fold_into(meter, Selection(ids=ids))
+            moved = _fold_chunk(limit)
+            if moved:
                 _version_bump()
-        folded += len(ids)
-        if len(ids) < limit:
+        folded += moved
+        if moved < limit:
             break
     return folded
 
@@ -321,15 +320,31 @@ def rollups_fold_request() -> None:
 
 @transaction.atomic
 def meter_rollups_rebuild(*, meter: Meter) -> int:
-    """Recompute one meter's rollups from every folded event, after the meter is created or
-    changed; returns how many events feed it. Unfolded events reach it at their fold."""
+    """Recompute one meter's rollups from every event, after the meter is created or
+    changed, dropping its unfolded rows (made under the old definition) in the same
+    snapshot. Returns how many events feed it."""
     fold_lock()
     MeterRollupState.objects.update_or_create(meter=meter, defaults={"built_at": timezone.now()})
     UsageRollup.objects.filter(meter=meter).delete()
     UsageDistinct.objects.filter(meter=meter).delete()
-    _fold_into(meter, Selection(unfolded=False))
+    if connection.vendor == "postgresql":
+        query, params = _partials_query(meter, Selection())
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _merge_sql(
+                    f"WITH dropped AS (DELETE FROM {_UNFOLDED} WHERE meter_id = %s), "
+                    f"fed AS MATERIALIZED ({query})"
+                ),
+                [meter.pk, *params],
+            )
+            (count,) = cursor.fetchone()
+    else:
+        UnfoldedUsage.objects.filter(meter=meter).delete()
+        partials = hourly_partials(meter, Selection())
+        rollups_write(meter.pk, partials)
+        count = sum(p.count for p in partials.values())
     _version_bump()
-    return UsageRollup.objects.filter(meter=meter).aggregate(n=Sum("event_count"))["n"] or 0
+    return int(count)
 
 
 def stale_meters():

@@ -17,6 +17,7 @@ from metering.rollups import (
     hourly_partials,
     raw_partials,
     rollups_ready,
+    unfolded_partials,
 )
 
 HOUR = timedelta(hours=1)
@@ -60,11 +61,21 @@ def consistent_with_folds(read):
         return read()
 
 
-def _edges(meter, customer: str, start: datetime, end: datetime, unfolded=None) -> dict:
-    """Raw events of ``[start, end)`` by hour: a window's partial edge hours, and the events
-    of its whole hours that the rollups do not hold yet."""
-    selection = Selection(customer=customer, start=start, end=end, unfolded=unfolded)
+def _edges(meter, customer: str, start: datetime, end: datetime) -> dict:
+    """Raw events of ``[start, end)`` by hour: a window's partial edge hours."""
+    selection = Selection(customer=customer, start=start, end=end)
     return {bucket: p for (_, bucket), p in hourly_partials(meter, selection).items()}
+
+
+def _unfolded(meter, customer: str, start: datetime, end: datetime) -> dict:
+    """What the rollups of ``[start, end)`` do not hold yet, by hour."""
+    return unfolded_partials(
+        lambda row: hour_of(row.timestamp),
+        meter=meter,
+        external_customer_id=customer,
+        timestamp__gte=start,
+        timestamp__lt=end,
+    )
 
 
 def _rollup_total(meter, customer: str, start: datetime, end: datetime) -> Partial:
@@ -202,7 +213,7 @@ def usage_partials(
             middle = _rollup_partials(meter, external_customer_id, *whole)
         else:
             middle = {first_full: _rollup_total(meter, external_customer_id, *whole)}
-        return middle, _edges(meter, external_customer_id, *whole, unfolded=True)
+        return middle, _unfolded(meter, external_customer_id, *whole)
 
     middle, unfolded = consistent_with_folds(read_whole_hours)
     found: dict[datetime, Partial] = {}

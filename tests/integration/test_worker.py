@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from billing.demo import demo_catalog_load, scenario_load
 from billing.models import FinalizedInvoiceError, Invoice
 from billing.services import subscription_create
-from metering.models import Customer, UnfoldedEvent, UsageRollup
+from metering.models import Customer, UnfoldedUsage, UsageRollup
 from metering.services import api_key_create
 from metering.tasks import rollups_refresh
 from tests.integration.conftest import wait_for
@@ -71,7 +71,7 @@ def test_an_ingested_event_reaches_the_persisted_draft(setup):
 
     wait_for(output_counted, timeout=10)
     # The worker folded both events into the rollups, which now hold them.
-    wait_for(lambda: not UnfoldedEvent.objects.exists(), timeout=10)
+    wait_for(lambda: not UnfoldedUsage.objects.exists(), timeout=10)
     assert UsageRollup.objects.filter(external_customer_id="acme").count() == 2
 
 
@@ -94,7 +94,7 @@ def test_draft_converges_after_the_worker_is_killed_mid_burst(setup, worker):
     line = invoice.line_items.get(price__meter__feature__lookup_key="o1-input")
     assert line.quantity == 4_000_000
     # Every event is folded exactly once, whatever the kill interrupted.
-    wait_for(lambda: not UnfoldedEvent.objects.exists(), timeout=60)
+    wait_for(lambda: not UnfoldedUsage.objects.exists(), timeout=60)
     folded = UsageRollup.objects.filter(meter=line.price.meter).aggregate(Sum("value_sum"))
     assert folded["value_sum__sum"] == 4_000_000
 

@@ -61,6 +61,7 @@ def test_filters_compare_properties_as_strings():
         (0.1, "0.1"),
         ("1e3", "1E+3"),
         (-4, "-4"),
+        ("2.500000000000000000000", "2.5"),  # zeros past 12 places change nothing
     ],
 )
 def test_numbers_arrive_as_json_numbers_or_numeric_strings(raw, expected):
@@ -82,6 +83,8 @@ def test_numbers_arrive_as_json_numbers_or_numeric_strings(raw, expected):
         [],
         {},
         "0.0000000000001",
+        # 29 decimals in 30 digits: Decimal's 28-digit context would round it to 1.
+        "1.00000000000000000000000000001",
     ],
 )
 def test_non_numbers_and_absurd_numbers_are_refused(raw):

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from metering.ingestion import EventRejected
-from metering.models import UnfoldedEvent, UsageDistinct, UsageRollup
+from metering.models import UnfoldedUsage, UsageDistinct, UsageRollup
 from metering.rollups import (
     fold_version,
     meter_rollups_rebuild,
@@ -69,7 +69,7 @@ EVENTS = [
 def test_usage_is_the_same_before_during_and_after_folding(aggregation, field, expected):
     m = MeterFactory(aggregation=aggregation, field=field)
     ingest(*EVENTS, now=NOW, fold=False)
-    assert UnfoldedEvent.objects.count() == len(EVENTS)
+    assert UnfoldedUsage.objects.count() == len(EVENTS)
     assert not UsageRollup.objects.exists()
     unfolded = usage(m)
     assert unfolded == raw_usage(m)
@@ -77,7 +77,7 @@ def test_usage_is_the_same_before_during_and_after_folding(aggregation, field, e
         assert unfolded == Decimal(expected)
 
     assert rollups_fold(limit=3) == len(EVENTS)  # three chunks, three transactions
-    assert not UnfoldedEvent.objects.exists()
+    assert not UnfoldedUsage.objects.exists()
     assert UsageRollup.objects.filter(meter=m).exists()
     assert usage(m) == unfolded
     assert usage(m, customer="globex") == raw_usage(m, customer="globex")
@@ -115,23 +115,37 @@ def test_count_unique_values_are_folded_per_hour():
     assert usage(m) == 3
 
 
-def test_a_replayed_event_is_not_queued_for_folding_again():
+def test_a_replayed_event_is_not_unfolded_again():
     m = MeterFactory()
     ingest(EVENTS[1], now=NOW)
     replay = ingest(EVENTS[1], now=NOW, fold=False)
     assert replay.duplicates == 1
-    assert not UnfoldedEvent.objects.exists()
+    assert not UnfoldedUsage.objects.exists()
     assert usage(m) == 40
 
 
-def test_a_rebuild_leaves_unfolded_events_to_their_fold():
+def test_a_rebuild_takes_every_event_and_drops_the_meters_unfolded_rows():
     m = MeterFactory()
+    other = MeterFactory(feature__lookup_key="other", aggregation="COUNT", field="")
     ingest(*EVENTS[:3], now=NOW)
     ingest(*EVENTS[3:], now=NOW, fold=False)
-    assert meter_rollups_rebuild(meter=m) == 3  # the folded ones only
+    assert meter_rollups_rebuild(meter=m) == len(EVENTS)
+    assert not UnfoldedUsage.objects.filter(meter=m).exists()
+    assert UnfoldedUsage.objects.filter(meter=other).count() == len(EVENTS) - 3
     assert usage(m) == raw_usage(m) == Decimal(112)
     rollups_fold()
     assert usage(m) == raw_usage(m) == Decimal(112)  # nothing counted twice
+    assert usage(other) == raw_usage(other) == 6
+
+
+def test_a_meter_deleted_before_its_usage_is_folded_is_skipped():
+    m = MeterFactory()
+    kept = MeterFactory(feature__lookup_key="kept", aggregation="COUNT", field="")
+    ingest(*EVENTS, now=NOW, fold=False)
+    m.delete()
+    assert rollups_fold() >= len(EVENTS)
+    assert not UnfoldedUsage.objects.exists()
+    assert usage(kept) == 6
 
 
 def test_every_fold_moves_the_version_and_an_empty_one_does_not():
@@ -153,7 +167,7 @@ def test_a_read_that_straddles_a_fold_is_read_again():
         if not seen:
             rollups_fold()  # a fold commits between this read's queries
         seen.append(rollup_rows)
-        return rollup_rows, UnfoldedEvent.objects.count()
+        return rollup_rows, UnfoldedUsage.objects.count()
 
     rollup_rows, unfolded = consistent_with_folds(read)
     assert len(seen) == 2 and seen[0] == 0
@@ -168,7 +182,7 @@ def test_fold_request_runs_the_task_and_clears_its_flag(settings):
     MeterFactory()
     ingest(EVENTS[0], now=NOW, fold=False)
     rollups_fold_request()  # Celery runs eagerly here, as `make run` does
-    assert not UnfoldedEvent.objects.exists()
+    assert not UnfoldedUsage.objects.exists()
     assert cache.get(FOLD_FLAG) is None
 
 
@@ -176,7 +190,7 @@ def test_ingest_asks_for_a_fold_when_it_commits(django_capture_on_commit_callbac
     m = MeterFactory()
     with django_capture_on_commit_callbacks(execute=True):
         ingest(*EVENTS, now=NOW, fold=False)
-    assert not UnfoldedEvent.objects.exists()
+    assert not UnfoldedUsage.objects.exists()
     assert UsageRollup.objects.filter(meter=m).exists()
 
 
