@@ -27,13 +27,14 @@ class EventRejected(ValueError):
     """An event that cannot be stored; the message says why."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EventIn:
     event_id: str
     event_name: str
     external_customer_id: str
     timestamp: datetime
     properties: dict
+    properties_json: str  # as stored
     source: str
     feeds: tuple  # ((meter, value), ...) for every meter the event feeds
 
@@ -103,6 +104,9 @@ def _timestamp(raw: dict, now: datetime) -> datetime:
     return moment
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _check_json(value, depth: int = 0) -> None:
     if depth > MAX_DEPTH:
         raise EventRejected(f"properties are nested more than {MAX_DEPTH} levels deep")
@@ -118,16 +122,22 @@ def _check_json(value, depth: int = 0) -> None:
             _check_json(item, depth + 1)
 
 
-def _properties(raw: dict) -> dict:
+def _properties(raw: dict) -> tuple[dict, str]:
+    """The properties and their JSON text, as stored."""
     properties = raw.get("properties")
     if properties is None:
-        return {}
+        return {}, "{}"
     if not isinstance(properties, dict):
         raise EventRejected("properties must be a JSON object")
-    _check_json(properties)
-    if len(json.dumps(properties)) > MAX_PROPERTIES_BYTES:
+    text = json.dumps(properties)
+    if len(text) > MAX_PROPERTIES_BYTES:
         raise EventRejected(f"properties are larger than {MAX_PROPERTIES_BYTES} bytes")
-    return properties
+    if all(type(v) in _SCALARS for v in properties.values()):  # flat: the common case
+        if "\x00" in "".join(k + v if type(v) is str else k for k, v in properties.items()):
+            raise EventRejected("properties must not contain NUL characters")
+    else:
+        _check_json(properties)
+    return properties, text
 
 
 def event_parse(raw, *, meters: dict[str, list[Meter]], now: datetime) -> EventIn:
@@ -139,7 +149,7 @@ def event_parse(raw, *, meters: dict[str, list[Meter]], now: datetime) -> EventI
     event_id = _text(raw, "event_id", required=False) or new_id("evt")
     source = _text(raw, "source", required=False)
     timestamp = _timestamp(raw, now)
-    properties = _properties(raw)
+    properties, properties_json = _properties(raw)
     if event_name not in meters:
         raise EventRejected(f"no meter uses event_name {event_name!r}")
     feeds = []
@@ -156,6 +166,7 @@ def event_parse(raw, *, meters: dict[str, list[Meter]], now: datetime) -> EventI
         external_customer_id=external_customer_id,
         timestamp=timestamp,
         properties=properties,
+        properties_json=properties_json,
         source=source,
         feeds=tuple(feeds),
     )
@@ -218,7 +229,7 @@ def _insert_new(events: list[EventIn]) -> set[str]:
             e.timestamp,
             now,
             e.source,
-            json.dumps(e.properties),
+            e.properties_json,
         ]
         for e in events
     ]
