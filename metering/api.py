@@ -23,6 +23,7 @@ from metering.ingestion import (
     event_parse,
     events_ingest,
     meters_by_event_name,
+    single_events,
 )
 from metering.models import Customer, Event
 
@@ -297,7 +298,7 @@ class EventIngestView(APIView):
             event = event_parse(request.data, meters=meters_by_event_name(), now=timezone.now())
         except EventRejected as error:
             return error_response(400, str(error), {"event": str(error)})
-        events_ingest(events=[event])
+        single_events.submit(event)
         return Response(
             {"message": "Event accepted for processing", "event_id": event.event_id},
             status=status.HTTP_202_ACCEPTED,

@@ -3,3 +3,17 @@ from django.apps import AppConfig
 
 class MeteringConfig(AppConfig):
     name = "metering"
+
+    def ready(self):
+        from django.db.models.signals import post_delete, post_save
+
+        from catalog.models import Feature, Meter
+        from metering.auth import api_keys_forget
+        from metering.ingestion import meters_forget
+        from metering.models import ApiKey
+
+        for model, forget in ((Meter, meters_forget), (Feature, meters_forget)):
+            post_save.connect(forget, sender=model, dispatch_uid=f"forget-{model.__name__}")
+            post_delete.connect(forget, sender=model, dispatch_uid=f"forget-d-{model.__name__}")
+        post_save.connect(api_keys_forget, sender=ApiKey, dispatch_uid="forget-keys")
+        post_delete.connect(api_keys_forget, sender=ApiKey, dispatch_uid="forget-d-keys")

@@ -1,3 +1,4 @@
+import time
 from datetime import timedelta
 
 from django.contrib.auth.models import AnonymousUser
@@ -11,6 +12,27 @@ from metering.models import ApiKey
 from metering.selectors import api_key_by_secret
 
 TOUCH_EVERY = timedelta(minutes=1)
+# A key revoked in another process stops working here within this long.
+KEY_RECHECK_SECONDS = 5.0
+_keys: dict[str, tuple[float, ApiKey]] = {}
+
+
+def api_key_active(raw: str) -> ApiKey | None:
+    """The active key with this secret, from a per-process cache of keys seen lately."""
+    hashed = ApiKey.hash(raw)
+    seen = _keys.get(hashed)
+    if seen is not None and time.monotonic() - seen[0] < KEY_RECHECK_SECONDS:
+        return seen[1]
+    key = api_key_by_secret(raw)
+    if key is None or not key.is_active:
+        _keys.pop(hashed, None)
+        return None
+    _keys[hashed] = (time.monotonic(), key)
+    return key
+
+
+def api_keys_forget(**kwargs) -> None:
+    _keys.clear()
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -20,13 +42,14 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = request.headers.get("x-api-key")
         if not raw:
             raise exceptions.NotAuthenticated("Send your API key in the x-api-key header.")
-        key = api_key_by_secret(raw)
-        if key is None or not key.is_active:
+        key = api_key_active(raw)
+        if key is None:
             raise exceptions.AuthenticationFailed("The API key is not valid or has been revoked.")
         now = timezone.now()
         if key.last_used_at is None or now - key.last_used_at > TOUCH_EVERY:
             # Throttled, so ingestion does not write a row per request.
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            key.last_used_at = now
         return AnonymousUser(), key
 
     def authenticate_header(self, request):

@@ -1,6 +1,8 @@
 """Event ingestion: validate, and store each event once."""
 
 import json
+import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,23 +47,32 @@ class IngestResult:
     duplicates: int
 
 
-_meters_cache: dict[str, tuple[tuple, dict[str, list[Meter]]]] = {}
+METERS_RECHECK_SECONDS = 1.0
+_meters_cache: dict[str, tuple[float, tuple, dict[str, list[Meter]]]] = {}
 
 
 def meters_by_event_name() -> dict[str, list[Meter]]:
-    """Every meter, grouped by event name. Cached per process until any meter changes,
-    which one tiny aggregate query per call detects."""
+    """Every meter, grouped by event name, cached per process. A change made in this process
+    shows at once (``meters_forget``); one made elsewhere within a second, when one tiny
+    aggregate query sees it."""
+    cached = _meters_cache.get(connection.alias)
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < METERS_RECHECK_SECONDS:
+        return cached[2]
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*), max(updated_at) FROM {Meter._meta.db_table}")
         version = tuple(cursor.fetchone())
-    cached = _meters_cache.get(connection.alias)
-    if cached is not None and cached[0] == version:
-        return cached[1]
-    grouped = defaultdict(list)
-    for meter in Meter.objects.select_related("feature"):
-        grouped[meter.event_name].append(meter)
-    _meters_cache[connection.alias] = (version, dict(grouped))
-    return _meters_cache[connection.alias][1]
+    if cached is None or cached[1] != version:
+        grouped = defaultdict(list)
+        for meter in Meter.objects.select_related("feature"):
+            grouped[meter.event_name].append(meter)
+        cached = (now, version, dict(grouped))
+    _meters_cache[connection.alias] = (now, cached[1], cached[2])
+    return cached[2]
+
+
+def meters_forget(**kwargs) -> None:
+    _meters_cache.clear()
 
 
 def _text(raw: dict, key: str, *, required: bool) -> str:
@@ -188,6 +199,58 @@ def events_ingest(*, events: list[EventIn]) -> IngestResult:
             lambda: usage_recorded.send(sender=Event, external_customer_ids=customers)
         )
     return IngestResult(stored=stored, duplicates=len(events) - len(stored))
+
+
+class _Slot:
+    __slots__ = ("event", "outcome", "done")
+
+    def __init__(self, event: EventIn):
+        self.event, self.outcome, self.done = event, None, False
+
+
+class GroupCommit:
+    """Single events from concurrent requests of one process, stored in one transaction.
+
+    A request whose event finds no commit running leads: it takes every queued event and
+    commits them together, then wakes the rest; one of those still waiting leads next. Each
+    request returns only once its own event is committed, so a 2xx still means durable,
+    while the commits (and the work after each) are shared by everyone who queued.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._queue: list[_Slot] = []
+        self._leading = False
+
+    def submit(self, event: EventIn) -> bool:
+        """Store ``event``; True if it was new."""
+        if connection.in_atomic_block:  # the caller's transaction must hold it
+            return bool(events_ingest(events=[event]).stored)
+        slot = _Slot(event)
+        with self._cond:
+            self._queue.append(slot)
+            while self._leading and not slot.done:
+                self._cond.wait()
+            if not slot.done:
+                self._leading = True
+                batch, self._queue = self._queue, []
+        if not slot.done:
+            try:
+                stored = {e.event_id for e in events_ingest(events=[s.event for s in batch]).stored}
+                outcomes = [s.event.event_id in stored for s in batch]
+            except Exception as error:  # every request in the batch reports it
+                outcomes = [error] * len(batch)
+            with self._cond:
+                for waiting, outcome in zip(batch, outcomes, strict=True):
+                    waiting.outcome, waiting.done = outcome, True
+                self._leading = False
+                self._cond.notify_all()
+        if isinstance(slot.outcome, Exception):
+            raise slot.outcome
+        return slot.outcome
+
+
+single_events = GroupCommit()
 
 
 def insert_rows(*, head: str, types: list[str], rows: list[list], tail: str) -> list[tuple]:

@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from catalog.models import Meter
+from config.coalesce import RecentlyQueued
 from metering.aggregation import NUMERIC_TEXT, Partial, matches, meter_value
 from metering.models import (
     Event,
@@ -310,11 +311,15 @@ def rollups_fold(*, limit: int = FOLD_CHUNK, rounds: int = FOLD_ROUNDS) -> int:
     return folded
 
 
+_queued = RecentlyQueued(FOLD_DELAY_SECONDS)
+
+
 def rollups_fold_request() -> None:
     """Ask for a fold soon, coalescing bursts of ingest into one task."""
     from metering.tasks import rollups_fold_task
 
-    if cache.add(FOLD_FLAG, 1, timeout=60):
+    if "fold" not in _queued and cache.add(FOLD_FLAG, 1, timeout=60):
+        _queued.add("fold")
         rollups_fold_task.apply_async(countdown=FOLD_DELAY_SECONDS)
 
 

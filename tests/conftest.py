@@ -27,3 +27,14 @@ def eager_celery(request):
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = previous
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_caches():
+    """Each test starts as a fresh process would: no meters or API keys remembered from
+    another test's (rolled back) data."""
+    from metering.auth import api_keys_forget
+    from metering.ingestion import meters_forget
+
+    meters_forget()
+    api_keys_forget()
