@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -133,6 +134,14 @@ def _check_json(value, depth: int = 0) -> None:
             _check_json(item, depth + 1)
 
 
+def _json_text(value: dict) -> str:
+    """JSON text of parsed JSON; orjson is several times faster, but knows only 64-bit ints."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
+
+
 def _properties(raw: dict) -> tuple[dict, str]:
     """The properties and their JSON text, as stored."""
     properties = raw.get("properties")
@@ -140,7 +149,7 @@ def _properties(raw: dict) -> tuple[dict, str]:
         return {}, "{}"
     if not isinstance(properties, dict):
         raise EventRejected("properties must be a JSON object")
-    text = json.dumps(properties)
+    text = _json_text(properties)
     if len(text) > MAX_PROPERTIES_BYTES:
         raise EventRejected(f"properties are larger than {MAX_PROPERTIES_BYTES} bytes")
     if all(type(v) in _SCALARS for v in properties.values()):  # flat: the common case

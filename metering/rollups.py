@@ -315,11 +315,15 @@ _queued = RecentlyQueued(FOLD_DELAY_SECONDS)
 
 
 def rollups_fold_request() -> None:
-    """Ask for a fold soon, coalescing bursts of ingest into one task."""
+    """Ask for a fold soon, coalescing bursts of ingest into one task. When another
+    process's fold is already queued, it is also remembered here: a fold that starts late
+    leaves events for the next one, which only delays the rollups, never a usage figure."""
     from metering.tasks import rollups_fold_task
 
-    if "fold" not in _queued and cache.add(FOLD_FLAG, 1, timeout=60):
-        _queued.add("fold")
+    if "fold" in _queued:
+        return
+    _queued.add("fold")
+    if cache.add(FOLD_FLAG, 1, timeout=60):
         rollups_fold_task.apply_async(countdown=FOLD_DELAY_SECONDS)
 
 

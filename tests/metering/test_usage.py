@@ -231,3 +231,10 @@ def test_daily_windows_add_edge_hours_to_the_same_day():
         window_size="DAY",
     )
     assert windows == raw == [(day, Decimal(3)), (day + timedelta(days=1), Decimal(4))]
+
+
+def test_properties_are_stored_as_sent_even_beyond_64_bit_integers():
+    MeterFactory()
+    big = 10**30 + 1
+    ingest(event("big", START + timedelta(days=1), tokens=1, serial=big, ratio=0.1), now=NOW)
+    assert Event.objects.get().properties == {"tokens": 1, "serial": big, "ratio": 0.1}
