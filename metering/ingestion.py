@@ -291,7 +291,32 @@ def insert_rows(*, head: str, types: list[str], rows: list[list], tail: str) -> 
         return cursor.fetchall() if cursor.description else []
 
 
+_EVENT_INSERT = (
+    f"INSERT INTO {Event._meta.db_table} (event_id, event_name, external_customer_id, "
+    "timestamp, ingested_at, source, properties)"
+)
+_EVENT_TYPES = ["text", "text", "text", "timestamptz", "timestamptz", "text", "jsonb"]
+_UNFOLDED_INSERT = (
+    f"INSERT INTO {UnfoldedUsage._meta.db_table} (event_id, meter_id, external_customer_id, "
+    "timestamp, value, unique_value)"
+)
+# Events and what they feed, in one statement: each feed joins the event row it belongs to,
+# so replays (not inserted) feed nothing, and the client never handles the new ids.
+_INGEST_SQL = (
+    f"WITH new AS ({_EVENT_INSERT} SELECT * FROM unnest("
+    + ", ".join(f"%b::{t}[]" for t in _EVENT_TYPES)
+    + ") ON CONFLICT (event_id) DO NOTHING "
+    "RETURNING id, event_id, external_customer_id, timestamp), "
+    f"fed AS ({_UNFOLDED_INSERT} SELECT new.id, f.meter_id, new.external_customer_id, "
+    "new.timestamp, f.value, f.unique_value FROM unnest(%b::text[], %b::text[], "
+    "%b::numeric[], %b::text[]) AS f(event_key, meter_id, value, unique_value) "
+    "JOIN new ON new.event_id = f.event_key) "
+    "SELECT event_id FROM new"
+)
+
+
 def _insert_new(events: list[EventIn]) -> set[str]:
+    """Insert the events not stored yet, with what each feeds; their event ids."""
     now = timezone.now()
     rows = [
         [
@@ -305,30 +330,34 @@ def _insert_new(events: list[EventIn]) -> set[str]:
         ]
         for e in events
     ]
+    fed_by = [e for e in events for _ in e.feeds]
+    feeds = [
+        [e.event_id, meter.pk, *((None, value) if isinstance(value, str) else (value, None))]
+        for e in events
+        for meter, value in e.feeds
+    ]
+    if connection.vendor == "postgresql" and feeds:
+        import psycopg
+
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            columns = [list(c) for c in zip(*rows, strict=True)]
+            cursor.execute(_INGEST_SQL, columns + [list(c) for c in zip(*feeds, strict=True)])
+            return {event_id for (event_id,) in cursor.fetchall()}
     returned = insert_rows(
-        head=f"INSERT INTO {Event._meta.db_table} (event_id, event_name, "
-        "external_customer_id, timestamp, ingested_at, source, properties)",
-        types=["text", "text", "text", "timestamptz", "timestamptz", "text", "jsonb"],
+        head=_EVENT_INSERT,
+        types=_EVENT_TYPES,
         rows=rows,
         tail="ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id",
     )
     pk_of = {event_id: pk for pk, event_id in returned}
     insert_rows(
-        head=f"INSERT INTO {UnfoldedUsage._meta.db_table} (event_id, meter_id, "
-        "external_customer_id, timestamp, value, unique_value)",
+        head=_UNFOLDED_INSERT,
         types=["bigint", "text", "text", "timestamptz", "numeric", "text"],
         rows=[
-            [
-                pk_of[e.event_id],
-                meter.pk,
-                e.external_customer_id,
-                e.timestamp,
-                None if isinstance(value, str) else value,
-                value if isinstance(value, str) else None,
-            ]
-            for e in events
+            [pk_of[e.event_id], meter_id, e.external_customer_id, e.timestamp, value, unique]
+            for e, (_, meter_id, value, unique) in zip(fed_by, feeds, strict=True)
             if e.event_id in pk_of
-            for meter, value in e.feeds
         ],
         tail="",
     )

@@ -32,7 +32,7 @@ from metering.models import (
 FOLD_CHUNK = 50_000
 FOLD_ROUNDS = 20  # chunks per task run; the next run or beat takes the rest
 FOLD_FLAG = "tally:rollups-fold"
-FOLD_DELAY_SECONDS = 0.5
+FOLD_DELAY_SECONDS = 2.0
 
 
 def hour_of(moment: datetime) -> datetime:
