@@ -7,7 +7,7 @@ d. POST /v1/events/usage/meter over an anniversary window holding 1M events, lat
 
 Knobs (environment):
   BENCH_DATABASE_URL, BENCH_RUNS, BENCH_ONLY (any of bulk,single,usage)
-  BENCH_WORKERS, BENCH_WORKER_CLASS, BENCH_THREADS (gunicorn; default gthread 4x2)
+  BENCH_WORKERS, BENCH_WORKER_CLASS, BENCH_THREADS (gunicorn; default gthread 3x16)
   BENCH_BULK_BATCHES, BENCH_BULK_CONCURRENCY, BENCH_SINGLE_REQUESTS, BENCH_SINGLE_CONCURRENCY
   BENCH_USAGE_EVENTS, BENCH_USAGE_REQUESTS
   BENCH_CUSTOMERS, BENCH_SPREAD_HOURS (ingested events' timestamps span the last 48 h)
@@ -581,13 +581,14 @@ def main() -> dict:
     only = set(filter(None, os.environ.get("BENCH_ONLY", "bulk,single,usage").split(",")))
     cfg = {
         "runs": knob("RUNS", 5),
-        "workers": knob("WORKERS", 4),
+        # gunicorn.conf.py's defaults: few processes, many threads, so commits are shared
+        "workers": knob("WORKERS", 3),
         "worker_class": knob("WORKER_CLASS", "gthread"),
-        "threads": knob("THREADS", 2),
-        "bulk_batches": knob("BULK_BATCHES", 60),
+        "threads": knob("THREADS", 16),
+        "bulk_batches": knob("BULK_BATCHES", 150),
         "bulk_concurrency": knob("BULK_CONCURRENCY", 4),
-        "single_requests": knob("SINGLE_REQUESTS", 3000),
-        "single_concurrency": knob("SINGLE_CONCURRENCY", 8),
+        "single_requests": knob("SINGLE_REQUESTS", 6000),
+        "single_concurrency": knob("SINGLE_CONCURRENCY", 48),
         "usage_events": knob("USAGE_EVENTS", 1_000_000),
         "usage_requests": knob("USAGE_REQUESTS", 200),
         "customers": knob("CUSTOMERS", 200),
