@@ -81,7 +81,7 @@ def demo_catalog_load(*, scenario: dict) -> Plan:
 @transaction.atomic
 def demo_customers_load(*, scenario: dict, plan: Plan) -> list[Subscription]:
     """Subscribe the scenario's customers from an hour ago and send its events."""
-    rollups_refresh()
+    rollups_refresh(settle_seconds=0)
     now = timezone.now()
     period_start = now - timedelta(hours=1)
     subscriptions = {}

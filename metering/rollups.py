@@ -10,7 +10,7 @@ folding lags, and check FoldState.version so that they never straddle a fold.
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -356,11 +356,19 @@ def meter_rollups_rebuild(*, meter: Meter) -> int:
     return int(count)
 
 
-def stale_meters():
-    """Meters changed since their rollups were last built, or never built."""
-    return Meter.objects.filter(
+# A meter changed this recently may still have requests in flight that parsed events with
+# its old definition (web processes recheck meters every second); its rebuild waits, so that
+# their unfolded rows come before the rebuild drops them. Until then usage reads raw events.
+SETTLE_SECONDS = 10
+
+
+def stale_meters(*, settle_seconds: float = SETTLE_SECONDS):
+    """Meters changed since their rollups were last built, or never built, and not changed
+    in the last ``settle_seconds``."""
+    changed = Meter.objects.filter(
         Q(rollup_state__isnull=True) | Q(rollup_state__built_at__lt=F("updated_at"))
     )
+    return changed.filter(updated_at__lte=timezone.now() - timedelta(seconds=settle_seconds))
 
 
 def rollups_ready(meter) -> bool:

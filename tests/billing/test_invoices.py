@@ -32,7 +32,7 @@ START = datetime(2026, 11, 3, 13, 27, 41, tzinfo=UTC)
 def o1(o1_scenario, django_capture_on_commit_callbacks):
     """The o1 plan, its two customers subscribed from START, and the scenario's events."""
     plan = demo_catalog_load(scenario=o1_scenario)
-    rollups_refresh()
+    rollups_refresh(settle_seconds=0)
     subs = {}
     with time_machine.travel(START + timedelta(days=1), tick=False):
         for spec in o1_scenario["customers"]:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def setup(worker):
     plan = demo_catalog_load(scenario=scenario_load())
-    rollups_refresh()
+    rollups_refresh(settle_seconds=0)
     customer = Customer.objects.create(external_id="acme", name="Acme AI")
     subscription = subscription_create(
         customer=customer, plan=plan, start_date=timezone.now() - timedelta(hours=1)

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from metering.ingestion import EventRejected
 from metering.models import UnfoldedUsage, UsageDistinct, UsageRollup
@@ -206,3 +207,19 @@ def test_plain_numeric_text_is_read_alike_in_python_and_sql(text, value):
     m = MeterFactory()
     ingest(event("ok", START + timedelta(days=2), tokens=text), now=NOW)
     assert usage(m) == raw_usage(m) == Decimal(value)
+
+
+def test_a_changed_meter_is_rebuilt_only_once_it_has_settled():
+    import time_machine
+
+    from metering.tasks import rollups_refresh
+
+    m = MeterFactory()
+    ingest(*EVENTS, now=NOW)
+    m.filters = [{"key": "user", "values": ["u1"]}]
+    m.save()
+    assert rollups_refresh() == 0  # requests may still be parsing with the old filters
+    assert usage(m) == raw_usage(m) == Decimal(40)  # read from raw events meanwhile
+    with time_machine.travel(timezone.now() + timedelta(seconds=11)):
+        assert rollups_refresh() == 1
+    assert usage(m) == raw_usage(m) == Decimal(40)

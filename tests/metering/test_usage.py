@@ -51,7 +51,7 @@ def test_o1_scenario_quantities(o1_scenario):
             meter=_meter_fields(spec["meter"]),
         )
         meters[spec["lookup_key"]] = f.meter
-    rollups_refresh()
+    rollups_refresh(settle_seconds=0)
     period_start = datetime(2026, 11, 1, 13, 27, 41, tzinfo=UTC)  # anniversary, not on the hour
     period_end = datetime(2026, 12, 1, 13, 27, 41, tzinfo=UTC)
     for spec in o1_scenario["events"]:
@@ -183,7 +183,7 @@ def test_rebuild_counts_events_sent_before_the_meter_existed():
     assert not UsageRollup.objects.filter(meter=late_meter).exists()
     assert not rollups_ready(late_meter)
     assert usage(late_meter) == 10  # read from raw events until rebuilt
-    assert rollups_refresh() == 1
+    assert rollups_refresh(settle_seconds=0) == 1
     assert rollups_ready(late_meter) and rollups_ready(first)
     assert UsageRollup.objects.filter(meter=late_meter).get().value_sum == 10
     assert usage(late_meter) == 10
