@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import psycopg
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -244,16 +245,18 @@ class GroupCommit:
                 self._leading = True
                 batch, self._queue = self._queue, []
         if not slot.done:
+            outcomes: list = [RuntimeError("the commit was interrupted")] * len(batch)
             try:
                 stored = {e.event_id for e in events_ingest(events=[s.event for s in batch]).stored}
                 outcomes = [s.event.event_id in stored for s in batch]
             except Exception as error:  # every request in the batch reports it
                 outcomes = [error] * len(batch)
-            with self._cond:
-                for waiting, outcome in zip(batch, outcomes, strict=True):
-                    waiting.outcome, waiting.done = outcome, True
-                self._leading = False
-                self._cond.notify_all()
+            finally:  # whatever happened, the waiting requests hear of it and one leads next
+                with self._cond:
+                    for waiting, outcome in zip(batch, outcomes, strict=True):
+                        waiting.outcome, waiting.done = outcome, True
+                    self._leading = False
+                    self._cond.notify_all()
         if isinstance(slot.outcome, Exception):
             raise slot.outcome
         return slot.outcome
@@ -270,8 +273,6 @@ def insert_rows(*, head: str, types: list[str], rows: list[list], tail: str) -> 
     if not rows:
         return []
     if connection.vendor == "postgresql":
-        import psycopg
-
         arrays = ", ".join(f"%b::{t}[]" for t in types)
         connection.ensure_connection()
         with psycopg.Cursor(connection.connection) as cursor:
@@ -337,8 +338,6 @@ def _insert_new(events: list[EventIn]) -> set[str]:
         for meter, value in e.feeds
     ]
     if connection.vendor == "postgresql" and feeds:
-        import psycopg
-
         connection.ensure_connection()
         with psycopg.Cursor(connection.connection) as cursor:
             columns = [list(c) for c in zip(*rows, strict=True)]

@@ -1,5 +1,6 @@
-"""Usage reads. Whole hours come from rollups; only the partial hours at the edges of a
-window read raw events, so cost does not grow with the number of events."""
+"""Usage reads. Whole hours come from the rollups plus the rows not folded into them yet;
+only the partial hours at the edges of a window read raw events, so cost does not grow
+with the number of events."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
