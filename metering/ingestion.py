@@ -315,6 +315,8 @@ _INGEST_SQL = (
     "SELECT event_id FROM new"
 )
 
+_FRESH_SQL = _INGEST_SQL.replace(" ON CONFLICT (event_id) DO NOTHING", "")
+
 
 def _insert_new(events: list[EventIn]) -> set[str]:
     """Insert the events not stored yet, with what each feeds; their event ids."""
@@ -341,7 +343,12 @@ def _insert_new(events: list[EventIn]) -> set[str]:
         connection.ensure_connection()
         with psycopg.Cursor(connection.connection) as cursor:
             columns = [list(c) for c in zip(*rows, strict=True)]
-            cursor.execute(_INGEST_SQL, columns + [list(c) for c in zip(*feeds, strict=True)])
+            params = columns + [list(c) for c in zip(*feeds, strict=True)]
+            try:
+                with transaction.atomic():  # a replayed event id undoes only this attempt
+                    cursor.execute(_FRESH_SQL, params)
+            except psycopg.errors.UniqueViolation:
+                cursor.execute(_INGEST_SQL, params)
             return {event_id for (event_id,) in cursor.fetchall()}
     returned = insert_rows(
         head=_EVENT_INSERT,
