@@ -12,3 +12,11 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 timeout = 120
+
+
+def post_worker_init(worker):
+    """The app is loaded: move its objects out of the cyclic GC's reach, so collections
+    triggered by a big request do not rescan all of Django each time."""
+    import gc
+
+    gc.freeze()
