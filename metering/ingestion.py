@@ -312,6 +312,12 @@ _INGEST_SQL = (
 _FRESH_SQL = _INGEST_SQL.replace(" ON CONFLICT (event_id) DO NOTHING", "")
 
 
+def _feed_values(event: EventIn):
+    """(meter id, numeric value, COUNT_UNIQUE value) for each meter the event feeds."""
+    for meter, value in event.feeds:
+        yield (meter.pk, None, value) if isinstance(value, str) else (meter.pk, value, None)
+
+
 def _insert_new(events: list[EventIn]) -> set[str]:
     """Insert the events not stored yet, with what each feeds; their event ids."""
     now = timezone.now()
@@ -327,12 +333,7 @@ def _insert_new(events: list[EventIn]) -> set[str]:
         ]
         for e in events
     ]
-    fed_by = [e for e in events for _ in e.feeds]
-    feeds = [
-        [e.event_id, meter.pk, *((None, value) if isinstance(value, str) else (value, None))]
-        for e in events
-        for meter, value in e.feeds
-    ]
+    feeds = [[e.event_id, *fed] for e in events for fed in _feed_values(e)]
     if connection.vendor == "postgresql" and feeds:
         connection.ensure_connection()
         with psycopg.Cursor(connection.connection) as cursor:
@@ -356,8 +357,9 @@ def _insert_new(events: list[EventIn]) -> set[str]:
         types=["bigint", "text", "text", "timestamptz", "numeric", "text"],
         rows=[
             [pk_of[e.event_id], meter_id, e.external_customer_id, e.timestamp, value, unique]
-            for e, (_, meter_id, value, unique) in zip(fed_by, feeds, strict=True)
+            for e in events
             if e.event_id in pk_of
+            for meter_id, value, unique in _feed_values(e)
         ],
         tail="",
     )
