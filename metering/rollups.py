@@ -250,9 +250,7 @@ def unfolded_partials(key: Callable, **filters) -> dict:
     partials: dict = defaultdict(Partial)
     rows = UnfoldedUsage.objects.filter(**filters).order_by("timestamp", "event_id")
     for row in rows.only("meter_id", "external_customer_id", "timestamp", "value", "unique_value"):
-        partials[key(row)].add(
-            row.timestamp, row.value if row.unique_value is None else row.unique_value
-        )
+        partials[key(row)].add(row.timestamp, row.fed)
     return partials
 
 
