@@ -5,8 +5,8 @@ that bench/ingest.py left, with its own event ids):
 
     .venv/bin/python bench/insert_shapes.py
 
-a. what ingestion does today: Django's client-side binding, one text array per column;
-b. the same statement on a server-side-binding psycopg cursor with binary arrays (``%b``);
+a. what ingestion did before: Django's client-side binding, one text array per column;
+b. the same statement with binary arrays (``%b``), the shape ingestion uses now;
 c. COPY into a temporary table, then INSERT ... SELECT ... ON CONFLICT DO NOTHING.
 """
 

@@ -3,7 +3,6 @@
 Each change is made in memory at import, so its gain can be measured before anyone changes
 the app; none of them is a fix as written. Pick them with BENCH_WHATIF (comma-separated):
 
-- ``auth_cache``: API keys looked up once per process per 60 s (no query per request);
 - ``no_usage_hook``: no ``usage_recorded`` receivers, so ingest runs no billing query on
   commit (stands for doing that lookup at most once a minute per customer, or in a task);
 - ``lean_middleware``: only SecurityMiddleware and CommonMiddleware (the API needs no
@@ -13,7 +12,6 @@ the app; none of them is a fix as written. Pick them with BENCH_WHATIF (comma-se
 """
 
 import os
-import time
 
 import django
 
@@ -26,24 +24,6 @@ from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 CHANGES = set(filter(None, os.environ.get("BENCH_WHATIF", "").split(",")))
 
 
-def _auth_cache():
-    from metering.auth import ApiKeyAuthentication
-
-    original = ApiKeyAuthentication.authenticate
-    cache: dict[str, tuple[float, tuple]] = {}
-
-    def authenticate(self, request):
-        raw = request.headers.get("x-api-key") or ""
-        hit = cache.get(raw)
-        if hit and time.monotonic() - hit[0] < 60:
-            return hit[1]
-        result = original(self, request)
-        cache[raw] = (time.monotonic(), result)
-        return result
-
-    ApiKeyAuthentication.authenticate = authenticate
-
-
 def _no_usage_hook():
     from metering.signals import usage_recorded
 
@@ -51,8 +31,6 @@ def _no_usage_hook():
     usage_recorded.sender_receivers_cache.clear()
 
 
-if "auth_cache" in CHANGES:
-    _auth_cache()
 if "no_usage_hook" in CHANGES:
     _no_usage_hook()
 if "server_binding" in CHANGES:
@@ -62,7 +40,7 @@ if "lean_middleware" in CHANGES:
         "django.middleware.security.SecurityMiddleware",
         "django.middleware.common.CommonMiddleware",
     ]
-unknown = CHANGES - {"auth_cache", "no_usage_hook", "lean_middleware", "server_binding"}
+unknown = CHANGES - {"no_usage_hook", "lean_middleware", "server_binding"}
 if unknown:
     raise SystemExit(f"BENCH_WHATIF: unknown change(s) {sorted(unknown)}")
 

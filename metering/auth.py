@@ -9,7 +9,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
 from metering.models import ApiKey
-from metering.selectors import api_key_by_secret
+from metering.selectors import api_key_by_hash
 
 TOUCH_EVERY = timedelta(minutes=1)
 # A key revoked in another process stops working here within this long.
@@ -23,7 +23,7 @@ def api_key_active(raw: str) -> ApiKey | None:
     seen = _keys.get(hashed)
     if seen is not None and time.monotonic() - seen[0] < KEY_RECHECK_SECONDS:
         return seen[1]
-    key = api_key_by_secret(raw)
+    key = api_key_by_hash(hashed)
     if key is None or not key.is_active:
         _keys.pop(hashed, None)
         return None

@@ -292,13 +292,13 @@ def unmatched_customers():
     )
 
 
-def api_key_by_secret(raw: str) -> ApiKey | None:
-    """The key with this secret: id and status only, in plain SQL, as every call needs it."""
+def api_key_by_hash(hashed: str) -> ApiKey | None:
+    """The key whose secret hashes to ``hashed``: id and status only, in plain SQL."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, revoked_at, last_used_at FROM {ApiKey._meta.db_table} "
             "WHERE hashed_key = %s",
-            [ApiKey.hash(raw)],
+            [hashed],
         )
         row = cursor.fetchone()
     if row is None:
