@@ -2,6 +2,7 @@ from decimal import Decimal
 
 from django.db import models
 
+from catalog import pricing
 from catalog.ids import id_factory
 from catalog.models import AMOUNT, BillingPeriod, Meter, Plan, Price
 from metering.models import Customer
@@ -66,6 +67,10 @@ class Invoice(models.Model):
         FAILED = "FAILED"
         VOIDED = "VOIDED"
 
+    class BillingReason(models.TextChoices):
+        SUBSCRIPTION_CREATE = "SUBSCRIPTION_CREATE"  # the first period's advance charges
+        SUBSCRIPTION_CYCLE = "SUBSCRIPTION_CYCLE"
+
     id = models.CharField(
         primary_key=True, max_length=40, default=id_factory("inv"), editable=False
     )
@@ -77,6 +82,9 @@ class Invoice(models.Model):
     payment_status = models.CharField(
         max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.PENDING
     )
+    billing_reason = models.CharField(
+        max_length=32, choices=BillingReason.choices, default=BillingReason.SUBSCRIPTION_CYCLE
+    )
     currency = models.CharField(max_length=3)
     subtotal = models.DecimalField(**AMOUNT, default=Decimal(0))
     total = models.DecimalField(**AMOUNT, default=Decimal(0))
@@ -86,6 +94,9 @@ class Invoice(models.Model):
     finalized_at = models.DateTimeField(null=True, blank=True)
     voided_at = models.DateTimeField(null=True, blank=True)
     last_computed_at = models.DateTimeField(null=True, blank=True)
+    # The customer's events with an id up to this were all read by the last computation;
+    # on a finalized invoice, those above it are late usage.
+    usage_fence = models.BigIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -93,7 +104,7 @@ class Invoice(models.Model):
         ordering = ["-period_start", "-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["subscription", "period_start", "period_end"],
+                fields=["subscription", "period_start", "period_end", "billing_reason"],
                 name="one_invoice_per_subscription_period",
             )
         ]
@@ -122,22 +133,43 @@ class Invoice(models.Model):
 
 
 class InvoiceLineItem(models.Model):
+    """One charge, with a snapshot of what priced it: it explains itself however the catalog
+    changes later. Readers use the snapshot (``terms``, ``meter_definition``), never ``price``."""
+
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="line_items")
-    price = models.ForeignKey(Price, on_delete=models.PROTECT, null=True, related_name="+")
+    price = models.ForeignKey(
+        Price, on_delete=models.PROTECT, null=True, related_name="invoice_lines"
+    )
     meter = models.ForeignKey(Meter, on_delete=models.PROTECT, null=True, related_name="+")
     price_type = models.CharField(max_length=8)
+    invoice_cadence = models.CharField(max_length=8, default=Price.Cadence.ARREAR)
     display_name = models.CharField(max_length=255)
     quantity = models.DecimalField(max_digits=40, decimal_places=12)
     amount = models.DecimalField(**AMOUNT)
     currency = models.CharField(max_length=3)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
+    terms = models.JSONField(default=dict)  # pricing.terms_to_json of the price
+    meter_definition = models.JSONField(null=True, blank=True)  # Meter.definition()
+    unit_singular = models.CharField(max_length=64, blank=True)
+    unit_plural = models.CharField(max_length=64, blank=True)
+    packages = models.DecimalField(max_digits=40, decimal_places=12, null=True, blank=True)
+    event_count = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["id"]
 
     def __str__(self):
         return f"{self.display_name}: {self.amount}"
+
+    def priced_terms(self) -> pricing.Terms:
+        return pricing.terms_from_json(self.terms)
+
+    def metered_by(self) -> Meter | None:
+        """The meter as it was when this line was priced, unsaved."""
+        if self.meter_definition is None:
+            return None
+        return Meter.from_definition(self.meter_definition)
 
 
 class InvoiceSequence(models.Model):

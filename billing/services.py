@@ -15,7 +15,7 @@ from catalog import pricing
 from catalog.models import Meter, Plan, Price
 from catalog.money import round_money, total_of_lines
 from metering.models import Customer
-from metering.selectors import meter_usage
+from metering.selectors import Reading, meter_reading
 
 RECOMPUTE_DELAY_SECONDS = 1
 
@@ -28,26 +28,39 @@ class InvalidTransition(ValidationError):
 class Line:
     price: Price
     meter: Meter | None
-    price_type: str
-    display_name: str
+    terms: pricing.Terms
     quantity: Decimal
     amount: Decimal  # rounded to the currency
-    currency: str
     period_start: datetime
     period_end: datetime
+    event_count: int = 0
 
     def as_item(self, *, invoice: Invoice | None = None) -> InvoiceLineItem:
+        """The line with a snapshot of everything that priced it."""
+        price, meter = self.price, self.meter
+        feature = meter.feature if meter else None
         return InvoiceLineItem(
             invoice=invoice,
-            price=self.price,
-            meter=self.meter,
-            price_type=self.price_type,
-            display_name=self.display_name,
+            price=price,
+            meter=meter,
+            price_type=price.type,
+            invoice_cadence=price.invoice_cadence,
+            display_name=price.display_name or (feature.name if feature else "Fixed fee"),
             quantity=self.quantity,
             amount=self.amount,
-            currency=self.currency,
+            currency=price.currency,
             period_start=self.period_start,
             period_end=self.period_end,
+            terms=pricing.terms_to_json(self.terms),
+            meter_definition=meter.definition() if meter else None,
+            unit_singular=feature.unit_singular if feature else "",
+            unit_plural=feature.unit_plural if feature else "",
+            packages=(
+                pricing.packages_for(self.terms, self.quantity)
+                if self.terms.billing_model == pricing.PACKAGE
+                else None
+            ),
+            event_count=self.event_count,
         )
 
 
@@ -72,39 +85,42 @@ def _plan_prices(subscription: Subscription):
     )
 
 
+def usage_start(*, subscription: Subscription, meter: Meter, period_start: datetime) -> datetime:
+    """Where a period's usage of ``meter`` starts: a meter that never resets counts from
+    the subscription's start."""
+    if meter.reset_usage == Meter.ResetUsage.NEVER:
+        return subscription.start_date
+    return period_start
+
+
 def invoice_compute(
     *, subscription: Subscription, period_start: datetime, period_end: datetime
 ) -> Proposal:
     """Every line of the invoice for one period, live from usage; persists nothing."""
     lines = []
     for price in _plan_prices(subscription):
+        terms = price.terms()
+        meter, reading = None, Reading(quantity=Decimal(1), event_count=0)
         if price.type == Price.Type.USAGE:
             meter = price.meter
-            start = (
-                subscription.start_date
-                if meter.reset_usage == Meter.ResetUsage.NEVER
-                else period_start
-            )
-            quantity = meter_usage(
+            start = usage_start(subscription=subscription, meter=meter, period_start=period_start)
+            reading = meter_reading(
                 meter=meter,
                 external_customer_id=subscription.customer.external_id,
                 start=start,
                 end=period_end,
             )
-        else:
-            meter, quantity = None, Decimal(1)
-        amount = round_money(pricing.amount_for(price.terms(), quantity), price.currency)
+        amount = round_money(pricing.amount_for(terms, reading.quantity), price.currency)
         lines.append(
             Line(
                 price=price,
                 meter=meter,
-                price_type=price.type,
-                display_name=price.display_name or (meter.feature.name if meter else "Fixed fee"),
-                quantity=quantity,
+                terms=terms,
+                quantity=reading.quantity,
                 amount=amount,
-                currency=price.currency,
                 period_start=period_start,
                 period_end=period_end,
+                event_count=reading.event_count,
             )
         )
     return Proposal(

@@ -77,6 +77,23 @@ class Meter(models.Model):
     def __str__(self):
         return f"{self.event_name} · {self.aggregation}" + (f"({self.field})" if self.field else "")
 
+    DEFINITION = ("event_name", "aggregation", "field", "multiplier", "filters")
+
+    def definition(self) -> dict:
+        """What decides which events count and how: kept on every invoice line it priced."""
+        data = {name: getattr(self, name) for name in self.DEFINITION}
+        data["multiplier"] = None if self.multiplier is None else str(self.multiplier)
+        return data
+
+    @classmethod
+    def from_definition(cls, data: dict) -> "Meter":
+        """An unsaved meter that reads usage as ``data`` defined it (from raw events)."""
+        multiplier = data.get("multiplier")
+        return cls(
+            **{name: data[name] for name in cls.DEFINITION if name != "multiplier"},
+            multiplier=None if multiplier is None else Decimal(multiplier),
+        )
+
     def clean(self):
         validate_meter(
             aggregation=self.aggregation,

@@ -67,6 +67,6 @@ def format_unit_price(amount: Decimal, currency: str) -> str:
 
 def format_quantity(quantity: Decimal) -> str:
     """``5,000,000`` or ``1,234.5``: thousands separators, no trailing zeros."""
-    normal = quantity.normalize()
+    normal = Decimal(quantity).normalize()
     places = max(0, -normal.as_tuple().exponent)
     return f"{normal:,.{places}f}"

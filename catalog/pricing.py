@@ -90,3 +90,50 @@ def _slab(tiers: tuple[Tier, ...], quantity: Decimal) -> Decimal:
         total += (ceiling - floor) * tier.unit_amount + tier.flat_amount
         floor = ceiling
     return total
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def terms_to_json(terms: Terms) -> dict:
+    """``terms`` as JSON, amounts as exact decimal strings: what an invoice line keeps."""
+    return {
+        "billing_model": terms.billing_model,
+        "amount": str(terms.amount),
+        "divide_by": terms.divide_by,
+        "round": terms.round,
+        "free_units": str(terms.free_units),
+        "tier_mode": terms.tier_mode,
+        "tiers": [
+            {
+                "up_to": _text(t.up_to),
+                "unit_amount": str(t.unit_amount),
+                "flat_amount": str(t.flat_amount),
+            }
+            for t in terms.tiers
+        ],
+    }
+
+
+def terms_from_json(data: dict) -> Terms:
+    return Terms(
+        billing_model=data["billing_model"],
+        amount=Decimal(data["amount"]),
+        divide_by=data["divide_by"],
+        round=data["round"],
+        free_units=Decimal(data["free_units"]),
+        tier_mode=data["tier_mode"],
+        tiers=tuple(
+            Tier(
+                up_to=_number(t["up_to"]),
+                unit_amount=Decimal(t["unit_amount"]),
+                flat_amount=Decimal(t["flat_amount"]),
+            )
+            for t in data["tiers"]
+        ),
+    )

@@ -27,17 +27,27 @@ def price_example(price: Price) -> str:
     return f"{quantity.normalize():,f} {unit or 'units'} → {format_money(amount, price.currency)}"
 
 
-def price_summary(price: Price) -> str:
+def terms_summary(
+    terms: pricing.Terms, *, currency: str, fixed: bool, unit_singular: str, unit_plural: str
+) -> str:
     """How a price reads to a customer: ``$15.00 per 1,000,000 tokens``."""
-    unit = "units"
-    if price.meter_id:
-        unit = price.meter.feature.unit_plural or unit
-    amount = format_unit_price(price.amount, price.currency)
-    if price.billing_model == pricing.PACKAGE:
-        return f"{amount} per {format_quantity(Decimal(price.divide_by))} {unit}"
-    if price.billing_model == pricing.TIERED:
-        return f"Tiered ({price.tier_mode.lower()})"
-    if price.type == Price.Type.FIXED:
+    amount = format_unit_price(terms.amount, currency)
+    if terms.billing_model == pricing.PACKAGE:
+        per = format_quantity(Decimal(terms.divide_by or 1))
+        return f"{amount} per {per} {unit_plural or 'units'}"
+    if terms.billing_model == pricing.TIERED:
+        return f"Tiered ({terms.tier_mode.lower()})"
+    if fixed:
         return f"{amount} per period"
-    singular = price.meter.feature.unit_singular if price.meter_id else ""
-    return f"{amount} per {singular or 'unit'}"
+    return f"{amount} per {unit_singular or 'unit'}"
+
+
+def price_summary(price: Price) -> str:
+    feature = price.meter.feature if price.meter_id else None
+    return terms_summary(
+        price.terms(),
+        currency=price.currency,
+        fixed=price.type == Price.Type.FIXED,
+        unit_singular=feature.unit_singular if feature else "",
+        unit_plural=feature.unit_plural if feature else "",
+    )

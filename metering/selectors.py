@@ -2,6 +2,7 @@
 only the partial hours at the edges of a window read raw events, so cost does not grow
 with the number of events."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -230,18 +231,22 @@ def usage_partials(
     return sorted(found.items(), key=lambda item: item[0])
 
 
-def meter_usage(
+@dataclass(frozen=True)
+class Reading:
+    quantity: Decimal
+    event_count: int  # the events behind it
+
+
+def meter_reading(
     *,
     meter: Meter,
     external_customer_id: str,
     start: datetime,
     end: datetime,
     use_rollups: bool = True,
-) -> Decimal:
-    """The exact quantity of ``meter`` for one customer over ``[start, end)``.
-
-    ``use_rollups=False`` reads raw events only, for a meter that is not saved.
-    """
+) -> Reading:
+    """The exact quantity of ``meter`` for one customer over ``[start, end)``, and how many
+    events it counts. ``use_rollups=False`` reads raw events only, for a meter not saved."""
     total = Partial()
     for _, partial in usage_partials(
         meter=meter,
@@ -252,7 +257,12 @@ def meter_usage(
         by_hour=False,
     ):
         total.merge(partial)
-    return quantity(meter, total, start, end)
+    return Reading(quantity(meter, total, start, end), total.count)
+
+
+def meter_usage(**kwargs) -> Decimal:
+    """``meter_reading``'s quantity."""
+    return meter_reading(**kwargs).quantity
 
 
 def meter_usage_windows(

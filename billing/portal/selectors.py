@@ -4,10 +4,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from billing.models import Invoice, Subscription
+from billing.models import Invoice, InvoiceLineItem, Subscription
 from catalog import pricing
-from catalog.models import Meter
-from catalog.selectors import price_summary
+from catalog.models import Meter, Price
+from catalog.selectors import terms_summary
 from metering.models import Customer, Event
 from metering.selectors import meter_usage_windows
 
@@ -88,7 +88,7 @@ def proposed_invoice(subscription: Subscription | None) -> Invoice | None:
             period_start=subscription.current_period_start,
             invoice_status=Invoice.Status.DRAFT,
         )
-        .prefetch_related("line_items__price__meter__feature", "line_items__price__tiers")
+        .prefetch_related("line_items__meter__feature")
         .first()
     )
 
@@ -101,7 +101,7 @@ def feature_usage(invoice: Invoice, subscription: Subscription, now: datetime):
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     rows = []
     for line in invoice.line_items.all():
-        meter = line.price.meter
+        meter = line.meter
         if meter is None:
             continue
         feature = meter.feature
@@ -128,7 +128,7 @@ def feature_usage(invoice: Invoice, subscription: Subscription, now: datetime):
                 name=feature.name,
                 quantity=line.quantity,
                 unit=feature.unit_plural,
-                price=price_summary(line.price),
+                price=line_price_summary(line),
                 amount=line.amount,
                 currency=line.currency,
                 charts=(
@@ -149,6 +149,17 @@ def feature_usage(invoice: Invoice, subscription: Subscription, now: datetime):
     return rows
 
 
+def line_price_summary(line: InvoiceLineItem) -> str:
+    """The line's price as it was when the line was priced."""
+    return terms_summary(
+        line.priced_terms(),
+        currency=line.currency,
+        fixed=line.price_type == Price.Type.FIXED,
+        unit_singular=line.unit_singular,
+        unit_plural=line.unit_plural,
+    )
+
+
 @dataclass(frozen=True)
 class InvoiceRow:
     name: str
@@ -157,26 +168,32 @@ class InvoiceRow:
     unit_price: Decimal
     unit: str
     amount: Decimal
+    price: str
+    event_count: int
+    period_start: datetime
+    period_end: datetime
 
 
 def invoice_rows(invoice: Invoice) -> list[InvoiceRow]:
+    """The invoice's lines as they were priced: from each line's snapshot only."""
     rows = []
     for line in invoice.line_items.all():
-        price = line.price
-        terms = price.terms()
-        packages = None
+        terms = line.priced_terms()
         unit = ""
-        if price.billing_model == pricing.PACKAGE:
-            packages = pricing.packages_for(terms, line.quantity)
-            unit = f"per {Decimal(price.divide_by):,}"
+        if terms.billing_model == pricing.PACKAGE:
+            unit = f"per {Decimal(terms.divide_by or 1):,}"
         rows.append(
             InvoiceRow(
                 name=line.display_name,
                 quantity=line.quantity,
-                packages=packages,
-                unit_price=price.amount,
+                packages=line.packages,
+                unit_price=terms.amount,
                 unit=unit,
                 amount=line.amount,
+                price=line_price_summary(line),
+                event_count=line.event_count,
+                period_start=line.period_start,
+                period_end=line.period_end,
             )
         )
     return rows

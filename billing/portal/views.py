@@ -183,7 +183,7 @@ def invoices(request, customer):
 @portal_view
 def invoice_detail(request, customer, invoice_id):
     invoice = get_object_or_404(
-        selectors.customer_invoices(customer).prefetch_related("line_items__price__tiers"),
+        selectors.customer_invoices(customer).prefetch_related("line_items"),
         pk=invoice_id,
     )
     return render(
