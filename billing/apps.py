@@ -5,9 +5,19 @@ class BillingConfig(AppConfig):
     name = "billing"
 
     def ready(self):
+        from celery.signals import worker_ready
+
         from metering.signals import usage_recorded
 
         usage_recorded.connect(_usage_recorded, dispatch_uid="billing.usage_recorded")
+        worker_ready.connect(_worker_ready, dispatch_uid="billing.worker_ready")
+
+
+def _worker_ready(**kwargs):
+    """A recompute lost with a killed worker is still pending: queue it again now."""
+    from billing.services import recompute_requests
+
+    recompute_requests.sweep()
 
 
 def _usage_recorded(sender, external_customer_ids, **kwargs):

@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
@@ -14,6 +13,7 @@ from billing.periods import calendar_anchor, period_containing
 from catalog import pricing
 from catalog.models import Meter, Plan, Price
 from catalog.money import round_money, total_of_lines
+from config.coalesce import Coalescer
 from metering.models import Customer
 from metering.selectors import Reading, meter_reading
 
@@ -328,20 +328,21 @@ def periods_close(*, now: datetime) -> int:
                 closed += 1
 
 
-def _recompute_key(subscription_id: str) -> str:
-    return f"tally:recompute:{subscription_id}"
+def _queue_recompute(subscription_id: str) -> None:
+    from billing.tasks import invoice_recompute
+
+    invoice_recompute.apply_async((subscription_id,), countdown=RECOMPUTE_DELAY_SECONDS)
+
+
+recompute_requests = Coalescer(
+    "recompute", countdown=RECOMPUTE_DELAY_SECONDS, queue=_queue_recompute
+)
 
 
 def invoices_refresh_request(*, external_customer_ids) -> int:
     """Ask for a recompute of these customers' drafts, coalescing bursts into one task."""
-    from billing.tasks import invoice_recompute
-
-    queued = 0
-    for subscription_id in _active_subscription_ids(list(external_customer_ids)):
-        if cache.add(_recompute_key(subscription_id), 1, timeout=60):
-            invoice_recompute.apply_async((subscription_id,), countdown=RECOMPUTE_DELAY_SECONDS)
-            queued += 1
-    return queued
+    ids = _active_subscription_ids(list(external_customer_ids))
+    return sum(recompute_requests.request(subscription_id) for subscription_id in ids)
 
 
 def _active_subscription_ids(external_ids: list[str]) -> list[str]:
@@ -360,31 +361,32 @@ def _active_subscription_ids(external_ids: list[str]) -> list[str]:
 
 
 def subscription_recompute(*, subscription_id: str) -> Invoice | None:
-    """The task's body: clear the coalescing flag first, so later events queue again."""
-    cache.delete(_recompute_key(subscription_id))
-    subscription = (
-        Subscription.objects.filter(pk=subscription_id, status=Subscription.Status.ACTIVE)
-        .select_related("customer")
-        .first()
-    )
-    if subscription is None:
-        return None
-    return invoice_propose(subscription=subscription)
+    """The task's body: requests from its start on queue another run."""
+    with recompute_requests.running(subscription_id):
+        subscription = (
+            Subscription.objects.filter(pk=subscription_id, status=Subscription.Status.ACTIVE)
+            .select_related("customer")
+            .first()
+        )
+        if subscription is None:
+            return None
+        return invoice_propose(subscription=subscription)
 
 
 def stale_drafts_refresh() -> int:
-    """Recompute drafts whose customer has events ingested after the last computation."""
-    from django.db.models import Exists, OuterRef
+    """Safety net: queue a recompute for every request still pending (its task was lost),
+    and recompute drafts whose customer has events their last computation did not read."""
+    from django.db.models import Exists, OuterRef, Q
 
     from metering.models import Event
 
+    recompute_requests.sweep()
     newer = Event.objects.filter(
-        external_customer_id=OuterRef("customer__external_id"),
-        ingested_at__gt=OuterRef("last_computed_at"),
+        external_customer_id=OuterRef("customer__external_id"), id__gt=OuterRef("usage_fence")
     )
     drafts = Invoice.objects.filter(
         invoice_status=Invoice.Status.DRAFT, subscription__status=Subscription.Status.ACTIVE
-    ).filter(Exists(newer))
+    ).filter(Q(usage_fence__isnull=True) | Exists(newer))
     ids = list(drafts.values_list("subscription_id", flat=True))
     for subscription_id in ids:
         subscription_recompute(subscription_id=subscription_id)

@@ -5,6 +5,7 @@ class MeteringConfig(AppConfig):
     name = "metering"
 
     def ready(self):
+        from celery.signals import worker_ready
         from django.db.models.signals import post_delete, post_save
 
         from catalog.models import Feature, Meter
@@ -17,3 +18,11 @@ class MeteringConfig(AppConfig):
             post_delete.connect(forget, sender=model, dispatch_uid=f"forget-d-{model.__name__}")
         post_save.connect(api_keys_forget, sender=ApiKey, dispatch_uid="forget-keys")
         post_delete.connect(api_keys_forget, sender=ApiKey, dispatch_uid="forget-d-keys")
+        worker_ready.connect(_worker_ready, dispatch_uid="metering.worker_ready")
+
+
+def _worker_ready(**kwargs):
+    """A fold lost with a killed worker is still pending: queue it again now."""
+    from metering.rollups import fold_requests
+
+    fold_requests.sweep()

@@ -12,13 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from catalog.models import Meter
-from config.coalesce import RecentlyQueued
+from config.coalesce import Coalescer
 from metering.aggregation import NUMERIC_TEXT, Partial, matches, meter_value
 from metering.models import (
     Event,
@@ -31,7 +30,6 @@ from metering.models import (
 
 FOLD_CHUNK = 50_000
 FOLD_ROUNDS = 20  # chunks per task run; the next run or beat takes the rest
-FOLD_FLAG = "tally:rollups-fold"
 FOLD_DELAY_SECONDS = 2.0
 
 
@@ -309,20 +307,27 @@ def rollups_fold(*, limit: int = FOLD_CHUNK, rounds: int = FOLD_ROUNDS) -> int:
     return folded
 
 
-_queued = RecentlyQueued(FOLD_DELAY_SECONDS)
+def _queue_fold(key: str) -> None:
+    from metering.tasks import rollups_fold_task
+
+    rollups_fold_task.apply_async(countdown=FOLD_DELAY_SECONDS)
+
+
+fold_requests = Coalescer("fold", countdown=FOLD_DELAY_SECONDS, queue=_queue_fold)
 
 
 def rollups_fold_request() -> None:
-    """Ask for a fold soon, coalescing bursts of ingest into one task. When another
-    process's fold is already queued, it is also remembered here: a fold that starts late
-    leaves events for the next one, which only delays the rollups, never a usage figure."""
-    from metering.tasks import rollups_fold_task
+    """Ask for a fold that reads every row committed before this call."""
+    fold_requests.request("fold")
 
-    if "fold" in _queued:
-        return
-    _queued.add("fold")
-    if cache.add(FOLD_FLAG, 1, timeout=60):
-        rollups_fold_task.apply_async(countdown=FOLD_DELAY_SECONDS)
+
+def rollups_fold_all() -> int:
+    """The fold task's body: fold what there is, and ask again if a run's rounds ran out."""
+    with fold_requests.running("fold"):
+        folded = rollups_fold()
+        if folded >= FOLD_CHUNK * FOLD_ROUNDS:
+            rollups_fold_request()
+    return folded
 
 
 @transaction.atomic

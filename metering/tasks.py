@@ -1,21 +1,12 @@
 from celery import shared_task
-from django.core.cache import cache
 
-from metering.rollups import (
-    FOLD_FLAG,
-    SETTLE_SECONDS,
-    meter_rollups_rebuild,
-    rollups_fold,
-    stale_meters,
-)
+from metering.rollups import SETTLE_SECONDS, meter_rollups_rebuild, rollups_fold_all, stale_meters
 
 
 @shared_task
 def rollups_fold_task() -> int:
-    """Fold unfolded events into the rollups. Clears the coalescing flag first, so events
-    committed while this runs ask for another fold."""
-    cache.delete(FOLD_FLAG)
-    return rollups_fold()
+    """Fold unfolded events into the rollups (also beat's, every few seconds)."""
+    return rollups_fold_all()
 
 
 @shared_task

@@ -175,16 +175,14 @@ def test_a_read_that_straddles_a_fold_is_read_again():
     assert rollup_rows > 0 and unfolded == 0  # one state: all folded
 
 
-def test_fold_request_runs_the_task_and_clears_its_flag(settings):
-    from django.core.cache import cache
-
-    from metering.rollups import FOLD_FLAG
+def test_fold_request_runs_the_task_and_leaves_nothing_pending(settings):
+    from metering.rollups import fold_requests
 
     MeterFactory()
     ingest(EVENTS[0], now=NOW, fold=False)
     rollups_fold_request()  # Celery runs eagerly here, as `make run` does
     assert not UnfoldedUsage.objects.exists()
-    assert cache.get(FOLD_FLAG) is None
+    assert fold_requests.pending() == []
 
 
 def test_ingest_asks_for_a_fold_when_it_commits(django_capture_on_commit_callbacks):
