@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 
 from billing.models import Invoice, InvoiceLineItem, Subscription
-from billing.selectors import late_usage
+from billing.selectors import late_events, late_usage
 from billing.services import (
     invoice_finalize,
     invoice_propose,
@@ -24,7 +24,8 @@ from billing.services import (
 from catalog.models import BillingPeriod
 from catalog.money import format_money
 
-LATE_USAGE_LIMIT = 500
+LATE_USAGE_LIMIT = 500  # events shown
+LATE_INVOICES_LIMIT = 100
 LATE_USAGE_WINDOWS = {"30": 30, "90": 90, "365": 365, "all": None}  # days
 
 
@@ -439,8 +440,11 @@ class InvoiceAdmin(admin.ModelAdmin):
             window = "90"
         days = LATE_USAGE_WINDOWS[window]
         since = timezone.now() - timedelta(days=days) if days is not None else None
-        groups = late_usage(limit=LATE_USAGE_LIMIT, finalized_after=since)
-        shown = sum(len(g.events) for g in groups)
+        groups, shown = [], 0
+        for late in late_usage(limit=LATE_INVOICES_LIMIT, finalized_after=since):
+            events = late_events(late=late, limit=max(LATE_USAGE_LIMIT - shown, 0))
+            shown += len(events)
+            groups.append({"late": late, "events": events})
         context = {
             **self.admin_site.each_context(request),
             "title": "Late usage",
@@ -452,6 +456,6 @@ class InvoiceAdmin(admin.ModelAdmin):
             ],
             "limit": LATE_USAGE_LIMIT,
             "shown": shown,
-            "truncated": shown >= LATE_USAGE_LIMIT or shown < sum(g.late_count for g in groups),
+            "truncated": shown < sum(g["late"].event_count for g in groups),
         }
         return TemplateResponse(request, "admin/billing/late_usage.html", context)

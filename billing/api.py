@@ -10,7 +10,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import services
+from billing import selectors, services
 from billing.models import Invoice, InvoiceLineItem, Subscription
 from catalog.models import BillingPeriod, Plan
 from catalog.money import round_money
@@ -331,6 +331,63 @@ class InvoiceActionView(APIView):
     def post(self, request, pk):
         self.service(invoice=get_object_or_404(Invoice, pk=pk))
         return Response({"message": self.message})
+
+
+class LateLineSerializer(serializers.Serializer):
+    line_item_id = serializers.SerializerMethodField()
+    price_id = serializers.CharField(source="line.price_id")
+    meter_id = serializers.CharField(source="line.meter_id", allow_null=True)
+    display_name = serializers.CharField(source="line.display_name")
+    invoiced_quantity = Amount(source="line.quantity")
+    invoiced_event_count = serializers.IntegerField(source="line.event_count")
+    invoiced_amount = serializers.SerializerMethodField()
+    late_event_count = serializers.IntegerField(source="event_count")
+    late_quantity = Amount(source="quantity")
+    late_amount = serializers.SerializerMethodField()
+
+    def get_line_item_id(self, late) -> str:
+        return f"li_{late.line.pk}"
+
+    def get_invoiced_amount(self, late) -> str:
+        return format(round_money(late.line.amount, late.line.currency), "f")
+
+    def get_late_amount(self, late) -> str:
+        return format(round_money(late.amount, late.line.currency), "f")
+
+
+class LateUsageSerializer(serializers.Serializer):
+    invoice_id = serializers.CharField(source="invoice.pk")
+    invoice_status = serializers.CharField(source="invoice.invoice_status")
+    currency = serializers.CharField(source="invoice.currency")
+    usage_fence = serializers.IntegerField(source="invoice.usage_fence")
+    late_event_count = serializers.IntegerField(source="event_count")
+    late_amount = serializers.SerializerMethodField()
+    line_items = LateLineSerializer(source="lines", many=True)
+
+    def get_late_amount(self, late) -> str:
+        return format(round_money(late.amount, late.invoice.currency), "f")
+
+
+class InvoiceLateUsageView(APIView):
+    """``GET /v1/invoices/{id}/late_usage``: per usage line of a closed invoice, the events of
+    its period stored after finalization read them, what they add and what they would cost."""
+
+    @extend_schema(responses={200: LateUsageSerializer})
+    def get(self, request, pk):
+        invoice = get_object_or_404(
+            Invoice.objects.select_related("customer", "subscription").prefetch_related(
+                "line_items__meter"
+            ),
+            pk=pk,
+        )
+        if invoice.invoice_status not in selectors.CLOSED_STATUSES:
+            raise serializers.ValidationError(
+                {
+                    "invoice_status": f"The invoice is {invoice.invoice_status}: its usage is "
+                    "still being billed. Late usage is for finalized, voided or skipped invoices."
+                }
+            )
+        return Response(LateUsageSerializer(selectors.invoice_late_usage(invoice=invoice)).data)
 
 
 class PreviewSerializer(serializers.Serializer):

@@ -52,3 +52,9 @@ def calendar_anchor(moment: datetime, period: str) -> datetime:
     first = day.replace(day=1)
     step = MONTHS[period]
     return first.replace(month=(first.month - 1) // step * step + 1)
+
+
+def usage_start(*, reset_usage: str, subscription_start: datetime, period_start: datetime):
+    """Where a period's usage starts: a meter that never resets counts from the start of
+    the subscription."""
+    return subscription_start if reset_usage == "NEVER" else period_start

@@ -2,85 +2,126 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
-from django.db.models import Count, IntegerField, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, OuterRef
 
-from billing.models import Invoice
+from billing.models import Invoice, InvoiceLineItem
+from billing.periods import usage_start
+from catalog import pricing
+from catalog.money import round_money
 from metering.models import Event
+from metering.selectors import meter_reading, meter_reading_after
 
 CLOSED_STATUSES = (Invoice.Status.FINALIZED, Invoice.Status.VOIDED, Invoice.Status.SKIPPED)
-EVENT_COLUMNS = ("id", "event_id", "event_name", "external_customer_id", "timestamp", "ingested_at")
+
+
+@dataclass(frozen=True)
+class LateLine:
+    """What a closed invoice line did not bill: its events stored after the invoice's fence."""
+
+    line: InvoiceLineItem
+    event_count: int
+    quantity: Decimal  # what the line's quantity would grow by
+    amount: Decimal  # what the line's amount would grow by, rounded as the line was
 
 
 @dataclass(frozen=True)
 class LateUsage:
-    """A closed invoice and the events of its period that arrived after it was finalized."""
-
     invoice: Invoice
-    late_count: int  # all of them, even when ``events`` stops at the limit
-    events: list[Event]
+    lines: list[LateLine]
+
+    @property
+    def event_count(self) -> int:
+        return sum(late.event_count for late in self.lines)
+
+    @property
+    def amount(self) -> Decimal:
+        return sum((late.amount for late in self.lines), Decimal(0))
 
 
-def _late_events(*, external_customer_id, period_start, period_end, finalized_at):
-    # Equality on external_customer_id plus a timestamp range: the (external_customer_id,
-    # event_name, timestamp) index serves it; ingested_at is checked on the rows it finds.
+def _late_line(invoice: Invoice, line: InvoiceLineItem) -> LateLine:
+    meter = line.metered_by()
+    customer = invoice.customer.external_id
+    start = usage_start(
+        reset_usage=meter.reset_usage,
+        subscription_start=invoice.subscription.start_date,
+        period_start=line.period_start,
+    )
+    window = {"external_customer_id": customer, "start": start, "end": line.period_end}
+    count, added = meter_reading_after(meter=meter, after_id=invoice.usage_fence, **window)
+    if added is None:  # MAX, AVG, LATEST, COUNT_UNIQUE: read everything, then compare
+        live = line.meter
+        unchanged = live is not None and live.definition() == line.meter_definition
+        reading = meter_reading(meter=live if unchanged else meter, use_rollups=unchanged, **window)
+        added = reading.quantity - line.quantity
+    terms = line.priced_terms()
+    billed = round_money(pricing.amount_for(terms, line.quantity + added), line.currency)
+    return LateLine(line=line, event_count=count, quantity=added, amount=billed - line.amount)
+
+
+def invoice_late_usage(*, invoice: Invoice) -> LateUsage:
+    """Per usage line of a closed invoice, the usage it did not bill: events of its period,
+    counted by the meter as the line snapshot it, stored after the invoice's fence (they
+    committed after finalization read). Each such event is late or billed, never both."""
+    lines = [line for line in invoice.line_items.all() if line.meter_definition is not None]
+    if invoice.invoice_status not in CLOSED_STATUSES or invoice.usage_fence is None:
+        return LateUsage(invoice=invoice, lines=[])
+    return LateUsage(invoice=invoice, lines=[_late_line(invoice, line) for line in lines])
+
+
+def _events_after_fence():
+    """Events of an outer invoice's customer and period, stored after its fence."""
     return Event.objects.filter(
-        external_customer_id=external_customer_id,
-        timestamp__gte=period_start,
-        timestamp__lt=period_end,
-        ingested_at__gt=finalized_at,
-    )
-
-
-def late_usage(*, limit: int = 500, finalized_after: datetime | None = None) -> list[LateUsage]:
-    """Events that arrived after their period's subscription invoice was closed.
-
-    One query finds the closed invoices with late events and counts them; then one query
-    per such invoice reads its events, newest invoice first, until ``limit`` events are
-    read. Each of those queries returns at least one event, so there are at most
-    ``limit + 1`` queries. ``finalized_after`` narrows the invoices looked at.
-    """
-    late = _late_events(
         external_customer_id=OuterRef("customer__external_id"),
-        period_start=OuterRef("period_start"),
-        period_end=OuterRef("period_end"),
-        finalized_at=OuterRef("finalized_at"),
+        timestamp__gte=OuterRef("period_start"),
+        timestamp__lt=OuterRef("period_end"),
+        id__gt=OuterRef("usage_fence"),
     )
-    late_count = (
-        late.order_by()
-        .values("external_customer_id")  # one group: the outer invoice's customer
-        .annotate(n=Count("id"))
-        .values("n")
-    )
+
+
+def late_usage(*, limit: int = 100, finalized_after: datetime | None = None) -> list[LateUsage]:
+    """Closed invoices with late usage, newest first, at most ``limit`` of them.
+
+    One query finds closed invoices with any event of their customer and period after their
+    fence; each is then read line by line, and kept if one of its meters counts those events.
+    """
     invoices = Invoice.objects.filter(
         invoice_status__in=CLOSED_STATUSES,
         subscription__isnull=False,
-        finalized_at__isnull=False,
-    )
+        usage_fence__isnull=False,
+    ).filter(Exists(_events_after_fence()))
     if finalized_after is not None:
         invoices = invoices.filter(finalized_at__gt=finalized_after)
-    invoices = (
-        invoices.annotate(late_count=Coalesce(Subquery(late_count, output_field=IntegerField()), 0))
-        .filter(late_count__gt=0)
-        .select_related("customer")
-        .order_by("-finalized_at", "pk")
+    invoices = invoices.select_related("customer", "subscription").prefetch_related(
+        "line_items__meter"
     )
-
-    report, remaining = [], limit
-    for invoice in invoices[:limit]:  # each has at least one event, so no more are needed
-        if remaining <= 0:
-            break
-        events = list(
-            _late_events(
-                external_customer_id=invoice.customer.external_id,
-                period_start=invoice.period_start,
-                period_end=invoice.period_end,
-                finalized_at=invoice.finalized_at,
-            )
-            .only(*EVENT_COLUMNS)
-            .order_by("timestamp", "id")[:remaining]
-        )
-        remaining -= len(events)
-        report.append(LateUsage(invoice=invoice, late_count=invoice.late_count, events=events))
+    report = []
+    for invoice in invoices.order_by("-finalized_at", "pk"):
+        late = invoice_late_usage(invoice=invoice)
+        if late.event_count:
+            report.append(late)
+            if len(report) >= limit:
+                break
     return report
+
+
+def late_events(*, late: LateUsage, limit: int) -> list[Event]:
+    """Some of the late events behind ``late``, oldest first, for a person to look at."""
+    from metering.aggregation import matches
+
+    invoice = late.invoice
+    meters = [item.line.metered_by() for item in late.lines if item.event_count]
+    candidates = Event.objects.filter(
+        external_customer_id=invoice.customer.external_id,
+        timestamp__gte=invoice.period_start,
+        timestamp__lt=invoice.period_end,
+        id__gt=invoice.usage_fence,
+    ).order_by("timestamp", "id")
+    found = []
+    for event in candidates.iterator(chunk_size=500):
+        if any(matches(m, event.event_name, event.properties) for m in meters):
+            found.append(event)
+            if len(found) >= limit:
+                break
+    return found

@@ -9,11 +9,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing.models import Invoice, InvoiceLineItem, InvoiceSequence, Subscription
-from billing.periods import calendar_anchor, period_containing
+from billing.periods import calendar_anchor, period_containing, usage_start
 from catalog import pricing
 from catalog.models import Meter, Plan, Price
 from catalog.money import round_money, total_of_lines
 from config.coalesce import Coalescer
+from metering.fence import usage_fence_peek, usage_fence_take
 from metering.models import Customer
 from metering.selectors import Reading, meter_reading
 
@@ -85,14 +86,6 @@ def _plan_prices(subscription: Subscription):
     )
 
 
-def usage_start(*, subscription: Subscription, meter: Meter, period_start: datetime) -> datetime:
-    """Where a period's usage of ``meter`` starts: a meter that never resets counts from
-    the subscription's start."""
-    if meter.reset_usage == Meter.ResetUsage.NEVER:
-        return subscription.start_date
-    return period_start
-
-
 def invoice_compute(
     *, subscription: Subscription, period_start: datetime, period_end: datetime
 ) -> Proposal:
@@ -103,7 +96,11 @@ def invoice_compute(
         meter, reading = None, Reading(quantity=Decimal(1), event_count=0)
         if price.type == Price.Type.USAGE:
             meter = price.meter
-            start = usage_start(subscription=subscription, meter=meter, period_start=period_start)
+            start = usage_start(
+                reset_usage=meter.reset_usage,
+                subscription_start=subscription.start_date,
+                period_start=period_start,
+            )
             reading = meter_reading(
                 meter=meter,
                 external_customer_id=subscription.customer.external_id,
@@ -144,10 +141,13 @@ def invoice_propose(*, subscription: Subscription) -> Invoice:
     return _draft_recompute(invoice=invoice)
 
 
-def _draft_recompute(*, invoice: Invoice) -> Invoice:
+def _draft_recompute(*, invoice: Invoice, fence: int | None = None) -> Invoice:
+    """Recompute a draft from usage. ``fence`` comes from ``usage_fence_take`` when closing;
+    otherwise it is taken before reading, so no event above it was read."""
     invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)  # one writer at a time
     if not invoice.is_draft:
         return invoice  # a closed invoice never changes; late usage stays out of it
+    invoice.usage_fence = usage_fence_peek() if fence is None else fence
     proposal = invoice_compute(
         subscription=invoice.subscription,
         period_start=invoice.period_start,
@@ -177,8 +177,13 @@ def invoice_finalize(*, invoice: Invoice) -> Invoice:
         raise InvalidTransition(
             f"Only a DRAFT invoice can be finalized; this one is {invoice.invoice_status}."
         )
+    # What this reads is final: the customer's ingest waits for the commit, and every event
+    # above the fence is late usage.
+    external_id = Customer.objects.values_list("external_id", flat=True).get(pk=invoice.customer_id)
+    fence = usage_fence_take(external_customer_id=external_id)
     if invoice.subscription_id:
-        invoice = _draft_recompute(invoice=invoice)
+        invoice = _draft_recompute(invoice=invoice, fence=fence)
+    invoice.usage_fence = fence
     now = timezone.now()
     if invoice.total == 0:
         invoice.invoice_status = Invoice.Status.SKIPPED

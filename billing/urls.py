@@ -28,6 +28,11 @@ urlpatterns = [
         name="invoice-finalize",
     ),
     path(
+        "invoices/<id:pk>/late_usage",
+        api.InvoiceLateUsageView.as_view(),
+        name="invoice-late-usage",
+    ),
+    path(
         "invoices/<id:pk>/void",
         api.InvoiceActionView.as_view(service=services.invoice_void, message="invoice voided"),
         name="invoice-void",

@@ -77,7 +77,7 @@ class Meter(models.Model):
     def __str__(self):
         return f"{self.event_name} · {self.aggregation}" + (f"({self.field})" if self.field else "")
 
-    DEFINITION = ("event_name", "aggregation", "field", "multiplier", "filters")
+    DEFINITION = ("event_name", "aggregation", "field", "multiplier", "filters", "reset_usage")
 
     def definition(self) -> dict:
         """What decides which events count and how: kept on every invoice line it priced."""

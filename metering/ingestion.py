@@ -16,6 +16,7 @@ from django.utils.dateparse import parse_datetime
 from catalog.ids import new_id
 from catalog.models import Meter
 from metering.aggregation import matches, meter_value
+from metering.fence import ingest_fence_share
 from metering.models import Event, UnfoldedUsage
 from metering.rollups import rollups_fold_request
 from metering.signals import usage_recorded
@@ -194,6 +195,7 @@ def events_ingest(*, events: list[EventIn]) -> IngestResult:
     unique: dict[str, EventIn] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
+    ingest_fence_share(external_customer_ids={e.external_customer_id for e in unique.values()})
     inserted = _insert_new(list(unique.values()))
     stored = [e for e in unique.values() if e.event_id in inserted]
     if stored:

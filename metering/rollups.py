@@ -44,6 +44,7 @@ class Selection:
     customer: str | None = None
     start: datetime | None = None
     end: datetime | None = None
+    after_id: int | None = None  # only events stored after this one: late usage
 
 
 def raw_partials(meter, selection: Selection, key: Callable) -> dict:
@@ -56,6 +57,8 @@ def raw_partials(meter, selection: Selection, key: Callable) -> dict:
         events = events.filter(timestamp__gte=selection.start)
     if selection.end is not None:
         events = events.filter(timestamp__lt=selection.end)
+    if selection.after_id is not None:
+        events = events.filter(id__gt=selection.after_id)
     partials: dict = defaultdict(Partial)
     for customer, timestamp, properties in events.order_by("timestamp", "id").values_list(
         "external_customer_id", "timestamp", "properties"
@@ -79,6 +82,7 @@ def _partials_query(meter, selection: Selection) -> tuple[str, list]:
         ("external_customer_id", "=", selection.customer),
         ("timestamp", ">=", selection.start),
         ("timestamp", "<", selection.end),
+        ("id", ">", selection.after_id),
     ):
         if value is not None:
             where.append(f"{column} {op} %s")

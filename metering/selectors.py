@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 
 from catalog.models import Meter
-from metering.aggregation import Partial, quantity
+from metering.aggregation import ZERO, Partial, quantity
 from metering.models import ApiKey, Event, UsageDistinct, UsageRollup
 from metering.rollups import (
     Selection,
@@ -258,6 +258,26 @@ def meter_reading(
     ):
         total.merge(partial)
     return Reading(quantity(meter, total, start, end), total.count)
+
+
+ADDITIVE = {"COUNT", "SUM", "SUM_WITH_MULTIPLIER", "WEIGHTED_SUM"}
+
+
+def meter_reading_after(
+    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime, after_id: int
+) -> tuple[int, Decimal | None]:
+    """How many events of ``[start, end)`` stored after event ``after_id`` feed the meter, and
+    what they add to its quantity: None where the aggregation does not add up (MAX, AVG,
+    LATEST, COUNT_UNIQUE) and only a reading of everything tells."""
+    total = Partial()
+    selection = Selection(customer=external_customer_id, start=start, end=end, after_id=after_id)
+    for partial in hourly_partials(meter, selection).values():
+        total.merge(partial)
+    if total.count == 0:
+        return 0, ZERO
+    if meter.aggregation not in ADDITIVE:
+        return total.count, None
+    return total.count, quantity(meter, total, start, end)
 
 
 def meter_usage(**kwargs) -> Decimal:

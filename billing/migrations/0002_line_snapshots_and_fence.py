@@ -38,6 +38,18 @@ def snapshot_existing_lines(apps, schema_editor):
         line.save()
 
 
+def fence_closed_invoices(apps, schema_editor):
+    """Invoices closed before fences: the best fence left is the last event stored before
+    the invoice was finalized."""
+    Invoice = apps.get_model("billing", "Invoice")
+    Event = apps.get_model("metering", "Event")
+    closed = Invoice.objects.filter(finalized_at__isnull=False, usage_fence__isnull=True)
+    for invoice in closed.iterator():
+        before = Event.objects.filter(ingested_at__lte=invoice.finalized_at)
+        invoice.usage_fence = before.aggregate(models.Max("id"))["id__max"] or 0
+        invoice.save(update_fields=["usage_fence"])
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -106,4 +118,5 @@ class Migration(migrations.Migration):
             constraint=models.UniqueConstraint(fields=('subscription', 'period_start', 'period_end', 'billing_reason'), name='one_invoice_per_subscription_period'),
         ),
         migrations.RunPython(snapshot_existing_lines, migrations.RunPython.noop),
+        migrations.RunPython(fence_closed_invoices, migrations.RunPython.noop),
     ]
