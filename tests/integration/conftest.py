@@ -1,16 +1,21 @@
 """Real PostgreSQL, Redis and a real ``celery -A config worker`` process."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,12 +45,14 @@ class Worker:
         self.process = None
         self.name = f"itest-{uuid.uuid4().hex[:8]}@localhost"
 
-    def start(self):
+    def start(self, *, visibility_timeout: int = 5):
+        """``visibility_timeout``: seconds before a task held by a killed worker is
+        delivered again (production's default is 60)."""
         env = {
             **os.environ,
             "DATABASE_URL": _database_url(),
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "CELERY_VISIBILITY_TIMEOUT": "5",
+            "CELERY_VISIBILITY_TIMEOUT": str(visibility_timeout),
             "DJANGO_CONN_MAX_AGE": "0",
         }
         self.process = subprocess.Popen(
@@ -116,3 +123,44 @@ def wait_for(check, *, timeout: float, interval: float = 0.1):
             return value
         time.sleep(interval)
     pytest.fail(f"gave up after {timeout} s waiting for {check.__name__}")
+
+
+@pytest.fixture
+def setup(worker):
+    """The o1 plan, acme subscribed since an hour ago, and an API client."""
+    from billing.demo import demo_catalog_load, scenario_load
+    from billing.services import subscription_create
+    from metering.models import Customer
+    from metering.services import api_key_create
+    from metering.tasks import rollups_refresh
+
+    plan = demo_catalog_load(scenario=scenario_load())
+    rollups_refresh(settle_seconds=0)
+    customer = Customer.objects.create(external_id="acme", name="Acme AI")
+    subscription = subscription_create(
+        customer=customer, plan=plan, start_date=timezone.now() - timedelta(hours=1)
+    )
+    _, raw = api_key_create(name="integration")
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=raw)
+    return client, subscription
+
+
+def draft_total(subscription) -> Decimal:
+    from billing.models import Invoice
+
+    return Invoice.objects.get(subscription=subscription, invoice_status="DRAFT").total
+
+
+def tokens(event_id: str, amount: int, prompt_type="input") -> dict:
+    return {
+        "event_id": event_id,
+        "event_name": "tokens",
+        "external_customer_id": "acme",
+        "timestamp": (timezone.now() - timedelta(minutes=1)).isoformat(),
+        "properties": {"model": "OpenAI O1", "prompt_type": prompt_type, "tokens": str(amount)},
+    }
+
+
+def post(client, path, body):
+    return client.post(f"/v1/{path}", json.dumps(body), content_type="application/json")
