@@ -13,6 +13,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 
 from billing.models import Invoice, InvoiceLineItem, Subscription
+from billing.portal.selectors import line_price_summary
 from billing.selectors import late_events, late_usage
 from billing.services import (
     invoice_finalize,
@@ -239,7 +240,17 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
 class InvoiceLineItemInline(admin.TabularInline):
     model = InvoiceLineItem
-    fields = ["display_name", "price_type", "quantity_display", "amount_display", "period"]
+    fields = [
+        "display_name",
+        "price_type",
+        "priced_as",
+        "quantity_display",
+        "packages_display",
+        "event_count",
+        "amount_display",
+        "period",
+        "counted",
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -262,6 +273,24 @@ class InvoiceLineItemInline(admin.TabularInline):
     @admin.display(description="Amount")
     def amount_display(self, obj):
         return format_money(obj.amount, obj.currency)
+
+    @admin.display(description="Priced as")
+    def priced_as(self, obj):
+        return line_price_summary(obj)
+
+    @admin.display(description="Packages")
+    def packages_display(self, obj):
+        return "—" if obj.packages is None else _quantity(obj.packages)
+
+    @admin.display(description="Counts")
+    def counted(self, obj):
+        """The meter as it was when the line was priced."""
+        meter = obj.meter_definition
+        if meter is None:
+            return "—"
+        what = meter["aggregation"] + (f"({meter['field']})" if meter["field"] else "")
+        where = "; ".join(f"{f['key']} in {', '.join(f['values'])}" for f in meter["filters"])
+        return f"{meter['event_name']} · {what}" + (f" where {where}" if where else "")
 
     @admin.display(description="Period")
     def period(self, obj):

@@ -194,6 +194,11 @@ class LineItemSerializer(serializers.ModelSerializer):
     meter_id = serializers.CharField(allow_null=True)
     quantity = Amount()
     amount = Money()
+    packages = Amount(allow_null=True)
+    pricing = serializers.JSONField(source="terms", help_text="The price's terms when priced.")
+    meter = serializers.JSONField(
+        source="meter_definition", allow_null=True, help_text="The meter when priced."
+    )
 
     class Meta:
         model = InvoiceLineItem
@@ -208,6 +213,11 @@ class LineItemSerializer(serializers.ModelSerializer):
             "currency",
             "period_start",
             "period_end",
+            "invoice_cadence",
+            "packages",
+            "event_count",
+            "pricing",
+            "meter",
         ]
         read_only_fields = fields
 
