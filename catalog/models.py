@@ -112,6 +112,16 @@ class Plan(models.Model):
     description = models.TextField(blank=True)
     active = models.BooleanField(default=True)
     metadata = models.JSONField(default=dict, blank=True)
+    version = models.PositiveIntegerField(default=1, editable=False)
+    previous_version = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="next_versions",
+        help_text="The plan this one was duplicated from.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
