@@ -51,3 +51,9 @@ def price_summary(price: Price) -> str:
         unit_singular=feature.unit_singular if feature else "",
         unit_plural=feature.unit_plural if feature else "",
     )
+
+
+def price_in_use(*, price: Price) -> bool:
+    """Billed on an invoice line. Every active subscription's draft has a line for each of
+    its plan's prices, and finalized invoices keep theirs, so this covers both."""
+    return price.pk is not None and price.invoice_lines.exists()

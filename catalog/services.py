@@ -8,7 +8,13 @@ from django.utils.text import slugify
 
 from catalog import pricing
 from catalog.models import Feature, Meter, Plan, Price, PriceTier
-from catalog.validation import validate_feature, validate_price_tiers
+from catalog.selectors import price_in_use
+from catalog.validation import (
+    validate_feature,
+    validate_price_change,
+    validate_price_delete,
+    validate_price_tiers,
+)
 
 
 @transaction.atomic
@@ -92,6 +98,11 @@ def price_create(*, plan: Plan, tiers: list[pricing.Tier] | None = None, **field
     tiers = list(tiers or [])
     validate_price_tiers(billing_model=price.billing_model, tiers=tiers)
     price.save()
+    _tiers_save(price=price, tiers=tiers)
+    return price
+
+
+def _tiers_save(*, price: Price, tiers: list[pricing.Tier]) -> None:
     rows = [
         PriceTier(
             price=price,
@@ -111,4 +122,36 @@ def price_create(*, plan: Plan, tiers: list[pricing.Tier] | None = None, **field
     if problems:
         raise ValidationError({"tiers": problems})
     PriceTier.objects.bulk_create(rows)
+
+
+@transaction.atomic
+def price_update(*, price: Price, tiers: list[pricing.Tier] | None = None, **fields) -> Price:
+    """Change a price's own fields, and its tiers when given. A price in use keeps its money
+    terms: only its names and metadata change."""
+    price = Price.objects.select_for_update().get(pk=price.pk)
+    if "currency" in fields:
+        fields["currency"] = fields["currency"].lower()
+    if fields.get("lookup_key") == "":
+        fields["lookup_key"] = None
+    before = price.money_terms()
+    after = fields if tiers is None else {**fields, "tiers": tiers}
+    validate_price_change(in_use=price_in_use(price=price), before=before, after=after)
+    for name, value in fields.items():
+        Price._meta.get_field(name)  # a misspelt field is an error, not a silent no-op
+        setattr(price, name, value)
+    price.full_clean()
+    validate_price_tiers(
+        billing_model=price.billing_model, tiers=before["tiers"] if tiers is None else tiers
+    )
+    price.save()
+    if tiers is not None:
+        price.tiers.all().delete()
+        _tiers_save(price=price, tiers=list(tiers))
     return price
+
+
+@transaction.atomic
+def price_delete(*, price: Price) -> None:
+    price = Price.objects.select_for_update().get(pk=price.pk)
+    validate_price_delete(in_use=price_in_use(price=price))
+    price.delete()
