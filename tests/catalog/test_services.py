@@ -5,10 +5,16 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
-from catalog.models import Price
+from catalog.models import Price, PriceTier
 from catalog.pricing import Tier
-from catalog.services import price_delete, price_update
-from tests.factories import MeterFactory, PriceFactory, PriceTierFactory, subscribe
+from catalog.services import plan_version_create, price_delete, price_update
+from tests.factories import (
+    MeterFactory,
+    PlanFactory,
+    PriceFactory,
+    PriceTierFactory,
+    subscribe,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -80,3 +86,34 @@ def test_price_delete_refuses_a_price_in_use_and_deletes_one_that_is_not():
     assert "cannot be deleted" in refusal(price_delete, price=used)
     price_delete(price=unused)
     assert list(Price.objects.all()) == [used]
+
+
+def test_plan_version_create_copies_every_price_and_tier_under_new_ids():
+    tier = PriceTierFactory(up_to=None, unit_amount=Decimal("2"), flat_amount=Decimal("1"))
+    plan = tier.price.plan
+    package = PriceFactory(plan=plan, display_name="Input", metadata={"sku": "in"})
+    copy = plan_version_create(plan=plan)
+    assert (copy.version, copy.previous_version, copy.lookup_key) == (
+        2,
+        plan,
+        f"{plan.lookup_key}-v2",
+    )
+    assert [p.money_terms() | {"plan": None} for p in copy.prices.all()] == [
+        p.money_terms() | {"plan": None} for p in plan.prices.all()
+    ]
+    assert copy.prices.get(meter=package.meter).metadata == {"sku": "in"}
+    assert PriceTier.objects.filter(price__plan=copy).get().pk != tier.pk
+
+
+def test_plan_version_create_numbers_from_the_base_name_and_skips_keys_in_use():
+    plan = PlanFactory(name="Pro", lookup_key="pro")
+    PriceFactory(plan=plan, lookup_key="pro-input")
+    PlanFactory(lookup_key="pro-v2")  # someone took it
+    second = plan_version_create(plan=plan)
+    third = plan_version_create(plan=second)
+    assert [(p.name, p.lookup_key, p.version) for p in (second, third)] == [
+        ("Pro v3", "pro-v3", 3),
+        ("Pro v4", "pro-v4", 4),
+    ]
+    assert third.prices.get().lookup_key == "pro-input-v4"
+    assert second.next_versions.get() == third
