@@ -404,6 +404,8 @@ def test_deleting_a_price_in_use_is_refused_without_a_500(admin_client, price_in
     for response in responses:
         assert response.status_code == 200
         assert "it cannot be deleted" in response.content.decode()
+    plan_delete = reverse("admin:catalog_plan_delete", args=[price_in_use.plan_id])
+    assert admin_client.post(plan_delete, {"post": "yes"}).status_code == 200  # Django's own list
     assert Price.objects.filter(pk=price_in_use.pk).exists()
 
 
