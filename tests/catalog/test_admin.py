@@ -307,7 +307,16 @@ def test_price_in_use_refuses_an_amount_change_and_says_what_to_do(admin_client,
     assert (price_in_use.amount, price_in_use.display_name) == (Decimal("15"), "")
 
 
-def test_price_in_use_keeps_names_and_metadata_editable(admin_client, price_in_use):
+def test_price_in_use_says_what_is_frozen_and_keeps_names_and_metadata_editable(
+    admin_client, price_in_use
+):
+    page = admin_client.get(reverse("admin:catalog_price_change", args=[price_in_use.pk]))
+    notice = "Display name, description, lookup key and metadata stay editable."
+    assert "its money terms are frozen" in page.content.decode()
+    assert notice in page.content.decode()
+    plan_page = admin_client.get(reverse("admin:catalog_plan_change", args=[price_in_use.plan_id]))
+    assert "their money terms are frozen" in plan_page.content.decode()
+
     response = price_change(
         admin_client,
         price_in_use,
@@ -323,22 +332,14 @@ def test_price_in_use_keeps_names_and_metadata_editable(admin_client, price_in_u
     assert price_in_use.metadata == {"sku": "in"}
 
 
-def test_price_in_use_page_says_its_terms_are_frozen(admin_client, price_in_use):
-    page = admin_client.get(reverse("admin:catalog_price_change", args=[price_in_use.pk]))
-    assert "its money terms are frozen" in page.content.decode()
-    plan_page = admin_client.get(reverse("admin:catalog_plan_change", args=[price_in_use.plan_id]))
-    assert "their money terms are frozen" in plan_page.content.decode()
-
-
-def test_price_not_in_use_stays_fully_editable(admin_client):
-    price = PriceFactory(amount=Decimal("15"))
+def test_only_prices_in_use_are_frozen(admin_client, price_in_use):
+    price = PriceFactory(amount=Decimal("15"), meter=price_in_use.meter)
     page = admin_client.get(reverse("admin:catalog_price_change", args=[price.pk]))
     assert "frozen" not in page.content.decode()
     other = MeterFactory()
-    response = price_change(
-        admin_client, price, amount="16", currency="eur", meter=other.pk, divide_by="1000"
-    )
-    assert response.status_code == 302
+    changes = {"amount": "16", "currency": "eur", "meter": other.pk, "divide_by": "1000"}
+    assert price_change(admin_client, price_in_use, **changes).status_code == 200
+    assert price_change(admin_client, price, **changes).status_code == 302
     price.refresh_from_db()
     assert (price.amount, price.currency, price.meter, price.divide_by) == (
         Decimal("16"),
@@ -346,6 +347,8 @@ def test_price_not_in_use_stays_fully_editable(admin_client):
         other,
         1000,
     )
+    price_in_use.refresh_from_db()
+    assert (price_in_use.amount, price_in_use.currency) == (Decimal("15"), "usd")
 
 
 def test_tier_changes_on_a_price_in_use_are_refused(admin_client):
@@ -366,24 +369,22 @@ def test_tier_changes_on_a_price_in_use_are_refused(admin_client):
     assert [(t.up_to, t.unit_amount) for t in price.tiers.all()] == [(None, Decimal("2"))]
 
 
-def test_plan_inline_refuses_a_change_to_a_price_in_use(admin_client, price_in_use):
+def test_plan_inline_refuses_a_change_to_a_price_in_use_but_adds_new_prices(
+    admin_client, price_in_use
+):
     plan = price_in_use.plan
+    url = reverse("admin:catalog_plan_change", args=[plan.pk])
     response = admin_client.post(
-        reverse("admin:catalog_plan_change", args=[plan.pk]),
-        plan_change_post(plan, **{"prices-0-amount": "16", "prices-0-display_name": "Input"}),
+        url, plan_change_post(plan, **{"prices-0-amount": "16", "prices-0-display_name": "Input"})
     )
     assert response.status_code == 200
     assert "Cannot change amount." in response.content.decode()
     price_in_use.refresh_from_db()
     assert (price_in_use.amount, price_in_use.display_name) == (Decimal("15"), "")
 
-
-def test_plan_inline_still_adds_a_price_to_a_plan_in_use(admin_client, price_in_use):
-    plan = price_in_use.plan
     data = plan_change_post(plan, **management("prices", total=2, initial=1))
     data.update(price_row(1, MeterFactory(), "60"))
-    response = admin_client.post(reverse("admin:catalog_plan_change", args=[plan.pk]), data)
-    assert response.status_code == 302
+    assert admin_client.post(url, data).status_code == 302
     assert sorted(p.amount for p in plan.prices.all()) == [Decimal("15"), Decimal("60")]
 
 
