@@ -4,6 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from catalog import pricing
+from catalog.models import Price
 from catalog.selectors import price_in_use
 from catalog.validation import (
     PRICE_MONEY_TERMS,
@@ -91,7 +92,7 @@ class TierInlineFormSet(forms.BaseInlineFormSet):
             raise ValidationError(error.messages) from error
 
 
-def _refuse_frozen_changes(*, price, after: dict) -> None:
+def _refuse_frozen_changes(*, price: Price, after: dict) -> None:
     """``before`` is read off ``price``, whose tiers always come from the database."""
     validate_price_change(in_use=price_in_use(price=price), before=price.money_terms(), after=after)
 
