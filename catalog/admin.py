@@ -1,9 +1,31 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
 
-from catalog.forms import FiltersField, MeterInlineFormSet, PlanPriceInlineForm, TierInlineFormSet
+from catalog.forms import (
+    FiltersField,
+    FrozenPriceForm,
+    MeterInlineFormSet,
+    PlanPriceInlineForm,
+    PlanPriceInlineFormSet,
+    TierInlineFormSet,
+)
 from catalog.models import Feature, Meter, Plan, Price, PriceTier
-from catalog.selectors import price_example
+from catalog.selectors import plan_in_use, price_example, price_in_use
+from catalog.services import plan_version_create
+from catalog.validation import PRICE_FROZEN, PRICE_MONEY_TERMS, PRICE_UNDELETABLE
+
+FROZEN_CHANGE_FORM = "admin/catalog/frozen_change_form.html"
+PRICE_FROZEN_NOTICE = (
+    f"{PRICE_FROZEN} Frozen: {', '.join(PRICE_MONEY_TERMS)}. "
+    "Display name, description, lookup key and metadata stay editable."
+)
+PLAN_FROZEN_NOTICE = (
+    "Some prices of this plan are billed on invoices; their money terms are frozen and they "
+    'cannot be deleted. Duplicate the plan as a new version (Plans → select → "Duplicate as '
+    'new version") and change the copy. New prices may still be added here.'
+)
 
 
 class MeterForm(forms.ModelForm):
@@ -54,7 +76,7 @@ class FeatureAdmin(admin.ModelAdmin):
         return f"{meter}" + (f" where {filters}" if filters else "")
 
 
-class PriceForm(forms.ModelForm):
+class PriceForm(FrozenPriceForm):
     def clean_currency(self):
         return (self.cleaned_data.get("currency") or "").lower()
 
@@ -66,6 +88,7 @@ class PlanPriceForm(PriceForm, PlanPriceInlineForm):
 class PriceInline(admin.StackedInline):
     model = Price
     form = PlanPriceForm
+    formset = PlanPriceInlineFormSet
     extra = 0
     show_change_link = True
     fields = [
@@ -86,16 +109,42 @@ class PriceInline(admin.StackedInline):
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["name", "lookup_key", "active", "price_count", "created_at"]
+    list_display = ["name", "lookup_key", "version", "active", "price_count", "created_at"]
     list_filter = ["active"]
     search_fields = ["name", "lookup_key"]
-    readonly_fields = ["id"]
-    fields = ["id", "name", "lookup_key", "description", "active", "metadata"]
+    readonly_fields = ["id", "version", "previous_version"]
+    fields = [
+        "id",
+        "name",
+        "lookup_key",
+        ("version", "previous_version"),
+        "description",
+        "active",
+        "metadata",
+    ]
     inlines = [PriceInline]
+    actions = ["duplicate_as_new_version"]
+    change_form_template = FROZEN_CHANGE_FORM
 
     @admin.display(description="Prices")
     def price_count(self, obj):
         return obj.prices.count()
+
+    @admin.action(description="Duplicate as new version")
+    def duplicate_as_new_version(self, request, queryset):
+        for plan in queryset:
+            copy = plan_version_create(plan=plan)
+            url = reverse("admin:catalog_plan_change", args=[copy.pk])
+            self.message_user(
+                request,
+                format_html('Created <a href="{}">{}</a> from {}.', url, copy.name, plan.name),
+                messages.SUCCESS,
+            )
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and plan_in_use(plan=obj):
+            context["frozen_notice"] = PLAN_FROZEN_NOTICE
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 class TierInline(admin.TabularInline):
@@ -145,6 +194,18 @@ class PriceAdmin(admin.ModelAdmin):
         ("Metadata", {"fields": ["metadata"], "classes": ["collapse"]}),
     ]
     inlines = [TierInline]
+    change_form_template = FROZEN_CHANGE_FORM
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and price_in_use(price=obj):
+            context["frozen_notice"] = PRICE_FROZEN_NOTICE
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_deleted_objects(self, objs, request):
+        # Django lists the invoice lines that protect a price; this says what to do instead.
+        if any(price_in_use(price=price) for price in objs):
+            self.message_user(request, PRICE_UNDELETABLE, messages.ERROR)
+        return super().get_deleted_objects(objs, request)
 
     @admin.display(description="Transform")
     def transform(self, obj):

@@ -276,7 +276,7 @@ class PlanSerializer(serializers.ModelSerializer):
     class Meta:
         model = Plan
         fields = ["id", "name", "description", "lookup_key", "status", "metadata", "prices"]
-        fields += ["created_at", "updated_at"]
+        fields += ["version", "created_at", "updated_at"]
         read_only_fields = fields
 
     def get_status(self, plan) -> str:

@@ -4,7 +4,15 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from catalog import pricing
-from catalog.validation import validate_feature, validate_price_tiers
+from catalog.models import Price
+from catalog.selectors import price_in_use
+from catalog.validation import (
+    PRICE_MONEY_TERMS,
+    validate_feature,
+    validate_price_change,
+    validate_price_delete,
+    validate_price_tiers,
+)
 
 
 class FiltersField(forms.CharField):
@@ -57,7 +65,7 @@ class MeterInlineFormSet(forms.BaseInlineFormSet):
 
 
 class TierInlineFormSet(forms.BaseInlineFormSet):
-    """Checks the tier set as a whole, in the order entered, with the catalog's own rule."""
+    """Checks the tier set as a whole, in the order entered, with the catalog's own rules."""
 
     def clean(self):
         super().clean()
@@ -77,9 +85,43 @@ class TierInlineFormSet(forms.BaseInlineFormSet):
             for r in rows
         ]
         try:
+            if not self.instance._state.adding:
+                _refuse_frozen_changes(price=self.instance, after={"tiers": tiers})
             validate_price_tiers(billing_model=self.instance.billing_model, tiers=tiers)
         except ValidationError as error:
-            raise ValidationError(error.message_dict["tiers"]) from error
+            raise ValidationError(error.messages) from error
+
+
+def _refuse_frozen_changes(*, price: Price, after: dict) -> None:
+    """``before`` is read off ``price``, whose tiers always come from the database."""
+    validate_price_change(in_use=price_in_use(price=price), before=price.money_terms(), after=after)
+
+
+class FrozenPriceForm(forms.ModelForm):
+    """Refuses changes to the money terms of a price billed on invoices."""
+
+    def clean(self):
+        data = super().clean()
+        if not self.instance._state.adding:
+            # clean() runs before the form writes its values onto the instance.
+            after = {name: data[name] for name in PRICE_MONEY_TERMS if name in data}
+            _refuse_frozen_changes(price=self.instance, after=after)
+        return data
+
+
+class PlanPriceInlineFormSet(forms.BaseInlineFormSet):
+    """A price billed on invoices cannot be deleted from its plan."""
+
+    def clean(self):
+        # Before Django's own check, which lists the protecting invoice lines but not why.
+        for form in self.forms:
+            if not form.cleaned_data.get("DELETE") or form.instance._state.adding:
+                continue
+            try:
+                validate_price_delete(in_use=price_in_use(price=form.instance))
+            except ValidationError as error:
+                raise ValidationError(error.messages) from error
+        super().clean()
 
 
 class PlanPriceInlineForm(forms.ModelForm):

@@ -4,7 +4,7 @@ from django.db import models
 
 from catalog import pricing
 from catalog.ids import id_factory
-from catalog.validation import validate_meter, validate_price
+from catalog.validation import PRICE_MONEY_TERMS, validate_meter, validate_price
 
 # Unit prices need sub-cent precision: $15 per million tokens is 0.000015 a token.
 AMOUNT = {"max_digits": 28, "decimal_places": 12}
@@ -112,6 +112,16 @@ class Plan(models.Model):
     description = models.TextField(blank=True)
     active = models.BooleanField(default=True)
     metadata = models.JSONField(default=dict, blank=True)
+    version = models.PositiveIntegerField(default=1, editable=False)
+    previous_version = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="next_versions",
+        help_text="The plan this one was duplicated from.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -231,6 +241,15 @@ class Price(models.Model):
             tier_mode=self.tier_mode,
             tiers=tuple(t.as_tier() for t in self.tiers.all()),
         )
+
+    def money_terms(self) -> dict:
+        """The stored values of what a price in use may not change; related objects as ids."""
+        return {
+            name: tuple(t.as_tier() for t in self.tiers.all())
+            if name == "tiers"
+            else self.serializable_value(name)
+            for name in PRICE_MONEY_TERMS
+        }
 
 
 class PriceTier(models.Model):

@@ -1,7 +1,7 @@
 from decimal import Decimal
 
 from catalog import pricing
-from catalog.models import Price
+from catalog.models import Plan, Price
 from catalog.money import format_money, format_quantity, format_unit_price, round_money
 
 
@@ -51,3 +51,14 @@ def price_summary(price: Price) -> str:
         unit_singular=feature.unit_singular if feature else "",
         unit_plural=feature.unit_plural if feature else "",
     )
+
+
+def price_in_use(*, price: Price) -> bool:
+    """Billed on an invoice line. Every active subscription's draft has a line for each of
+    its plan's prices, and finalized invoices keep theirs, so this covers both."""
+    return not price._state.adding and price.invoice_lines.exists()
+
+
+def plan_in_use(*, plan: Plan) -> bool:
+    """Any of its prices is in use (see ``price_in_use``)."""
+    return Price.objects.filter(plan=plan, invoice_lines__isnull=False).exists()

@@ -8,7 +8,13 @@ from django.utils.text import slugify
 
 from catalog import pricing
 from catalog.models import Feature, Meter, Plan, Price, PriceTier
-from catalog.validation import validate_feature, validate_price_tiers
+from catalog.selectors import price_in_use
+from catalog.validation import (
+    validate_feature,
+    validate_price_change,
+    validate_price_delete,
+    validate_price_tiers,
+)
 
 
 @transaction.atomic
@@ -92,6 +98,11 @@ def price_create(*, plan: Plan, tiers: list[pricing.Tier] | None = None, **field
     tiers = list(tiers or [])
     validate_price_tiers(billing_model=price.billing_model, tiers=tiers)
     price.save()
+    _tiers_save(price=price, tiers=tiers)
+    return price
+
+
+def _tiers_save(*, price: Price, tiers: list[pricing.Tier]) -> None:
     rows = [
         PriceTier(
             price=price,
@@ -111,4 +122,108 @@ def price_create(*, plan: Plan, tiers: list[pricing.Tier] | None = None, **field
     if problems:
         raise ValidationError({"tiers": problems})
     PriceTier.objects.bulk_create(rows)
+
+
+@transaction.atomic
+def price_update(*, price: Price, tiers: list[pricing.Tier] | None = None, **fields) -> Price:
+    """Change a price's own fields, and its tiers when given. A price in use keeps its money
+    terms: only its names and metadata change."""
+    price = Price.objects.select_for_update().get(pk=price.pk)
+    if "currency" in fields:
+        fields["currency"] = fields["currency"].lower()
+    if fields.get("lookup_key") == "":
+        fields["lookup_key"] = None
+    before = price.money_terms()
+    after = fields if tiers is None else {**fields, "tiers": tiers}
+    validate_price_change(in_use=price_in_use(price=price), before=before, after=after)
+    for name, value in fields.items():
+        Price._meta.get_field(name)  # a misspelt field is an error, not a silent no-op
+        setattr(price, name, value)
+    price.full_clean()
+    validate_price_tiers(
+        billing_model=price.billing_model, tiers=before["tiers"] if tiers is None else tiers
+    )
+    price.save()
+    if tiers is not None:
+        price.tiers.all().delete()
+        _tiers_save(price=price, tiers=list(tiers))
     return price
+
+
+@transaction.atomic
+def price_delete(*, price: Price) -> None:
+    price = Price.objects.select_for_update().get(pk=price.pk)
+    validate_price_delete(in_use=price_in_use(price=price))
+    price.delete()
+
+
+# What a new plan version does not copy from a price: who it is and when it was made.
+_PRICE_NOT_COPIED = {"id", "plan", "lookup_key", "created_at", "updated_at"}
+
+
+@transaction.atomic
+def plan_version_create(*, plan: Plan) -> Plan:
+    """Copy a plan, its prices and their tiers as its next version, ready to be changed.
+
+    Names and lookup keys get `` v<N>`` and ``-v<N>``, with N bumped past any key in use.
+    Subscribers stay on ``plan``.
+    """
+    plan = Plan.objects.select_for_update().get(pk=plan.pk)
+    prices = list(plan.prices.prefetch_related("tiers"))
+    version = plan.version + 1
+    while _version_keys_taken(plan=plan, prices=prices, version=version):
+        version += 1
+    copy = Plan(
+        name=_versioned(plan.name, separator=" v", old=plan.version, new=version),
+        lookup_key=_versioned(plan.lookup_key, separator="-v", old=plan.version, new=version),
+        description=plan.description,
+        active=plan.active,
+        metadata=dict(plan.metadata),
+        version=version,
+        previous_version=plan,
+    )
+    copy.full_clean()
+    copy.save()
+    for price in prices:
+        price_copy = Price(
+            plan=copy,
+            lookup_key=_versioned(price.lookup_key, separator="-v", old=plan.version, new=version),
+            **{
+                field.attname: getattr(price, field.attname)
+                for field in Price._meta.concrete_fields
+                if field.name not in _PRICE_NOT_COPIED
+            },
+        )
+        price_copy.save()
+        PriceTier.objects.bulk_create(
+            PriceTier(
+                price=price_copy,
+                up_to=t.up_to,
+                unit_amount=t.unit_amount,
+                flat_amount=t.flat_amount,
+            )
+            for t in price.tiers.all()
+        )
+    return copy
+
+
+def _versioned(value: str | None, *, separator: str, old: int, new: int) -> str | None:
+    """``pro`` → ``pro-v2``; ``pro-v2`` → ``pro-v3``. Cut to fit 255 characters."""
+    if not value:
+        return value or None
+    suffix = f"{separator}{old}"
+    base = value.removesuffix(suffix) if old > 1 else value
+    tail = f"{separator}{new}"
+    return base[: 255 - len(tail)] + tail
+
+
+def _version_keys_taken(*, plan: Plan, prices: list[Price], version: int) -> bool:
+    plan_key = _versioned(plan.lookup_key, separator="-v", old=plan.version, new=version)
+    price_keys = [
+        _versioned(p.lookup_key, separator="-v", old=plan.version, new=version)
+        for p in prices
+        if p.lookup_key
+    ]
+    return (
+        plan_key is not None and Plan.objects.filter(lookup_key=plan_key).exists()
+    ) or Price.objects.filter(lookup_key__in=price_keys).exists()

@@ -4,10 +4,10 @@ Each function takes plain values and raises a ``ValidationError`` keyed by field
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from catalog import pricing
 
@@ -131,3 +131,63 @@ def validate_tiers(tiers: Sequence[pricing.Tier]) -> None:
         previous = tier.up_to
     if problems:
         raise ValidationError({"tiers": problems})
+
+
+# A price billed on invoices keeps these; change comes as a new plan version.
+PRICE_MONEY_TERMS = (
+    "plan",
+    "meter",
+    "type",
+    "billing_model",
+    "amount",
+    "currency",
+    "divide_by",
+    "round",
+    "free_units",
+    "tier_mode",
+    "tiers",
+    "billing_period",
+    "billing_period_count",
+    "invoice_cadence",
+)
+PRICE_FROZEN = (
+    "This price is billed on invoices; its money terms are frozen. Duplicate the plan as a "
+    'new version (Plans → select → "Duplicate as new version") and change the copy.'
+)
+PRICE_UNDELETABLE = (
+    "This price is billed on invoices, so it cannot be deleted. Duplicate the plan as a "
+    'new version (Plans → select → "Duplicate as new version") and leave it out of the copy.'
+)
+
+
+def _comparable(name: str, value):
+    if name == "tiers":
+        return tuple((t.up_to, t.unit_amount, t.flat_amount or Decimal(0)) for t in value)
+    if name == "currency":
+        return (value or "").lower()
+    return getattr(value, "pk", value)  # a related object compares by its id
+
+
+def price_changes_refused(*, in_use: bool, before: Mapping, after: Mapping) -> list[str]:
+    """The money terms that ``after`` would change on a price in use.
+
+    ``before`` holds every money term; ``after`` only those being set.
+    """
+    if not in_use:
+        return []
+    return [
+        name
+        for name in PRICE_MONEY_TERMS
+        if name in after and _comparable(name, after[name]) != _comparable(name, before[name])
+    ]
+
+
+def validate_price_change(*, in_use: bool, before: Mapping, after: Mapping) -> None:
+    refused = price_changes_refused(in_use=in_use, before=before, after=after)
+    if refused:
+        _raise({NON_FIELD_ERRORS: [f"Cannot change {', '.join(refused)}. {PRICE_FROZEN}"]})
+
+
+def validate_price_delete(*, in_use: bool) -> None:
+    if in_use:
+        _raise({NON_FIELD_ERRORS: [PRICE_UNDELETABLE]})

@@ -6,6 +6,7 @@ from django.core.management import call_command
 
 from catalog import pricing
 from catalog.models import Feature, Meter, Plan, Price, PriceTier
+from catalog.services import plan_version_create
 from tests.api.asserts import assert_error
 
 pytestmark = pytest.mark.django_db
@@ -665,3 +666,10 @@ def test_interactive_docs_serve_swagger_ui_from_this_server(client):
     page = client.get("/v1/docs/").content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
     assert "cdn" not in page.lower()
+
+
+def test_plan_shows_its_version(api_client):
+    plan = make_plan(api_client, lookup_key="pro")
+    v2 = plan_version_create(plan=Plan.objects.get(pk=plan["id"]))
+    assert plan["version"] == 1
+    assert api_client.get(f"/v1/plans/{v2.pk}").json()["version"] == 2

@@ -1,5 +1,6 @@
 """The operator admin: every page loads, and the o1 plan can be built through the forms."""
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -7,7 +8,13 @@ from django.contrib import admin
 from django.urls import reverse
 
 from catalog.models import Feature, Meter, Plan, Price, PriceTier
-from tests.factories import MeterFactory, PlanFactory, PriceFactory
+from tests.factories import (
+    MeterFactory,
+    PlanFactory,
+    PriceFactory,
+    PriceTierFactory,
+    subscribe,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -222,3 +229,217 @@ def test_invalid_tier_set_is_refused_and_nothing_saved(admin_client, tiers, reas
     assert reason in response.content.decode()
     assert not Price.objects.exists()
     assert not PriceTier.objects.exists()
+
+
+# Prices billed on invoices are frozen
+
+
+def price_change_post(price: Price, **changes) -> dict:
+    """The price's change form as the admin renders it, with ``changes`` typed in."""
+    tiers = list(price.tiers.all())
+    data = {
+        "plan": price.plan_id,
+        "meter": price.meter_id or "",
+        "type": price.type,
+        "billing_model": price.billing_model,
+        "display_name": price.display_name,
+        "lookup_key": price.lookup_key or "",
+        "description": price.description,
+        "amount": str(price.amount),
+        "currency": price.currency,
+        "divide_by": price.divide_by or "",
+        "round": price.round,
+        "free_units": str(price.free_units),
+        "tier_mode": price.tier_mode,
+        "billing_period": price.billing_period,
+        "billing_period_count": str(price.billing_period_count),
+        "invoice_cadence": price.invoice_cadence,
+        "metadata": json.dumps(price.metadata),
+        **management("tiers", total=len(tiers), initial=len(tiers)),
+    }
+    for index, tier in enumerate(tiers):
+        p = f"tiers-{index}-"
+        data[p + "id"] = tier.pk
+        data[p + "price"] = price.pk
+        data[p + "up_to"] = "" if tier.up_to is None else str(tier.up_to)
+        data[p + "unit_amount"] = str(tier.unit_amount)
+        data[p + "flat_amount"] = str(tier.flat_amount)
+    return {**data, **changes}
+
+
+def plan_change_post(plan: Plan, **changes) -> dict:
+    prices = list(plan.prices.all())
+    data = {
+        "name": plan.name,
+        "lookup_key": plan.lookup_key or "",
+        "description": plan.description,
+        "active": "on",
+        "metadata": json.dumps(plan.metadata),
+        **management("prices", total=len(prices), initial=len(prices)),
+    }
+    for index, price in enumerate(prices):
+        data.update(price_row(index, price.meter, str(price.amount)))
+        data[f"prices-{index}-id"] = price.pk
+        data[f"prices-{index}-plan"] = plan.pk
+    return {**data, **changes}
+
+
+def price_change(admin_client, price: Price, **changes):
+    return admin_client.post(
+        reverse("admin:catalog_price_change", args=[price.pk]), price_change_post(price, **changes)
+    )
+
+
+@pytest.fixture
+def price_in_use():
+    price = PriceFactory(amount=Decimal("15"))
+    subscribe(price.plan)
+    return price
+
+
+def test_price_in_use_refuses_an_amount_change_and_says_what_to_do(admin_client, price_in_use):
+    response = price_change(admin_client, price_in_use, amount="16", display_name="Renamed")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Cannot change amount." in page
+    assert "Duplicate the plan as a new version" in page
+    price_in_use.refresh_from_db()
+    assert (price_in_use.amount, price_in_use.display_name) == (Decimal("15"), "")
+
+
+def test_price_in_use_says_what_is_frozen_and_keeps_names_and_metadata_editable(
+    admin_client, price_in_use
+):
+    page = admin_client.get(reverse("admin:catalog_price_change", args=[price_in_use.pk]))
+    notice = "Display name, description, lookup key and metadata stay editable."
+    assert "its money terms are frozen" in page.content.decode()
+    assert notice in page.content.decode()
+    plan_page = admin_client.get(reverse("admin:catalog_plan_change", args=[price_in_use.plan_id]))
+    assert "their money terms are frozen" in plan_page.content.decode()
+
+    response = price_change(
+        admin_client,
+        price_in_use,
+        display_name="Input tokens",
+        description="Per million",
+        lookup_key="input-tokens",
+        metadata='{"sku": "in"}',
+        currency="USD",  # the same currency, typed differently
+    )
+    assert response.status_code == 302
+    price_in_use.refresh_from_db()
+    assert (price_in_use.display_name, price_in_use.lookup_key) == ("Input tokens", "input-tokens")
+    assert price_in_use.metadata == {"sku": "in"}
+
+
+def test_only_prices_in_use_are_frozen(admin_client, price_in_use):
+    price = PriceFactory(amount=Decimal("15"), meter=price_in_use.meter)
+    page = admin_client.get(reverse("admin:catalog_price_change", args=[price.pk]))
+    assert "frozen" not in page.content.decode()
+    other = MeterFactory()
+    changes = {"amount": "16", "currency": "eur", "meter": other.pk, "divide_by": "1000"}
+    assert price_change(admin_client, price_in_use, **changes).status_code == 200
+    assert price_change(admin_client, price, **changes).status_code == 302
+    price.refresh_from_db()
+    assert (price.amount, price.currency, price.meter, price.divide_by) == (
+        Decimal("16"),
+        "eur",
+        other,
+        1000,
+    )
+    price_in_use.refresh_from_db()
+    assert (price_in_use.amount, price_in_use.currency) == (Decimal("15"), "usd")
+
+
+def test_tier_changes_on_a_price_in_use_are_refused(admin_client):
+    tier = PriceTierFactory(up_to=None, unit_amount=Decimal("2"))
+    price = tier.price
+    subscribe(price.plan)
+    changed = price_change(admin_client, price, **{"tiers-0-unit_amount": "3"})
+    added = price_change(
+        admin_client,
+        price,
+        **management("tiers", total=2, initial=1),
+        **{"tiers-0-up_to": "10", "tiers-1-unit_amount": "1", "tiers-1-flat_amount": "0"},
+    )
+    deleted = price_change(admin_client, price, **{"tiers-0-DELETE": "on"})
+    for response in (changed, added, deleted):
+        assert response.status_code == 200
+        assert "Cannot change tiers." in response.content.decode()
+    assert [(t.up_to, t.unit_amount) for t in price.tiers.all()] == [(None, Decimal("2"))]
+
+
+def test_plan_inline_refuses_a_change_to_a_price_in_use_but_adds_new_prices(
+    admin_client, price_in_use
+):
+    plan = price_in_use.plan
+    url = reverse("admin:catalog_plan_change", args=[plan.pk])
+    response = admin_client.post(
+        url, plan_change_post(plan, **{"prices-0-amount": "16", "prices-0-display_name": "Input"})
+    )
+    assert response.status_code == 200
+    assert "Cannot change amount." in response.content.decode()
+    price_in_use.refresh_from_db()
+    assert (price_in_use.amount, price_in_use.display_name) == (Decimal("15"), "")
+
+    data = plan_change_post(plan, **management("prices", total=2, initial=1))
+    data.update(price_row(1, MeterFactory(), "60"))
+    assert admin_client.post(url, data).status_code == 302
+    assert sorted(p.amount for p in plan.prices.all()) == [Decimal("15"), Decimal("60")]
+
+
+def test_deleting_a_price_in_use_is_refused_without_a_500(admin_client, price_in_use):
+    delete_url = reverse("admin:catalog_price_delete", args=[price_in_use.pk])
+    plan_url = reverse("admin:catalog_plan_change", args=[price_in_use.plan_id])
+    responses = [
+        admin_client.get(delete_url),
+        admin_client.post(delete_url, {"post": "yes"}),
+        admin_client.post(
+            reverse("admin:catalog_price_changelist"),
+            {"action": "delete_selected", "_selected_action": [price_in_use.pk], "post": "yes"},
+        ),
+        admin_client.post(
+            plan_url, plan_change_post(price_in_use.plan, **{"prices-0-DELETE": "on"})
+        ),
+    ]
+    for response in responses:
+        assert response.status_code == 200
+        assert "it cannot be deleted" in response.content.decode()
+    plan_delete = reverse("admin:catalog_plan_delete", args=[price_in_use.plan_id])
+    assert admin_client.post(plan_delete, {"post": "yes"}).status_code == 200  # Django's own list
+    assert Price.objects.filter(pk=price_in_use.pk).exists()
+
+
+def test_duplicate_as_new_version_copies_prices_and_tiers(admin_client):
+    plan = PlanFactory(name="Pro", lookup_key="pro")
+    package = PriceFactory(plan=plan, lookup_key="pro-input", free_units=Decimal("100"))
+    tiered = PriceTierFactory(
+        price__plan=plan, price__tier_mode="SLAB", up_to=Decimal(10), unit_amount=Decimal("2")
+    ).price
+    PriceTierFactory(price=tiered, up_to=None, unit_amount=Decimal("1.5"), flat_amount=Decimal(5))
+    subscribe(plan)
+
+    response = admin_client.post(
+        reverse("admin:catalog_plan_changelist"),
+        {"action": "duplicate_as_new_version", "_selected_action": [plan.pk]},
+        follow=True,
+    )
+    copy = Plan.objects.get(previous_version=plan)
+    link = reverse("admin:catalog_plan_change", args=[copy.pk])
+    assert f'Created <a href="{link}">Pro v2</a> from Pro.' in response.content.decode()
+    assert (copy.name, copy.lookup_key, copy.version) == ("Pro v2", "pro-v2", 2)
+
+    def priced(p: Plan) -> list:
+        return [(pr.meter_id, pr.type, pr.currency, pr.terms()) for pr in p.prices.all()]
+
+    assert priced(copy) == priced(plan)
+    assert not {p.pk for p in copy.prices.all()} & {package.pk, tiered.pk}
+    assert copy.prices.get(meter=package.meter).lookup_key == "pro-input-v2"
+
+    copied = copy.prices.get(meter=tiered.meter)
+    response = price_change(
+        admin_client, copied, tier_mode="VOLUME", **{"tiers-1-flat_amount": "7"}
+    )
+    assert response.status_code == 302
+    assert copied.terms().tiers[1].flat_amount == Decimal(7)
+    assert tiered.terms().tiers[1].flat_amount == Decimal(5)

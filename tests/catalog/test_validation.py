@@ -1,11 +1,19 @@
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from catalog import pricing
 from catalog.pricing import Tier
-from catalog.validation import validate_meter, validate_price, validate_tiers
+from catalog.validation import (
+    price_changes_refused,
+    validate_meter,
+    validate_price,
+    validate_price_change,
+    validate_price_delete,
+    validate_tiers,
+)
 
 GOOD_PRICE = {
     "type": "USAGE",
@@ -132,3 +140,58 @@ def test_price_create_refuses_tiered_price_without_valid_tiers():
         )
     assert "tiers" in info.value.message_dict
     assert not Price.objects.exists()
+
+
+FROZEN_BEFORE = {
+    "plan": "plan_1",
+    "meter": "meter_1",
+    "type": "USAGE",
+    "billing_model": "PACKAGE",
+    "amount": Decimal("15"),
+    "currency": "usd",
+    "divide_by": 1_000_000,
+    "round": "up",
+    "free_units": Decimal(0),
+    "tier_mode": "VOLUME",
+    "tiers": (),
+    "billing_period": "MONTHLY",
+    "billing_period_count": 1,
+    "invoice_cadence": "ARREAR",
+}
+
+
+def test_a_price_in_use_refuses_each_money_term_change_by_name():
+    refused = price_changes_refused(
+        in_use=True,
+        before=FROZEN_BEFORE,
+        after={"amount": Decimal("16"), "currency": "eur", "tiers": [_tier(None)]},
+    )
+    assert refused == ["amount", "currency", "tiers"]
+    errors = _errors(
+        validate_price_change,
+        in_use=True,
+        before=FROZEN_BEFORE,
+        after={"amount": Decimal("16"), "meter": "meter_2"},
+    )
+    message = " ".join(errors[NON_FIELD_ERRORS])
+    assert message.startswith("Cannot change meter, amount.")
+    assert "Duplicate the plan as a new version" in message
+
+
+def test_equal_values_are_no_change_and_unused_prices_change_freely():
+    same = {
+        "amount": Decimal("15.000000000000"),
+        "currency": "USD",
+        "plan": SimpleNamespace(pk="plan_1"),
+        "display_name": "Input tokens",
+    }
+    validate_price_change(in_use=True, before=FROZEN_BEFORE, after=same)
+    validate_price_change(
+        in_use=False, before=FROZEN_BEFORE, after={"amount": Decimal("16"), "tiers": []}
+    )
+
+
+def test_a_price_in_use_cannot_be_deleted():
+    errors = _errors(validate_price_delete, in_use=True)
+    assert "cannot be deleted" in errors[NON_FIELD_ERRORS][0]
+    validate_price_delete(in_use=False)
