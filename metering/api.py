@@ -25,6 +25,7 @@ from metering.ingestion import (
     meters_by_event_name,
     single_events,
 )
+from metering.matching import events_with_properties
 from metering.models import Customer, Event
 
 
@@ -152,8 +153,7 @@ def _events_matching(query: dict):
         events = events.filter(timestamp__gte=query["start_time"])
     if query.get("end_time"):
         events = events.filter(timestamp__lt=query["end_time"])
-    for key, values in (query.get("property_filters") or {}).items():
-        events = events.filter(**{f"properties__{key}__in": values})
+    events = events_with_properties(events, filters=(query.get("property_filters") or {}).items())
     direction = "" if query.get("order") == "asc" else "-"
     return events.order_by(f"{direction}timestamp", f"{direction}id")
 

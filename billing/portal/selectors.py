@@ -8,6 +8,7 @@ from billing.models import Invoice, InvoiceLineItem, Subscription
 from catalog import pricing
 from catalog.models import Meter, Price
 from catalog.selectors import terms_summary
+from metering.matching import events_feeding
 from metering.models import Customer, Event
 from metering.selectors import meter_usage_windows
 
@@ -224,9 +225,7 @@ def customer_events(
 ):
     events = Event.objects.filter(external_customer_id=customer.external_id)
     if meter is not None:
-        events = events.filter(event_name=meter.event_name)
-        for item in meter.filters:
-            events = events.filter(**{f"properties__{item['key']}__in": item["values"]})
+        events = events_feeding(events, meter=meter)
     if start is not None:
         events = events.filter(timestamp__gte=start)
     if end is not None:
