@@ -269,9 +269,9 @@ class EventMark:
 
 
 def invoice_label(invoice: Invoice) -> str:
-    return invoice.invoice_number or f"the {invoice.invoice_status.lower()} invoice of " + (
-        f"{invoice.period_start:%Y-%m-%d}"
-    )
+    if invoice.invoice_number:
+        return invoice.invoice_number
+    return f"the {invoice.invoice_status.lower()} invoice of {invoice.period_start:%Y-%m-%d}"
 
 
 @dataclass(frozen=True)
@@ -309,29 +309,34 @@ def billing_facts(*, customer: Customer, since: datetime | None = None) -> Billi
     )
     if since is not None:
         invoices = invoices.filter(Q(period_end__gt=since) | Q(invoice_status=Invoice.Status.DRAFT))
-    facts = BillingFacts(plan_meters=[p.meter for p in prices], invoices=[])
-    for invoice in invoices.prefetch_related("line_items").order_by("period_start"):
-        subscription = subscriptions[invoice.subscription_id]
-        if invoice.is_draft:
-            lines = [
-                UsageLine(
-                    name=p.display_name or p.meter.feature.name,
-                    meter=p.meter,
-                    start=usage_start(
-                        subscription=subscription, meter=p.meter, period_start=invoice.period_start
-                    ),
-                )
-                for p in prices
-                if p.plan_id == subscription.plan_id and p.currency == subscription.currency
-            ]
-        else:
-            lines = [
-                UsageLine(name=line.display_name, meter=line.metered_by(), start=line.period_start)
-                for line in invoice.line_items.all()
-                if line.meter_definition is not None
-            ]
-        facts.invoices.append((invoice, lines))
-    return facts
+    invoices = invoices.prefetch_related("line_items").order_by("period_start")
+    return BillingFacts(
+        plan_meters=[p.meter for p in prices],
+        invoices=[
+            (i, _usage_lines(i, subscription=subscriptions[i.subscription_id], prices=prices))
+            for i in invoices
+        ],
+    )
+
+
+def _usage_lines(invoice: Invoice, *, subscription: Subscription, prices) -> list[UsageLine]:
+    if not invoice.is_draft:
+        return [
+            UsageLine(name=line.display_name, meter=line.metered_by(), start=line.period_start)
+            for line in invoice.line_items.all()
+            if line.meter_definition is not None
+        ]
+    return [  # the names and windows the draft's lines get when it is recomputed
+        UsageLine(
+            name=p.display_name or p.meter.feature.name,
+            meter=p.meter,
+            start=usage_start(
+                subscription=subscription, meter=p.meter, period_start=invoice.period_start
+            ),
+        )
+        for p in prices
+        if p.plan_id == subscription.plan_id and p.currency == subscription.currency
+    ]
 
 
 def event_mark(*, facts: BillingFacts, event: Event) -> EventMark:
@@ -356,7 +361,8 @@ def event_mark(*, facts: BillingFacts, event: Event) -> EventMark:
         elif late(invoice=invoice, event=event):
             late_on = late_on or invoice
         else:
-            billed += [Billed(feature=line.name, invoice=invoice) for line in fed]
+            names = sorted(line.name for line in fed)
+            billed += [Billed(feature=name, invoice=invoice) for name in names]
     if billed:
         return EventMark(billed=tuple(billed))
     if late_on is not None:
