@@ -4,7 +4,6 @@ A ``Partial`` holds what any aggregation needs from a set of events, and partial
 so hourly rollups, raw edge events and windows all combine the same way.
 """
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,15 +22,23 @@ _NUMERIC = re.compile(NUMERIC_TEXT)
 NUMERIC = {"SUM", "AVG", "MAX", "LATEST", "SUM_WITH_MULTIPLIER", "WEIGHTED_SUM"}
 
 
-def as_text(value) -> str:
-    """A property as the string filters and COUNT_UNIQUE compare."""
+def property_text(value) -> str | None:
+    """A property as filters and COUNT_UNIQUE compare it: strings as sent, ``true``/``false``,
+    numbers as PostgreSQL's numeric prints them (``1e20`` is ``100000000000000000000``).
+    Null, objects and arrays have no text: None, which no filter value equals."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float | Decimal):
+    if isinstance(value, int):
         return str(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None  # stored as JSON null
+        value = Decimal(repr(value))  # the shortest digits, as the stored JSON has them
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(abs(value) if value.is_zero() else value, "f")  # numeric has no -0
+    return None
 
 
 def parse_number(value) -> Decimal:
@@ -76,7 +83,7 @@ def matches(meter, event_name: str, properties: dict) -> bool:
         value = properties.get(item["key"], _MISSING)
         if value is _MISSING:
             return False
-        if (value if type(value) is str else as_text(value)) not in item["values"]:
+        if (value if type(value) is str else property_text(value)) not in item["values"]:
             return False
     return True
 
@@ -95,7 +102,9 @@ def meter_value(meter, properties: dict):
         raise ValueError(f"property {meter.field!r} is missing")
     raw = properties[meter.field]
     if meter.aggregation == "COUNT_UNIQUE":
-        text = as_text(raw)
+        text = property_text(raw)
+        if text is None:
+            raise ValueError(f"property {meter.field!r} is null, an object or an array")
         if len(text) > 255:
             raise ValueError(f"property {meter.field!r} is longer than 255 characters")
         return text

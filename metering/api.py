@@ -10,7 +10,9 @@ from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
+from rest_framework.fields import empty
 from rest_framework.response import Response
+from rest_framework.utils import html
 from rest_framework.views import APIView
 
 from catalog.models import Meter
@@ -25,6 +27,7 @@ from metering.ingestion import (
     meters_by_event_name,
     single_events,
 )
+from metering.matching import events_with_properties
 from metering.models import Customer, Event
 
 
@@ -128,6 +131,22 @@ def event_json(event: Event) -> dict:
     }
 
 
+class PropertyFilters(serializers.DictField):
+    """``{"key": ["value", ...]}``; in a query string ``property_filters.key=value``, repeated
+    for more values (DRF's dict parsing keeps only the last value of a key)."""
+
+    def get_value(self, dictionary):
+        if not html.is_html_input(dictionary):
+            return super().get_value(dictionary)
+        prefix = f"{self.field_name}."
+        found = {
+            name.removeprefix(prefix): dictionary.getlist(name)
+            for name in dictionary
+            if name.startswith(prefix)
+        }
+        return found or empty
+
+
 class EventQuery(serializers.Serializer):
     external_customer_id = serializers.CharField(required=False, max_length=255)
     event_name = serializers.CharField(required=False, max_length=255)
@@ -135,8 +154,9 @@ class EventQuery(serializers.Serializer):
     source = serializers.CharField(required=False, max_length=255)
     start_time = serializers.DateTimeField(required=False)
     end_time = serializers.DateTimeField(required=False)
-    property_filters = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()), required=False
+    property_filters = PropertyFilters(
+        child=serializers.ListField(child=serializers.CharField(trim_whitespace=False)),
+        required=False,
     )
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=50)
     offset = serializers.IntegerField(required=False, min_value=0, default=0)
@@ -152,8 +172,7 @@ def _events_matching(query: dict):
         events = events.filter(timestamp__gte=query["start_time"])
     if query.get("end_time"):
         events = events.filter(timestamp__lt=query["end_time"])
-    for key, values in (query.get("property_filters") or {}).items():
-        events = events.filter(**{f"properties__{key}__in": values})
+    events = events_with_properties(events, filters=(query.get("property_filters") or {}).items())
     direction = "" if query.get("order") == "asc" else "-"
     return events.order_by(f"{direction}timestamp", f"{direction}id")
 

@@ -6,11 +6,14 @@ class MeteringConfig(AppConfig):
 
     def ready(self):
         from celery.signals import worker_ready
+        from django.db import connections
+        from django.db.backends.signals import connection_created
         from django.db.models.signals import post_delete, post_save
 
         from catalog.models import Feature, Meter
         from metering.auth import api_keys_forget
         from metering.ingestion import meters_forget
+        from metering.matching import sqlite_functions_register
         from metering.models import ApiKey
 
         for model, forget in ((Meter, meters_forget), (Feature, meters_forget)):
@@ -19,6 +22,11 @@ class MeteringConfig(AppConfig):
         post_save.connect(api_keys_forget, sender=ApiKey, dispatch_uid="forget-keys")
         post_delete.connect(api_keys_forget, sender=ApiKey, dispatch_uid="forget-d-keys")
         worker_ready.connect(_worker_ready, dispatch_uid="metering.worker_ready")
+
+        connection_created.connect(sqlite_functions_register, dispatch_uid="property-text")
+        for connection in connections.all(initialized_only=True):
+            if connection.connection is not None:  # opened before this app was ready
+                sqlite_functions_register(connection=connection)
 
 
 def _worker_ready(**kwargs):

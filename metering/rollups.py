@@ -19,6 +19,7 @@ from django.utils import timezone
 from catalog.models import Meter
 from config.coalesce import Coalescer
 from metering.aggregation import NUMERIC_TEXT, Partial, matches, meter_value
+from metering.matching import property_text_sql
 from metering.models import (
     Event,
     FoldState,
@@ -75,7 +76,8 @@ def raw_partials(meter, selection: Selection, key: Callable) -> dict:
 
 def _partials_query(meter, selection: Selection) -> tuple[str, list]:
     """SQL for ``raw_partials`` by (customer, hour) inside PostgreSQL, with the same rules:
-    every filter key's text among its values, and only numeric text for numeric meters.
+    every filter key's text among its values (``matching``), only numeric text for numeric
+    meters, and a text of at most 255 characters for COUNT_UNIQUE.
     Its columns are those of a rollup row, then the distinct values."""
     where, params = ["event_name = %s"], [meter.event_name]
     for column, op, value in (
@@ -88,14 +90,13 @@ def _partials_query(meter, selection: Selection) -> tuple[str, list]:
             where.append(f"{column} {op} %s")
             params.append(value)
     for item in meter.filters:
-        where.append("properties ->> %s = ANY(%s)")
-        params += [item["key"], list(item["values"])]
-    value, unique, select_params = "NULL::numeric", "NULL::text", []
+        text, text_params = property_text_sql("properties", item["key"])
+        where.append(f"{text} = ANY(%s)")
+        params += [*text_params, list(item["values"])]
+    value, unique, select_params, fed_where = "NULL::numeric", "NULL::text", [], "TRUE"
     if meter.aggregation == "COUNT_UNIQUE":
-        unique = "properties ->> %s"
-        select_params.append(meter.field)
-        where.append("properties ->> %s IS NOT NULL")
-        params.append(meter.field)
+        unique, select_params = property_text_sql("properties", meter.field)
+        fed_where = "u IS NOT NULL AND char_length(u) <= 255"
     elif meter.aggregation != "COUNT":
         value = "(properties ->> %s)::numeric"
         select_params.append(meter.field)
@@ -109,7 +110,8 @@ def _partials_query(meter, selection: Selection) -> tuple[str, list]:
         "coalesce(sum(v * extract(epoch FROM timestamp)), 0) AS value_time_sum, "
         "array_remove(array_agg(DISTINCT u), NULL) AS distinct_values "
         f"FROM (SELECT id, external_customer_id, timestamp, {value} AS v, {unique} AS u "
-        f"FROM {Event._meta.db_table} WHERE {' AND '.join(where)}) AS fed GROUP BY 1, 2, 3"
+        f"FROM {Event._meta.db_table} WHERE {' AND '.join(where)}) AS fed "
+        f"WHERE {fed_where} GROUP BY 1, 2, 3"
     )
     return sql, [meter.pk, *select_params, *params]
 

@@ -4,10 +4,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db.models import Q
+
 from billing.models import Invoice, InvoiceLineItem, Subscription
+from billing.services import usage_start
 from catalog import pricing
 from catalog.models import Meter, Price
 from catalog.selectors import terms_summary
+from metering.aggregation import matches
+from metering.matching import events_feeding
 from metering.models import Customer, Event
 from metering.selectors import meter_usage_windows
 
@@ -224,11 +229,161 @@ def customer_events(
 ):
     events = Event.objects.filter(external_customer_id=customer.external_id)
     if meter is not None:
-        events = events.filter(event_name=meter.event_name)
-        for item in meter.filters:
-            events = events.filter(**{f"properties__{item['key']}__in": item["values"]})
+        events = events_feeding(events, meter=meter)
     if start is not None:
         events = events.filter(timestamp__gte=start)
     if end is not None:
         events = events.filter(timestamp__lt=end)
     return events.order_by("-timestamp", "-id")
+
+
+# --- whether an event is billed -------------------------------------------------------
+
+NO_METER = "no meter counts it"
+OUTSIDE_PERIOD = "outside the billing period"
+VOIDED = "its invoice was voided"
+
+
+@dataclass(frozen=True)
+class Billed:
+    feature: str
+    invoice: Invoice
+
+    def __str__(self):
+        if self.invoice.is_draft:
+            return f"{self.feature} (proposed invoice)"
+        return f"{self.feature} on {invoice_label(self.invoice)}"
+
+
+@dataclass(frozen=True)
+class EventMark:
+    """Where an event is billed, or why it is not."""
+
+    billed: tuple[Billed, ...] = ()
+    reason: str = ""
+
+    def __str__(self):
+        if self.billed:
+            return "billed: " + "; ".join(str(b) for b in self.billed)
+        return f"not billed: {self.reason}"
+
+
+def invoice_label(invoice: Invoice) -> str:
+    if invoice.invoice_number:
+        return invoice.invoice_number
+    return f"the {invoice.invoice_status.lower()} invoice of {invoice.period_start:%Y-%m-%d}"
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    """A feature an invoice bills by a meter, and from when it counts events."""
+
+    name: str
+    meter: Meter
+    start: datetime
+
+
+@dataclass(frozen=True)
+class BillingFacts:
+    """What bills a customer's usage: each subscription's plan meters, and its invoices with
+    the usage lines each bills (the plan's current meters for a draft, the lines' snapshots
+    once closed). Loaded once; then each event is marked in Python."""
+
+    plan_meters: list[Meter]
+    invoices: list[tuple[Invoice, list[UsageLine]]]
+
+
+def billing_facts(*, customer: Customer, since: datetime | None = None) -> BillingFacts:
+    """``since`` skips closed invoices of periods that ended before it."""
+    subscriptions = {s.pk: s for s in customer.subscriptions.all()}
+    prices = (
+        Price.objects.filter(
+            plan_id__in={s.plan_id for s in subscriptions.values()}, type=Price.Type.USAGE
+        )
+        .exclude(meter=None)
+        .select_related("meter__feature")
+    )
+    invoices = Invoice.objects.filter(
+        subscription_id__in=subscriptions,
+        billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+    )
+    if since is not None:
+        invoices = invoices.filter(Q(period_end__gt=since) | Q(invoice_status=Invoice.Status.DRAFT))
+    invoices = invoices.prefetch_related("line_items").order_by("period_start")
+    return BillingFacts(
+        plan_meters=[p.meter for p in prices],
+        invoices=[
+            (i, _usage_lines(i, subscription=subscriptions[i.subscription_id], prices=prices))
+            for i in invoices
+        ],
+    )
+
+
+def _usage_lines(invoice: Invoice, *, subscription: Subscription, prices) -> list[UsageLine]:
+    if not invoice.is_draft:
+        return [
+            UsageLine(name=line.display_name, meter=line.metered_by(), start=line.period_start)
+            for line in invoice.line_items.all()
+            if line.meter_definition is not None
+        ]
+    return [  # the names and windows the draft's lines get when it is recomputed
+        UsageLine(
+            name=p.display_name or p.meter.feature.name,
+            meter=p.meter,
+            start=usage_start(
+                subscription=subscription, meter=p.meter, period_start=invoice.period_start
+            ),
+        )
+        for p in prices
+        if p.plan_id == subscription.plan_id and p.currency == subscription.currency
+    ]
+
+
+def event_mark(*, facts: BillingFacts, event: Event) -> EventMark:
+    """Billed on every invoice line whose meter it feeds within the line's window; otherwise
+    the first reason that holds: late, voided, no meter counts it, outside the period."""
+
+    def feeds(meter) -> bool:
+        return matches(meter, event.event_name, event.properties)
+
+    moment = event.timestamp
+    billed, late_on, voided, unmetered = [], None, False, False
+    for invoice, lines in facts.invoices:
+        fed = [
+            line
+            for line in lines
+            if line.start <= moment < invoice.period_end and feeds(line.meter)
+        ]
+        if not fed:
+            unmetered = unmetered or invoice.period_start <= moment < invoice.period_end
+        elif invoice.invoice_status == Invoice.Status.VOIDED:
+            voided = True
+        elif late(invoice=invoice, event=event):
+            late_on = late_on or invoice
+        else:
+            names = sorted(line.name for line in fed)
+            billed += [Billed(feature=name, invoice=invoice) for name in names]
+    if billed:
+        return EventMark(billed=tuple(billed))
+    if late_on is not None:
+        return EventMark(reason=f"late: it arrived after {invoice_label(late_on)} was closed")
+    if voided:
+        return EventMark(reason=VOIDED)
+    if unmetered or not any(feeds(meter) for meter in facts.plan_meters):
+        return EventMark(reason=NO_METER)
+    return EventMark(reason=OUTSIDE_PERIOD)
+
+
+def late(*, invoice: Invoice, event: Event) -> bool:
+    """A closed invoice's usage ends at its fence; with no fence known, nothing is late."""
+    return (
+        not invoice.is_draft and invoice.usage_fence is not None and event.id > invoice.usage_fence
+    )
+
+
+def event_marks(*, customer: Customer, events: list[Event]) -> list[EventMark]:
+    """A mark for each of a page of events, in a few queries whatever the page holds."""
+    if not events:
+        return []
+    facts = billing_facts(customer=customer, since=min(e.timestamp for e in events))
+    return [event_mark(facts=facts, event=event) for event in events]

@@ -124,6 +124,8 @@ def events(request, customer):
         page = 1
     offset = (page - 1) * PAGE_SIZE
     rows = list(form.events(customer)[offset : offset + PAGE_SIZE + 1])
+    shown = rows[:PAGE_SIZE]
+    marks = selectors.event_marks(customer=customer, events=shown)
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -132,7 +134,7 @@ def events(request, customer):
         {
             "customer": customer,
             "form": form,
-            "events": rows[:PAGE_SIZE],
+            "events": list(zip(shown, marks, strict=True)),
             "page": page,
             "has_next": len(rows) > PAGE_SIZE,
             "query": query.urlencode(),
@@ -149,9 +151,10 @@ class _Echo:
 def events_csv(request, customer):
     form = EventFilter(request.GET or None, meters=selectors.portal_meters(customer))
     writer = csv.writer(_Echo())
+    facts = selectors.billing_facts(customer=customer)
 
     def rows():
-        yield writer.writerow(["event_id", "event_name", "timestamp", "properties"])
+        yield writer.writerow(["event_id", "event_name", "timestamp", "properties", "billing"])
         for event in form.events(customer).iterator(chunk_size=2000):
             yield writer.writerow(
                 [
@@ -159,6 +162,7 @@ def events_csv(request, customer):
                     event.event_name,
                     event.timestamp.isoformat(),
                     _properties_text(event.properties),
+                    str(selectors.event_mark(facts=facts, event=event)),
                 ]
             )
 

@@ -4,7 +4,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from metering.aggregation import Partial, as_text, matches, meter_value, parse_number, quantity
+from metering.aggregation import (
+    Partial,
+    matches,
+    meter_value,
+    parse_number,
+    property_text,
+    quantity,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -49,7 +56,41 @@ def test_filters_compare_properties_as_strings():
     assert matches(m, "tokens", {"tier": 2})
     assert matches(m, "tokens", {"tier": True})
     assert not matches(m, "tokens", {"tier": 3})
-    assert as_text(1.5) == "1.5"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("1", "1"),
+        ("", ""),
+        (1, "1"),
+        (1.0, "1.0"),
+        (1.5, "1.5"),
+        (1.5e-7, "0.00000015"),  # as PostgreSQL's numeric prints it, never 1.5e-07
+        (1e20, "100000000000000000000"),
+        (100.0, "100.0"),
+        (-0.0, "0.0"),  # numeric has no negative zero
+        (10**30, "1000000000000000000000000000000"),
+        (True, "true"),
+        (False, "false"),
+        (None, None),  # null, objects and arrays have no text
+        ({"a": 1}, None),
+        ([1], None),
+        (float("inf"), None),  # stored as null
+    ],
+)
+def test_property_text_is_one_canonical_text(value, text):
+    assert property_text(value) == text
+
+
+def test_properties_without_text_match_no_filter_and_feed_no_count_unique():
+    m = meter(filters=[{"key": "tier", "values": ["null", "{}", "[]", "None"]}])
+    for value in (None, {}, []):
+        assert not matches(m, "tokens", {"tier": value})
+    unique = meter(aggregation="COUNT_UNIQUE", field="user")
+    for value in (None, {"a": 1}, [1]):
+        with pytest.raises(ValueError, match="'user' is null, an object or an array"):
+            meter_value(unique, {"user": value})
 
 
 @pytest.mark.parametrize(
