@@ -40,6 +40,15 @@ class LateUsage:
         return sum((late.amount for late in self.lines), Decimal(0))
 
 
+def is_late(*, invoice: Invoice, event_id: int) -> bool:
+    """An event its closed invoice's finalization did not read: stored after the fence."""
+    return (
+        invoice.invoice_status in CLOSED_STATUSES
+        and invoice.usage_fence is not None
+        and event_id > invoice.usage_fence
+    )
+
+
 def _late_line(invoice: Invoice, line: InvoiceLineItem) -> LateLine:
     meter = line.metered_by()
     customer = invoice.customer.external_id

@@ -90,7 +90,7 @@ class Meter(models.Model):
         """An unsaved meter that reads usage as ``data`` defined it (from raw events)."""
         multiplier = data.get("multiplier")
         return cls(
-            **{name: data[name] for name in cls.DEFINITION if name != "multiplier"},
+            **{k: data[k] for k in cls.DEFINITION if k in data and k != "multiplier"},
             multiplier=None if multiplier is None else Decimal(multiplier),
         )
 

@@ -7,7 +7,8 @@ from decimal import Decimal
 from django.db.models import Q
 
 from billing.models import Invoice, InvoiceLineItem, Subscription
-from billing.services import usage_start
+from billing.periods import usage_start
+from billing.selectors import is_late
 from catalog import pricing
 from catalog.models import Meter, Price
 from catalog.selectors import terms_summary
@@ -322,16 +323,26 @@ def billing_facts(*, customer: Customer, since: datetime | None = None) -> Billi
 def _usage_lines(invoice: Invoice, *, subscription: Subscription, prices) -> list[UsageLine]:
     if not invoice.is_draft:
         return [
-            UsageLine(name=line.display_name, meter=line.metered_by(), start=line.period_start)
+            UsageLine(
+                name=line.display_name,
+                meter=meter,
+                start=usage_start(
+                    reset_usage=meter.reset_usage,
+                    subscription_start=subscription.start_date,
+                    period_start=line.period_start,
+                ),
+            )
             for line in invoice.line_items.all()
-            if line.meter_definition is not None
+            if (meter := line.metered_by()) is not None
         ]
     return [  # the names and windows the draft's lines get when it is recomputed
         UsageLine(
             name=p.display_name or p.meter.feature.name,
             meter=p.meter,
             start=usage_start(
-                subscription=subscription, meter=p.meter, period_start=invoice.period_start
+                reset_usage=p.meter.reset_usage,
+                subscription_start=subscription.start_date,
+                period_start=invoice.period_start,
             ),
         )
         for p in prices
@@ -358,7 +369,7 @@ def event_mark(*, facts: BillingFacts, event: Event) -> EventMark:
             unmetered = unmetered or invoice.period_start <= moment < invoice.period_end
         elif invoice.invoice_status == Invoice.Status.VOIDED:
             voided = True
-        elif late(invoice=invoice, event=event):
+        elif is_late(invoice=invoice, event_id=event.id):
             late_on = late_on or invoice
         else:
             names = sorted(line.name for line in fed)
@@ -372,13 +383,6 @@ def event_mark(*, facts: BillingFacts, event: Event) -> EventMark:
     if unmetered or not any(feeds(meter) for meter in facts.plan_meters):
         return EventMark(reason=NO_METER)
     return EventMark(reason=OUTSIDE_PERIOD)
-
-
-def late(*, invoice: Invoice, event: Event) -> bool:
-    """A closed invoice's usage ends at its fence; with no fence known, nothing is late."""
-    return (
-        not invoice.is_draft and invoice.usage_fence is not None and event.id > invoice.usage_fence
-    )
 
 
 def event_marks(*, customer: Customer, events: list[Event]) -> list[EventMark]:
