@@ -222,6 +222,7 @@ class Price(models.Model):
             divide_by=self.divide_by,
             free_units=self.free_units,
             billing_period_count=self.billing_period_count,
+            invoice_cadence=self.invoice_cadence,
         )
 
     @property

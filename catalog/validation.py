@@ -16,6 +16,7 @@ COUNT = "COUNT"
 SUM_WITH_MULTIPLIER = "SUM_WITH_MULTIPLIER"
 USAGE = "USAGE"
 FIXED = "FIXED"
+ADVANCE = "ADVANCE"
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
 
@@ -76,6 +77,7 @@ def validate_price(
     divide_by: int | None,
     free_units: Decimal | None,
     billing_period_count: int | None = 1,
+    invoice_cadence: str = "ARREAR",
 ) -> None:
     errors: dict[str, list[str]] = {}
     if amount is not None and amount < 0:
@@ -90,6 +92,10 @@ def validate_price(
         errors["meter"] = ["A USAGE price needs a meter."]
     if type == FIXED and has_meter:
         errors["meter"] = ["A FIXED price has no meter."]
+    if type == USAGE and invoice_cadence == ADVANCE:
+        errors["invoice_cadence"] = [
+            "Usage is always billed in arrears: a USAGE price's invoice_cadence must be ARREAR."
+        ]
     if type == FIXED and billing_model != pricing.FLAT_FEE:
         errors["billing_model"] = ["A FIXED price is a FLAT_FEE."]
     if divide_by is not None and divide_by < 1:

@@ -536,6 +536,15 @@ def test_bad_prices_are_a_400_naming_the_field(api_client, plan, meter_id, build
     nothing_stored(Price, PriceTier)
 
 
+def test_a_usage_price_billed_in_advance_is_a_400_naming_invoice_cadence(
+    api_client, plan, meter_id
+):
+    body = package(plan, meter_id, invoice_cadence="ADVANCE")
+    error = assert_error(post(api_client, "/v1/prices", body), 400, "invoice_cadence")
+    assert "always billed in arrears" in " ".join(error["error"]["details"]["invoice_cadence"])
+    nothing_stored(Price, PriceTier)
+
+
 def test_a_fixed_price_with_a_meter_names_it(api_client, plan, meter_id):
     body = package(plan, meter_id, type="FIXED", billing_model="PACKAGE")
     error = assert_error(post(api_client, "/v1/prices", body), 400, "billing_model")

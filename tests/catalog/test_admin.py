@@ -211,6 +211,36 @@ def test_tiered_price_with_its_tiers_is_saved_from_the_price_form(admin_client):
     assert "40 tokens → $1,500.00" in page.content.decode()
 
 
+def test_usage_price_billed_in_advance_is_refused_on_its_field(admin_client):
+    plan, meter = PlanFactory(), MeterFactory()
+    data = tiered_price_post(plan, meter, [("", "30", "0")])
+    response = admin_client.post(
+        reverse("admin:catalog_price_add"), {**data, "invoice_cadence": "ADVANCE"}
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "always billed in arrears" in " ".join(errors["invoice_cadence"])
+    assert not Price.objects.exists()
+
+
+def test_plan_inline_refuses_a_usage_price_billed_in_advance(admin_client):
+    meter = MeterFactory()
+    data = {
+        "name": "Pro",
+        "lookup_key": "pro",
+        "description": "",
+        "active": "on",
+        "metadata": "{}",
+        **management("prices", total=1),
+        **price_row(0, meter, "15"),
+        "prices-0-invoice_cadence": "ADVANCE",
+    }
+    response = admin_client.post(reverse("admin:catalog_plan_add"), data)
+    assert response.status_code == 200
+    assert "always billed in arrears" in response.content.decode()
+    assert not Plan.objects.exists() and not Price.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("tiers", "reason"),
     [

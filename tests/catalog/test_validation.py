@@ -48,11 +48,18 @@ def test_a_good_package_price_passes():
         ({"type": "FIXED", "has_meter": False}, "billing_model", "FLAT_FEE"),
         ({"type": "FIXED", "billing_model": "FLAT_FEE"}, "meter", "has no meter"),
         ({"billing_period_count": 0}, "billing_period_count", "1 or more"),
+        ({"invoice_cadence": "ADVANCE"}, "invoice_cadence", "always billed in arrears"),
     ],
 )
 def test_price_rejection_names_field_and_reason(change, field, reason):
     errors = _errors(validate_price, **{**GOOD_PRICE, **change})
     assert reason in " ".join(errors[field])
+
+
+def test_only_a_fixed_price_may_be_billed_in_advance():
+    fixed = {**GOOD_PRICE, "type": "FIXED", "billing_model": "FLAT_FEE", "has_meter": False}
+    validate_price(**fixed, invoice_cadence="ADVANCE")
+    validate_price(**GOOD_PRICE, invoice_cadence="ARREAR")
 
 
 def test_meter_aggregations_other_than_count_need_a_field():
@@ -195,3 +202,23 @@ def test_a_price_in_use_cannot_be_deleted():
     errors = _errors(validate_price_delete, in_use=True)
     assert "cannot be deleted" in errors[NON_FIELD_ERRORS][0]
     validate_price_delete(in_use=False)
+
+
+@pytest.mark.django_db
+def test_price_create_refuses_a_usage_price_billed_in_advance():
+    from catalog.models import Price
+    from catalog.services import price_create
+    from tests.factories import MeterFactory, PlanFactory
+
+    with pytest.raises(ValidationError) as info:
+        price_create(
+            plan=PlanFactory(),
+            meter=MeterFactory(),
+            type="USAGE",
+            billing_model=pricing.PACKAGE,
+            amount=Decimal(15),
+            divide_by=1_000_000,
+            invoice_cadence="ADVANCE",
+        )
+    assert "always billed in arrears" in " ".join(info.value.message_dict["invoice_cadence"])
+    assert not Price.objects.exists()
