@@ -317,7 +317,7 @@ class InvoiceAdmin(admin.ModelAdmin):
     actions = ["recompute", "finalize", "void"]
     inlines = [InvoiceLineItemInline]
     fieldsets = [
-        (None, {"fields": ["id", "number", "customer", "subscription"]}),
+        (None, {"fields": ["id", "number", "customer", "subscription", "billing_reason"]}),
         (
             "Status",
             {"fields": [("invoice_status", "payment_status"), ("finalized_at", "voided_at")]},
@@ -334,6 +334,7 @@ class InvoiceAdmin(admin.ModelAdmin):
         "number",
         "customer",
         "subscription",
+        "billing_reason",
         "invoice_status",
         "payment_status",
         "finalized_at",

@@ -229,7 +229,6 @@ class InvoiceSerializer(serializers.ModelSerializer):
     customer_id = serializers.CharField()
     subscription_id = serializers.CharField(allow_null=True)
     invoice_type = Constant("SUBSCRIPTION")
-    billing_reason = Constant("SUBSCRIPTION_CYCLE")
     subtotal = Money()
     total = Money()
     amount_due = serializers.SerializerMethodField()
@@ -424,6 +423,7 @@ def preview_invoice(proposal: services.Proposal, *, hide_zero: bool) -> Invoice:
         id=f"inv_preview_{subscription.pk}",
         customer_id=subscription.customer_id,
         subscription=subscription,
+        billing_reason=proposal.billing_reason,
         currency=proposal.currency,
         subtotal=proposal.total,
         total=proposal.total,

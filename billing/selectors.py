@@ -97,6 +97,7 @@ def late_usage(*, limit: int = 100, finalized_after: datetime | None = None) -> 
     """
     invoices = Invoice.objects.filter(
         invoice_status__in=CLOSED_STATUSES,
+        billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,  # the one that bills usage
         subscription__isnull=False,
         usage_fence__isnull=False,
     ).filter(Exists(_events_after_fence()))

@@ -72,6 +72,7 @@ class Proposal:
     period_start: datetime
     period_end: datetime
     lines: list[Line]
+    billing_reason: str = Invoice.BillingReason.SUBSCRIPTION_CYCLE
 
     @property
     def total(self) -> Decimal:
@@ -86,46 +87,106 @@ def _plan_prices(subscription: Subscription):
     )
 
 
+def subscription_ends_by(*, subscription: Subscription, moment: datetime) -> bool:
+    """Whether the subscription is over at ``moment``, so no period starts there."""
+    if subscription.cancel_at_period_end and subscription.current_period_end <= moment:
+        return True
+    return subscription.end_date is not None and subscription.end_date <= moment
+
+
+def period_from(*, subscription: Subscription, start: datetime) -> tuple[datetime, datetime] | None:
+    """The service period that starts at ``start`` and runs to the next boundary from the
+    anchor: what ADVANCE charges billed at ``start`` pay for, and what period close opens.
+    None when the subscription ends by ``start``."""
+    if subscription_ends_by(subscription=subscription, moment=start):
+        return None
+    _, end = period_containing(
+        subscription.billing_anchor,
+        subscription.billing_period,
+        subscription.billing_period_count,
+        start,
+    )
+    return start, end
+
+
+def billed_in_advance(price: Price) -> bool:
+    # Usage is always in arrears, even on a price stored before ADVANCE was refused for it.
+    return price.type == Price.Type.FIXED and price.invoice_cadence == Price.Cadence.ADVANCE
+
+
+def _line(
+    *, subscription: Subscription, price: Price, period_start: datetime, period_end: datetime
+) -> Line:
+    terms = price.terms()
+    meter, reading = None, Reading(quantity=Decimal(1), event_count=0)
+    if price.type == Price.Type.USAGE:
+        meter = price.meter
+        start = usage_start(
+            reset_usage=meter.reset_usage,
+            subscription_start=subscription.start_date,
+            period_start=period_start,
+        )
+        reading = meter_reading(
+            meter=meter,
+            external_customer_id=subscription.customer.external_id,
+            start=start,
+            end=period_end,
+        )
+    return Line(
+        price=price,
+        meter=meter,
+        terms=terms,
+        quantity=reading.quantity,
+        amount=round_money(pricing.amount_for(terms, reading.quantity), price.currency),
+        period_start=period_start,
+        period_end=period_end,
+        event_count=reading.event_count,
+    )
+
+
 def invoice_compute(
-    *, subscription: Subscription, period_start: datetime, period_end: datetime
+    *,
+    subscription: Subscription,
+    period_start: datetime,
+    period_end: datetime,
+    billing_reason: str = Invoice.BillingReason.SUBSCRIPTION_CYCLE,
 ) -> Proposal:
-    """Every line of the invoice for one period, live from usage; persists nothing."""
+    """Every line of the invoice for one period, live from usage; persists nothing.
+
+    The invoice closing a period bills its usage and ARREAR fees, and the ADVANCE fees of
+    the period that starts as it ends (none if the subscription ends then). The creation
+    invoice bills only the ADVANCE fees of the first period.
+    """
+    cycle = billing_reason == Invoice.BillingReason.SUBSCRIPTION_CYCLE
+    ahead = period_from(subscription=subscription, start=period_end if cycle else period_start)
     lines = []
     for price in _plan_prices(subscription):
-        terms = price.terms()
-        meter, reading = None, Reading(quantity=Decimal(1), event_count=0)
-        if price.type == Price.Type.USAGE:
-            meter = price.meter
-            start = usage_start(
-                reset_usage=meter.reset_usage,
-                subscription_start=subscription.start_date,
-                period_start=period_start,
+        if billed_in_advance(price):
+            if ahead is not None:
+                lines.append(
+                    _line(
+                        subscription=subscription,
+                        price=price,
+                        period_start=ahead[0],
+                        period_end=ahead[1],
+                    )
+                )
+        elif cycle:
+            lines.append(
+                _line(
+                    subscription=subscription,
+                    price=price,
+                    period_start=period_start,
+                    period_end=period_end,
+                )
             )
-            reading = meter_reading(
-                meter=meter,
-                external_customer_id=subscription.customer.external_id,
-                start=start,
-                end=period_end,
-            )
-        amount = round_money(pricing.amount_for(terms, reading.quantity), price.currency)
-        lines.append(
-            Line(
-                price=price,
-                meter=meter,
-                terms=terms,
-                quantity=reading.quantity,
-                amount=amount,
-                period_start=period_start,
-                period_end=period_end,
-                event_count=reading.event_count,
-            )
-        )
     return Proposal(
         subscription=subscription,
         currency=subscription.currency,
         period_start=period_start,
         period_end=period_end,
         lines=lines,
+        billing_reason=billing_reason,
     )
 
 
@@ -136,6 +197,7 @@ def invoice_propose(*, subscription: Subscription) -> Invoice:
         subscription=subscription,
         period_start=subscription.current_period_start,
         period_end=subscription.current_period_end,
+        billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
         defaults={"customer_id": subscription.customer_id, "currency": subscription.currency},
     )
     return _draft_recompute(invoice=invoice)
@@ -152,6 +214,7 @@ def _draft_recompute(*, invoice: Invoice, fence: int | None = None) -> Invoice:
         subscription=invoice.subscription,
         period_start=invoice.period_start,
         period_end=invoice.period_end,
+        billing_reason=invoice.billing_reason,
     )
     invoice.line_items.all().delete()
     InvoiceLineItem.objects.bulk_create(line.as_item(invoice=invoice) for line in proposal.lines)
@@ -255,8 +318,28 @@ def subscription_create(
     )
     subscription.full_clean()
     subscription.save()
+    subscription_advance_invoice(subscription=subscription)
     invoice_propose(subscription=subscription)
     return subscription
+
+
+def subscription_advance_invoice(*, subscription: Subscription) -> Invoice | None:
+    """At creation: the first period's ADVANCE fees, on an invoice finalized at once.
+    A plan with no ADVANCE fee in the subscription's currency gets no such invoice."""
+    if not any(billed_in_advance(price) for price in _plan_prices(subscription)):
+        return None
+    period = period_from(subscription=subscription, start=subscription.current_period_start)
+    if period is None:
+        return None  # created already over
+    invoice = Invoice.objects.create(
+        subscription=subscription,
+        customer_id=subscription.customer_id,
+        currency=subscription.currency,
+        billing_reason=Invoice.BillingReason.SUBSCRIPTION_CREATE,
+        period_start=period[0],
+        period_end=period[1],
+    )
+    return invoice_finalize(invoice=invoice)
 
 
 @transaction.atomic
@@ -285,6 +368,7 @@ def subscription_cancel(
         subscription.cancel_at_period_end = True
         subscription.end_date = subscription.current_period_end
         subscription.save()
+        invoice_propose(subscription=subscription)  # the next period's ADVANCE fees drop off
     return subscription
 
 
@@ -298,20 +382,14 @@ def subscription_period_close(*, subscription_id: str, now: datetime) -> Invoice
     if invoice.is_draft:
         invoice = invoice_finalize(invoice=invoice)
     end = subscription.current_period_end
-    if subscription.cancel_at_period_end or (
-        subscription.end_date and subscription.end_date <= end
-    ):
+    # The same rule that put (or kept) the next period's ADVANCE fees on ``invoice``.
+    following = period_from(subscription=subscription, start=end)
+    if following is None:
         subscription.status = Subscription.Status.CANCELLED
         subscription.cancelled_at = end
         subscription.save()
         return invoice
-    _, next_end = period_containing(
-        subscription.billing_anchor,
-        subscription.billing_period,
-        subscription.billing_period_count,
-        end,
-    )
-    subscription.current_period_start, subscription.current_period_end = end, next_end
+    subscription.current_period_start, subscription.current_period_end = following
     subscription.save()
     invoice_propose(subscription=subscription)
     return invoice
