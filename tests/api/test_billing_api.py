@@ -165,3 +165,56 @@ def test_cancel_subscription(api_client, o1):
     assert twice.status_code == 400
     bad = post(api_client, f"subscriptions/{subs['acme'].pk}/cancel", {"cancellation_type": "x"})
     assert bad.status_code == 400 and "cancellation_type" in bad.json()["error"]["details"]
+
+
+def test_advance_fees_over_the_api_and_the_preview_equals_the_draft(api_client):
+    from catalog.models import Price
+    from tests.factories import MeterFactory, PlanFactory, PriceFactory
+
+    plan = PlanFactory()
+    for amount, cadence in (("20", "ADVANCE"), ("5", "ARREAR")):
+        PriceFactory(
+            plan=plan,
+            type=Price.Type.FIXED,
+            billing_model=Price.BillingModel.FLAT_FEE,
+            meter=None,
+            divide_by=None,
+            amount=Decimal(amount),
+            invoice_cadence=cadence,
+            display_name=f"{cadence} fee",
+        )
+    PriceFactory(plan=plan, meter=MeterFactory(), display_name="Tokens")
+    Customer.objects.create(external_id="initech", name="Initech")
+    body = {"plan_id": plan.pk, "external_customer_id": "initech", "currency": "usd"}
+    with time_machine.travel(datetime(2028, 1, 31, 9, 30, tzinfo=UTC), tick=False):
+        created = post(api_client, "subscriptions", body)
+    assert created.status_code == 201, created.json()
+    sub_id = created.json()["id"]
+
+    listed = api_client.get("/v1/invoices", {"subscription_id": sub_id}).json()["items"]
+    by_reason = {i["billing_reason"]: i for i in listed}
+    assert set(by_reason) == {"SUBSCRIPTION_CREATE", "SUBSCRIPTION_CYCLE"}
+    first = by_reason["SUBSCRIPTION_CREATE"]
+    assert (first["invoice_status"], first["total"]) == ("FINALIZED", "20.00")
+    assert (first["period_start"], first["period_end"]) == (
+        "2028-01-31T09:30:00Z",
+        "2028-02-29T09:30:00Z",
+    )
+    assert [
+        (li["display_name"], li["period_start"], li["period_end"]) for li in first["line_items"]
+    ] == [("ADVANCE fee", "2028-01-31T09:30:00Z", "2028-02-29T09:30:00Z")]
+
+    def shown(invoice):
+        keys = ("price_id", "display_name", "amount", "period_start", "period_end")
+        return [{k: li[k] for k in keys} for li in invoice["line_items"]]
+
+    draft = api_client.get(f"/v1/invoices/{by_reason['SUBSCRIPTION_CYCLE']['id']}").json()
+    preview = post(api_client, "invoices/preview", {"subscription_id": sub_id}).json()
+    assert preview["billing_reason"] == draft["billing_reason"] == "SUBSCRIPTION_CYCLE"
+    assert preview["total"] == draft["total"] == "25.00"
+    assert shown(preview) == shown(draft)
+    assert [(li["display_name"], li["period_start"]) for li in shown(draft)] == [
+        ("ADVANCE fee", "2028-02-29T09:30:00Z"),  # the next period, billed as this one closes
+        ("ARREAR fee", "2028-01-31T09:30:00Z"),
+        ("Tokens", "2028-01-31T09:30:00Z"),
+    ]
