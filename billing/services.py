@@ -114,9 +114,8 @@ def billed_in_advance(price: Price) -> bool:
     return price.type == Price.Type.FIXED and price.invoice_cadence == Price.Cadence.ADVANCE
 
 
-def _line(
-    *, subscription: Subscription, price: Price, period_start: datetime, period_end: datetime
-) -> Line:
+def _line(*, subscription: Subscription, price: Price, period: tuple[datetime, datetime]) -> Line:
+    period_start, period_end = period
     terms = price.terms()
     meter, reading = None, Reading(quantity=Decimal(1), event_count=0)
     if price.type == Price.Type.USAGE:
@@ -162,24 +161,11 @@ def invoice_compute(
     lines = []
     for price in _plan_prices(subscription):
         if billed_in_advance(price):
-            if ahead is not None:
-                lines.append(
-                    _line(
-                        subscription=subscription,
-                        price=price,
-                        period_start=ahead[0],
-                        period_end=ahead[1],
-                    )
-                )
-        elif cycle:
-            lines.append(
-                _line(
-                    subscription=subscription,
-                    price=price,
-                    period_start=period_start,
-                    period_end=period_end,
-                )
-            )
+            period = ahead
+        else:
+            period = (period_start, period_end) if cycle else None
+        if period is not None:
+            lines.append(_line(subscription=subscription, price=price, period=period))
     return Proposal(
         subscription=subscription,
         currency=subscription.currency,
