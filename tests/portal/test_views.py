@@ -149,3 +149,29 @@ def test_operator_adds_a_portal_user_from_the_customer_page(admin_client, client
     admin_client.post(url, {"email": "cfo@acme.test", "password": "a-long-Secret-9"})
     assert client.login(username="cfo@acme.test", password="a-long-Secret-9")
     assert "$202.50" in client.get(reverse("portal:home")).content.decode()
+
+
+def test_an_advance_fee_shows_the_period_it_pays_for(acme, demo):
+    from decimal import Decimal
+
+    from billing.services import invoice_propose
+    from catalog.models import Price
+    from tests.factories import PriceFactory
+
+    sub = demo["acme"]
+    PriceFactory(
+        plan=sub.plan,
+        type=Price.Type.FIXED,
+        billing_model=Price.BillingModel.FLAT_FEE,
+        meter=None,
+        divide_by=None,
+        amount=Decimal("20"),
+        invoice_cadence=Price.Cadence.ADVANCE,
+        display_name="Platform fee",
+    )
+    draft = invoice_propose(subscription=sub)
+    fee = draft.line_items.get(display_name="Platform fee")
+    assert fee.period_start == sub.current_period_end
+    detail = acme.get(reverse("portal:invoice", args=[draft.pk])).content.decode()
+    start, end = fee.period_start, fee.period_end
+    assert f"for {start:%b} {start.day} – {end:%b} {end.day}, {end.year}" in detail
