@@ -4,50 +4,15 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
-def snapshot_existing_lines(apps, schema_editor):
-    """Lines written before snapshots: take the terms their price has now, the best record
-    left of what priced them."""
-    from catalog.models import Meter as LiveMeter
-    from catalog.pricing import Terms, Tier, packages_for, PACKAGE, terms_to_json
-
-    Line = apps.get_model("billing", "InvoiceLineItem")
-    for line in Line.objects.select_related("price", "meter__feature").iterator():
-        price = line.price
-        if price is None:
-            continue
-        terms = Terms(
-            billing_model=price.billing_model,
-            amount=price.amount,
-            divide_by=price.divide_by,
-            round=price.round,
-            free_units=price.free_units,
-            tier_mode=price.tier_mode,
-            tiers=tuple(
-                Tier(up_to=t.up_to, unit_amount=t.unit_amount, flat_amount=t.flat_amount)
-                for t in price.tiers.order_by(models.F("up_to").asc(nulls_last=True))
-            ),
-        )
-        line.terms = terms_to_json(terms)
-        line.invoice_cadence = price.invoice_cadence
-        if price.billing_model == PACKAGE:
-            line.packages = packages_for(terms, line.quantity)
-        if line.meter is not None:
-            line.meter_definition = LiveMeter.definition(line.meter)
-            line.unit_singular = line.meter.feature.unit_singular
-            line.unit_plural = line.meter.feature.unit_plural
-        line.save()
-
-
-def fence_closed_invoices(apps, schema_editor):
-    """Invoices closed before fences: the best fence left is the last event stored before
-    the invoice was finalized."""
+def refuse_with_advance_invoices(apps, schema_editor):
+    """Going back re-creates the one-invoice-per-period constraint, which an ADVANCE plan's
+    creation invoice (same period as the first draft) would break."""
     Invoice = apps.get_model("billing", "Invoice")
-    Event = apps.get_model("metering", "Event")
-    closed = Invoice.objects.filter(finalized_at__isnull=False, usage_fence__isnull=True)
-    for invoice in closed.iterator():
-        before = Event.objects.filter(ingested_at__lte=invoice.finalized_at)
-        invoice.usage_fence = before.aggregate(models.Max("id"))["id__max"] or 0
-        invoice.save(update_fields=["usage_fence"])
+    if Invoice.objects.exclude(billing_reason="SUBSCRIPTION_CYCLE").exists():
+        raise RuntimeError(
+            "Cannot unapply: subscription creation invoices exist (ADVANCE fees); "
+            "delete or keep them and stay on this migration."
+        )
 
 
 class Migration(migrations.Migration):
@@ -117,6 +82,5 @@ class Migration(migrations.Migration):
             model_name='invoice',
             constraint=models.UniqueConstraint(fields=('subscription', 'period_start', 'period_end', 'billing_reason'), name='one_invoice_per_subscription_period'),
         ),
-        migrations.RunPython(snapshot_existing_lines, migrations.RunPython.noop),
-        migrations.RunPython(fence_closed_invoices, migrations.RunPython.noop),
+        migrations.RunPython(migrations.RunPython.noop, refuse_with_advance_invoices),
     ]
