@@ -9,6 +9,7 @@ from django.db.models import Exists, OuterRef
 from billing.models import Invoice, InvoiceLineItem
 from billing.periods import usage_start
 from catalog import pricing
+from catalog.models import Meter
 from catalog.money import round_money
 from metering.models import Event
 from metering.selectors import meter_reading, meter_reading_after
@@ -40,24 +41,34 @@ class LateUsage:
         return sum((late.amount for late in self.lines), Decimal(0))
 
 
+def was_finalized(invoice: Invoice) -> bool:
+    """Finalization read its usage under the fence; a draft voided unread has no late usage."""
+    return invoice.finalized_at is not None and invoice.usage_fence is not None
+
+
 def is_late(*, invoice: Invoice, event_id: int) -> bool:
     """An event its closed invoice's finalization did not read: stored after the fence."""
-    return (
-        invoice.invoice_status in CLOSED_STATUSES
-        and invoice.usage_fence is not None
-        and event_id > invoice.usage_fence
-    )
+    return was_finalized(invoice) and event_id > invoice.usage_fence
 
 
-def _late_line(invoice: Invoice, line: InvoiceLineItem) -> LateLine:
+def line_window(invoice: Invoice, line: InvoiceLineItem) -> tuple[Meter, dict]:
+    """The meter that priced a usage line, as it was, and the customer and time its usage
+    covered: where the line's events, billed or late, are."""
     meter = line.metered_by()
-    customer = invoice.customer.external_id
     start = usage_start(
         reset_usage=meter.reset_usage,
         subscription_start=invoice.subscription.start_date,
         period_start=line.period_start,
     )
-    window = {"external_customer_id": customer, "start": start, "end": line.period_end}
+    return meter, {
+        "external_customer_id": invoice.customer.external_id,
+        "start": start,
+        "end": line.period_end,
+    }
+
+
+def _late_line(invoice: Invoice, line: InvoiceLineItem) -> LateLine:
+    meter, window = line_window(invoice, line)
     count, added = meter_reading_after(meter=meter, after_id=invoice.usage_fence, **window)
     if added is None:  # MAX, AVG, LATEST, COUNT_UNIQUE: read everything, then compare
         live = line.meter
@@ -74,16 +85,17 @@ def invoice_late_usage(*, invoice: Invoice) -> LateUsage:
     counted by the meter as the line snapshot it, stored after the invoice's fence (they
     committed after finalization read). Each such event is late or billed, never both."""
     lines = [line for line in invoice.line_items.all() if line.meter_definition is not None]
-    if invoice.invoice_status not in CLOSED_STATUSES or invoice.usage_fence is None:
+    if invoice.invoice_status not in CLOSED_STATUSES or not was_finalized(invoice):
         return LateUsage(invoice=invoice, lines=[])
     return LateUsage(invoice=invoice, lines=[_late_line(invoice, line) for line in lines])
 
 
 def _events_after_fence():
-    """Events of an outer invoice's customer and period, stored after its fence."""
+    """Events an outer invoice's lines may count (from the subscription's start, for meters
+    that never reset), stored after its fence."""
     return Event.objects.filter(
         external_customer_id=OuterRef("customer__external_id"),
-        timestamp__gte=OuterRef("period_start"),
+        timestamp__gte=OuterRef("subscription__start_date"),
         timestamp__lt=OuterRef("period_end"),
         id__gt=OuterRef("usage_fence"),
     )
@@ -100,6 +112,7 @@ def late_usage(*, limit: int = 100, finalized_after: datetime | None = None) -> 
         billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,  # the one that bills usage
         subscription__isnull=False,
         usage_fence__isnull=False,
+        finalized_at__isnull=False,
     ).filter(Exists(_events_after_fence()))
     if finalized_after is not None:
         invoices = invoices.filter(finalized_at__gt=finalized_after)
@@ -121,16 +134,22 @@ def late_events(*, late: LateUsage, limit: int) -> list[Event]:
     from metering.aggregation import matches
 
     invoice = late.invoice
-    meters = [item.line.metered_by() for item in late.lines if item.event_count]
+    windows = [line_window(invoice, item.line) for item in late.lines if item.event_count]
+    if limit <= 0 or not windows:
+        return []
     candidates = Event.objects.filter(
         external_customer_id=invoice.customer.external_id,
-        timestamp__gte=invoice.period_start,
-        timestamp__lt=invoice.period_end,
+        timestamp__gte=min(window["start"] for _, window in windows),
+        timestamp__lt=max(window["end"] for _, window in windows),
         id__gt=invoice.usage_fence,
     ).order_by("timestamp", "id")
     found = []
     for event in candidates.iterator(chunk_size=500):
-        if any(matches(m, event.event_name, event.properties) for m in meters):
+        if any(
+            window["start"] <= event.timestamp < window["end"]
+            and matches(meter, event.event_name, event.properties)
+            for meter, window in windows
+        ):
             found.append(event)
             if len(found) >= limit:
                 break

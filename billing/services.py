@@ -100,12 +100,15 @@ def period_from(*, subscription: Subscription, start: datetime) -> tuple[datetim
     None when the subscription ends by ``start``."""
     if subscription_ends_by(subscription=subscription, moment=start):
         return None
-    _, end = period_containing(
-        subscription.billing_anchor,
-        subscription.billing_period,
-        subscription.billing_period_count,
-        start,
-    )
+    try:
+        _, end = period_containing(
+            subscription.billing_anchor,
+            subscription.billing_period,
+            subscription.billing_period_count,
+            start,
+        )
+    except (ValueError, OverflowError):
+        raise ValidationError({"period_end": "The next period ends past year 9999."}) from None
     return start, end
 
 
@@ -157,11 +160,12 @@ def invoice_compute(
     invoice bills only the ADVANCE fees of the first period.
     """
     cycle = billing_reason == Invoice.BillingReason.SUBSCRIPTION_CYCLE
-    ahead = period_from(subscription=subscription, start=period_end if cycle else period_start)
     lines = []
     for price in _plan_prices(subscription):
         if billed_in_advance(price):
-            period = ahead
+            period = period_from(
+                subscription=subscription, start=period_end if cycle else period_start
+            )
         else:
             period = (period_start, period_end) if cycle else None
         if period is not None:

@@ -13,6 +13,7 @@ Redis holds flags and pending marks when the cache is Redis (web and workers sha
 otherwise a process-local store does, for tasks that run in-process.
 """
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -23,9 +24,10 @@ from django.core.cache import cache
 
 FLAG_GRACE = 2.0
 
-# KEYS: pending hash, flag. ARGV: member, flag time-to-live in ms. 1: the caller queues.
+# KEYS: pending hash, flag, sequence. ARGV: member, flag time-to-live in ms. 1: the caller
+# queues. Each mark is a new number, so a task that saw an older one never clears a newer.
 _REQUEST = """
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HSET', KEYS[1], ARGV[1], redis.call('INCR', KEYS[3]))
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 """
@@ -50,7 +52,8 @@ class _RedisStore:
         self.finish = client.register_script(_FINISH)
 
     def mark(self, pending: str, flag: str, member: str, ttl: float) -> bool:
-        return bool(self.request(keys=[pending, flag], args=[member, int(ttl * 1000)]))
+        keys = [pending, flag, f"{pending}:sequence"]
+        return bool(self.request(keys=keys, args=[member, int(ttl * 1000)]))
 
     def begin(self, pending: str, flag: str, member: str) -> str:
         seen = self.start(keys=[pending, flag], args=[member])
@@ -70,11 +73,11 @@ class _LocalStore:
         self.lock = threading.Lock()
         self.pending: dict[str, dict[str, int]] = {}
         self.flags: dict[str, float] = {}
+        self.sequence = itertools.count(1)
 
     def mark(self, pending: str, flag: str, member: str, ttl: float) -> bool:
         with self.lock:
-            marks = self.pending.setdefault(pending, {})
-            marks[member] = marks.get(member, 0) + 1
+            self.pending.setdefault(pending, {})[member] = next(self.sequence)
             now = time.monotonic()
             if self.flags.get(flag, 0) > now:
                 return False

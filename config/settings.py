@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -181,6 +182,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CACHE_URL = env.str("CACHE_URL", default="")
 if not CACHE_URL and CELERY_BROKER_URL.startswith("redis"):
     CACHE_URL = CELERY_BROKER_URL
+if CELERY_BROKER_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
+    # Requests for background work live in the cache; each process's own would lose them.
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL is set, so CACHE_URL must name a Redis shared by web processes "
+        "and workers (it defaults to the broker's URL when the broker is Redis)."
+    )
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
     if CACHE_URL

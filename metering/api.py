@@ -146,6 +146,25 @@ class PropertyFilters(serializers.DictField):
         }
         return found or empty
 
+    def to_internal_value(self, data):
+        filters = super().to_internal_value(data)
+        if len(filters) > MAX_FILTER_KEYS:
+            raise serializers.ValidationError(f"At most {MAX_FILTER_KEYS} property keys.")
+        for key, values in filters.items():
+            if not key or len(key) > 255 or "\x00" in key:
+                raise serializers.ValidationError(
+                    f"Property key {key[:40]!r} must be 1 to 255 characters, without NUL."
+                )
+            if len(values) > MAX_FILTER_VALUES:
+                raise serializers.ValidationError(
+                    f"At most {MAX_FILTER_VALUES} values for property {key!r}."
+                )
+        return filters
+
+
+MAX_FILTER_KEYS = 20
+MAX_FILTER_VALUES = 100
+
 
 class EventQuery(serializers.Serializer):
     external_customer_id = serializers.CharField(required=False, max_length=255)
@@ -155,7 +174,9 @@ class EventQuery(serializers.Serializer):
     start_time = serializers.DateTimeField(required=False)
     end_time = serializers.DateTimeField(required=False)
     property_filters = PropertyFilters(
-        child=serializers.ListField(child=serializers.CharField(trim_whitespace=False)),
+        child=serializers.ListField(
+            child=serializers.CharField(trim_whitespace=False, max_length=255)
+        ),
         required=False,
     )
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=50)

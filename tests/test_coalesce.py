@@ -112,3 +112,15 @@ def test_the_store_matches_the_cache(settings):
     store = coalesce._store()
     redis = "redis" in settings.CACHES["default"]["BACKEND"].lower()
     assert isinstance(store, coalesce._RedisStore if redis else coalesce._LocalStore)
+
+
+def test_a_slow_task_never_clears_a_newer_request(queued):
+    """The pending mark is a fresh number each time: after other runs cleared it and new
+    requests marked it again, a run that began long before must leave it."""
+    a, b = processes(queued)
+    a.request("sub_1")
+    with a.running("sub_1"):  # a slow run
+        with b.running("sub_1"):  # a duplicate run clears the mark
+            pass
+        a.request("sub_1")  # a new request: its task may yet be lost
+    assert a.pending() == ["sub_1"]

@@ -34,3 +34,14 @@ def test_ensure_admin_refuses_to_run_in_production():
     result = _manage("ensure_admin", DJANGO_DEBUG="false", DJANGO_SECRET_KEY="y" * 60)
     assert result.returncode != 0
     assert "for development" in result.stderr
+
+
+def test_a_broker_without_a_shared_redis_cache_is_refused():
+    """Pending requests for background work live in the cache: one per process would lose
+    them, so an amqp broker needs CACHE_URL."""
+    result = _manage("check", CELERY_BROKER_URL="amqp://guest@127.0.0.1//", CACHE_URL="")
+    assert result.returncode != 0 and "CACHE_URL must name a Redis" in result.stderr
+    result = _manage(
+        "check", CELERY_BROKER_URL="amqp://guest@127.0.0.1//", CACHE_URL="redis://127.0.0.1/3"
+    )
+    assert result.returncode == 0, result.stderr

@@ -218,3 +218,25 @@ def test_advance_fees_over_the_api_and_the_preview_equals_the_draft(api_client):
         ("ARREAR fee", "2028-01-31T09:30:00Z"),
         ("Tokens", "2028-01-31T09:30:00Z"),
     ]
+
+
+def test_a_preview_at_the_end_of_the_calendar_is_a_400_not_a_500(api_client, o1):
+    from catalog.services import price_create
+
+    plan, subs = o1
+    far = {
+        "subscription_id": subs["acme"].pk,
+        "period_start": "9999-12-01T00:00:00Z",
+        "period_end": "9999-12-31T23:00:00Z",
+    }
+    assert post(api_client, "invoices/preview", far).status_code == 200  # no ADVANCE fee
+    price_create(
+        plan=plan,
+        type="FIXED",
+        billing_model="FLAT_FEE",
+        amount=Decimal(20),
+        invoice_cadence="ADVANCE",
+    )
+    answer = post(api_client, "invoices/preview", far)
+    assert answer.status_code == 400
+    assert "9999" in answer.json()["error"]["message"]

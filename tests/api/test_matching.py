@@ -182,3 +182,23 @@ def test_events_stored_before_a_count_unique_meter_without_text_are_skipped_by_i
     m = MeterFactory(aggregation="COUNT_UNIQUE", field="user")  # rebuilt from those events
     assert usage(m) == 2  # "a" and "2.5"
     assert usage(m, use_rollups=False) == 2
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"a\u0000b": ["x"]},
+        {"": ["x"]},
+        {"k" * 256: ["x"]},
+        {f"k{n}": ["x"] for n in range(21)},
+        {"model": [str(n) for n in range(101)]},
+        {"model": ["x" * 256]},
+        {"model": ["a\u0000"]},
+    ],
+)
+def test_bad_property_filters_are_a_400(api_client, filters):
+    answer = api_client.post("/v1/events/query", {"property_filters": filters}, format="json")
+    assert answer.status_code == 400, answer.content
+    assert "property_filters" in answer.json()["error"]["details"]
+    query = api_client.get("/v1/events", {"property_filters.a\u0000b": "x"})
+    assert query.status_code == 400

@@ -281,3 +281,37 @@ def test_stress_finalize_during_bulk_ingest_loses_and_doubles_nothing(billed):
     assert 0 < late["tokens"].event_count < 4000, "finalize should land mid-stream"
     peaks = [e["properties"]["peak"] for batch in batches for e in batch]
     assert lines_by_field(invoice)["peak"].quantity + late["peak"].quantity == max(peaks)
+
+
+@pytest.mark.django_db
+def test_the_report_and_the_api_agree_for_a_meter_that_never_resets():
+    """A cumulative meter's line counts from the subscription's start, so an event of an
+    earlier period stored after a later invoice closed is late for that invoice too."""
+    from billing.selectors import late_events
+
+    plan = PlanFactory()
+    meter = MeterFactory(reset_usage=Meter.ResetUsage.NEVER)
+    PriceFactory(plan=plan, meter=meter, amount=Decimal(1), round=Price.Round.NONE)
+    customer = Customer.objects.create(external_id="acme", name="Acme")
+    start = timezone.now() - timedelta(days=70)
+    subscription = subscription_create(
+        customer=customer, plan=plan, start_date=start, billing_anchor=start
+    )
+    closed = invoice_finalize(invoice=draft(subscription))  # the third month's
+    assert closed.period_start > start + timedelta(days=55)
+    ingest({**event(1, 1_000_000), "timestamp": (start + timedelta(days=1)).isoformat()})
+    report = {g.invoice.pk: g.event_count for g in late_usage()}
+    assert report.get(closed.pk) == invoice_late_usage(invoice=closed).event_count == 1
+    [group] = [g for g in late_usage() if g.invoice.pk == closed.pk]
+    assert [e.event_id for e in late_events(late=group, limit=5)] == ["e-1"]
+    assert late_events(late=group, limit=0) == []
+
+
+@pytest.mark.django_db
+def test_a_draft_voided_unread_has_no_late_usage(billed):
+    from billing.services import invoice_void
+
+    voided = invoice_void(invoice=draft(billed))
+    ingest(event(1, 10))
+    assert invoice_late_usage(invoice=voided).event_count == 0
+    assert late_usage() == []
