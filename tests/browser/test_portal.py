@@ -94,3 +94,39 @@ def test_globex_cannot_open_acmes_invoice(page, live_server, demo):
     assert response.status == 404
     page.goto(f"{live_server.url}/portal/invoices/")
     expect(page.get_by_text("$202.50")).to_have_count(0)
+
+
+def test_events_say_where_they_are_billed_and_invoices_keep_their_terms(
+    page, live_server, demo, tmp_path
+):
+    """Issue 9 items 4 and 6 through the real pages: after the invoice closes, a late event
+    says so, billed events name their invoice, and a price change does not rewrite it."""
+    from catalog.models import Price
+
+    invoice = invoice_finalize(invoice=Invoice.objects.get(subscription=demo["acme"]))
+    send_event(
+        live_server,
+        {
+            "event_id": "late-one",
+            "event_name": "tokens",
+            "external_customer_id": "acme",
+            "timestamp": (invoice.period_start + timedelta(minutes=1)).isoformat(),
+            "properties": {"model": "OpenAI O1", "prompt_type": "input", "tokens": 7},
+        },
+    )
+    Price.objects.update(amount=99)  # behind the admin's back: the invoice must not move
+    sign_in(page, live_server, "acme@example.com", "acme-demo")
+    page.get_by_role("link", name="Events").click()
+    page.get_by_label("Feature").select_option(label="Input Tokens")
+    page.get_by_role("button", name="Filter").click()
+    late_row = page.locator("tr", has_text="late-one")
+    expect(late_row).to_contain_text(f"late: it arrived after {invoice.invoice_number}")
+    billed = page.locator("td.billed").first
+    expect(billed).to_contain_text(f"Input Tokens on {invoice.invoice_number}")
+    page.screenshot(path=str(tmp_path / "events.png"), full_page=True)
+
+    page.get_by_role("link", name="Invoices").click()
+    page.get_by_role("link", name=invoice.invoice_number).click()
+    expect(page.get_by_test_id("invoice-total")).to_have_text("$202.50")
+    expect(page.get_by_text("$15.00 per 1,000,000 tokens")).to_be_visible()
+    expect(page.get_by_text("$99")).to_have_count(0)
