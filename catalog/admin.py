@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db import IntegrityError
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -133,7 +134,15 @@ class PlanAdmin(admin.ModelAdmin):
     @admin.action(description="Duplicate as new version")
     def duplicate_as_new_version(self, request, queryset):
         for plan in queryset:
-            copy = plan_version_create(plan=plan)
+            try:
+                copy = plan_version_create(plan=plan)
+            except IntegrityError:  # another copy took the same lookup keys meanwhile
+                self.message_user(
+                    request,
+                    f"{plan.name} was being copied at the same time; try again.",
+                    messages.ERROR,
+                )
+                continue
             url = reverse("admin:catalog_plan_change", args=[copy.pk])
             self.message_user(
                 request,

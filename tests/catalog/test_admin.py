@@ -473,3 +473,25 @@ def test_duplicate_as_new_version_copies_prices_and_tiers(admin_client):
     assert response.status_code == 302
     assert copied.terms().tiers[1].flat_amount == Decimal(7)
     assert tiered.terms().tiers[1].flat_amount == Decimal(5)
+
+
+def test_duplicating_a_plan_another_copy_races_is_a_message_not_an_error_page(
+    admin_client, monkeypatch
+):
+    from django.db import IntegrityError
+
+    from catalog import admin as catalog_admin
+
+    plan = PlanFactory(name="Pro", lookup_key="pro")
+
+    def raced(*, plan):
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(catalog_admin, "plan_version_create", raced)
+    response = admin_client.post(
+        reverse("admin:catalog_plan_changelist"),
+        {"action": "duplicate_as_new_version", "_selected_action": [plan.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "Pro was being copied at the same time; try again." in response.content.decode()
