@@ -214,6 +214,27 @@ def _draft_recompute(*, invoice: Invoice, fence: int | None = None) -> Invoice:
     return invoice
 
 
+def draft_recompute(*, invoice: Invoice) -> Invoice:
+    """An operator's "recompute": only the draft of an active subscription's current period
+    moves; anything else is refused with the reason."""
+    subscription = invoice.subscription
+    if not invoice.is_draft:
+        raise InvalidTransition(
+            f"Only a DRAFT is recomputed; this one is {invoice.invoice_status}."
+        )
+    if subscription is None or subscription.status != Subscription.Status.ACTIVE:
+        raise InvalidTransition("Only the draft of an active subscription is recomputed.")
+    if (invoice.period_start, invoice.period_end) != (
+        subscription.current_period_start,
+        subscription.current_period_end,
+    ):
+        raise InvalidTransition("It is not the draft of its subscription's current period.")
+    fresh = invoice_propose(subscription=subscription)
+    if fresh.pk != invoice.pk or not fresh.is_draft:
+        raise InvalidTransition("It was closed meanwhile and was left unchanged.")
+    return fresh
+
+
 def _next_number(moment: datetime) -> str:
     prefix = f"INV-{moment:%Y%m}"
     sequence, _ = InvoiceSequence.objects.select_for_update().get_or_create(prefix=prefix)

@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from catalog.models import Meter
 from metering.models import ApiKey, Customer, CustomerUser, Event
 from metering.selectors import unmatched_customers
-from metering.services import api_key_revoke, api_key_secret_set, portal_user_create
+from metering.services import api_key_create, api_key_revoke, portal_user_create
 
 
 class PortalUserForm(forms.Form):
@@ -108,8 +108,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        raw = api_key_secret_set(key=obj)
-        obj.save()
+        key, raw = api_key_create(name=obj.name)
+        obj.pk = key.pk  # the admin's redirect and log follow the key the service made
         messages.warning(request, f"Copy this API key now; it is not shown again: {raw}")
 
     @admin.action(description="Revoke selected keys")

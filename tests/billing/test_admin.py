@@ -206,7 +206,8 @@ def test_recompute_action_picks_up_new_usage(admin_client, subs):
     assert response.redirect_chain
     # 5,000,001 input tokens round up to 6 packages of a million at $15.
     assert draft_of(acme).total == Decimal("217.50")
-    assert messages_of(response) == [("success", "Recomputed 1 invoice(s).")]
+    draft = draft_of(acme)
+    assert messages_of(response) == [("success", f"Recomputed 1 invoice(s): {draft.pk} (DRAFT).")]
 
 
 def test_finalize_asks_first_then_finalizes(admin_client, subs):
@@ -256,7 +257,7 @@ def test_illegal_transitions_are_reported_and_the_rest_proceed(admin_client, sub
         (
             "error",
             f"Invoice {acme.invoice_number} (acme): "
-            "only a DRAFT is recomputed; this one is VOIDED.",
+            "Only a DRAFT is recomputed; this one is VOIDED.",
         )
     ]
 
@@ -270,7 +271,7 @@ def test_recompute_refuses_the_draft_of_a_cancelled_subscription(admin_client, s
     assert messages_of(response) == [
         (
             "error",
-            f"Invoice {draft.pk} (globex): only the draft of an active subscription is recomputed.",
+            f"Invoice {draft.pk} (globex): Only the draft of an active subscription is recomputed.",
         )
     ]
 
