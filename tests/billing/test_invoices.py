@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from billing.demo import demo_catalog_load
 from billing.models import Invoice
@@ -22,7 +22,7 @@ from billing.services import (
 from catalog.models import Plan
 from metering.models import Customer
 from metering.tasks import rollups_refresh
-from tests.factories import ingest
+from tests.factories import CustomerFactory, SubscriptionFactory, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -37,8 +37,8 @@ def o1(o1_scenario, django_capture_on_commit_callbacks):
     subs = {}
     with time_machine.travel(START + timedelta(days=1), tick=False):
         for spec in o1_scenario["customers"]:
-            customer = Customer.objects.create(external_id=spec["external_id"], name=spec["name"])
-            subs[spec["external_id"]] = subscription_create(
+            customer = CustomerFactory(external_id=spec["external_id"], name=spec["name"])
+            subs[spec["external_id"]] = SubscriptionFactory(
                 customer=customer,
                 plan=plan,
                 start_date=START - timedelta(days=40),
@@ -178,9 +178,7 @@ def test_the_database_itself_keeps_closed_invoices_and_their_lines(o1):
     for change in (
         lambda: closed.update(total=Decimal(1)),
         lambda: closed.update(invoice_status="DRAFT"),
-        lambda: closed.delete(),
         lambda: invoice.line_items.update(amount=Decimal(0)),
-        lambda: invoice.line_items.all().delete(),
         lambda: invoice.line_items.create(
             price_type="FIXED",
             display_name="sneaked in",
@@ -193,6 +191,10 @@ def test_the_database_itself_keeps_closed_invoices_and_their_lines(o1):
     ):
         with pytest.raises(IntegrityError), transaction.atomic():
             change()
+    if connection.vendor == "postgresql":  # SQLite leaves deleting to the services
+        for delete in (closed.delete, invoice.line_items.all().delete):
+            with pytest.raises(IntegrityError), transaction.atomic():
+                delete()
     closed.update(payment_status="SUCCEEDED")  # paying it is no change to what it bills
     voided = invoice_void(invoice=Invoice.objects.get(pk=invoice.pk))
     assert (voided.total, voided.line_items.count()) == (Decimal("202.50"), 3)

@@ -3,8 +3,8 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
-from metering.models import ApiKey, Customer
-from tests.factories import MeterFactory, ingest
+from metering.models import ApiKey
+from tests.factories import CustomerFactory, MeterFactory, ingest
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
@@ -38,7 +38,7 @@ def test_revoked_key_is_refused(admin_client, client):
 
 def test_unmatched_customer_report_lists_unknown_external_ids(admin_client):
     MeterFactory(aggregation="COUNT", field="")
-    Customer.objects.create(external_id="acme", name="Acme")
+    CustomerFactory(external_id="acme", name="Acme")
     ingest(
         *[
             {"event_name": "tokens", "external_customer_id": c, "timestamp": "2026-11-02T00:00:00Z"}
@@ -75,8 +75,8 @@ def test_event_changelist_filters_by_name_and_shows_pretty_properties(admin_clie
 
 
 def test_customer_search_by_external_id_name_and_email(admin_client):
-    Customer.objects.create(external_id="acme-1", name="Acme AI", email="ops@acme.test")
-    Customer.objects.create(external_id="globex", name="Globex", email="x@globex.test")
+    CustomerFactory(external_id="acme-1", name="Acme AI", email="ops@acme.test")
+    CustomerFactory(external_id="globex", name="Globex", email="x@globex.test")
     for term in ["acme-1", "Acme", "ops@acme"]:
         page = admin_client.get(reverse("admin:metering_customer_changelist"), {"q": term})
         assert "acme-1" in page.content.decode() and "globex" not in page.content.decode()
