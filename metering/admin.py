@@ -4,7 +4,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import connection
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -15,6 +14,7 @@ from catalog.models import Meter
 from metering.models import ApiKey, Customer, CustomerUser, Event
 from metering.selectors import unmatched_customers
 from metering.services import api_key_create, api_key_revoke, portal_user_create
+from metering.storage import storage
 
 
 class PortalUserForm(forms.Form):
@@ -125,15 +125,10 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self):
         query = self.object_list.query
-        if connection.vendor == "postgresql" and not query.where:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
-                    [Event._meta.db_table],
-                )
-                row = cursor.fetchone()
-            if row and row[0] > 10000:
-                return row[0]
+        if not query.where:
+            estimate = storage().estimated_event_count()
+            if estimate is not None and estimate > 10000:
+                return estimate
         return super().count
 
 
