@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from catalog import names
 from catalog.models import Meter
 from metering.aggregation import ZERO, Partial, quantity
 from metering.models import ApiKey, Event
@@ -64,10 +65,6 @@ def _edges(meter, customer: str, start: datetime, end: datetime) -> dict:
     return {bucket: p for (_, bucket), p in found.items()}
 
 
-# Aggregations whose rollups cannot be summed per window: they need the hours themselves.
-NEEDS_HOURS = {Meter.Aggregation.LATEST, Meter.Aggregation.COUNT_UNIQUE}
-
-
 def usage_partials(
     *,
     meter: Meter,
@@ -102,8 +99,13 @@ def usage_partials(
         "end": last_full,
     }
 
+    by_window = (
+        window_size in TRUNCATED_WINDOWS
+        and meter.aggregation not in names.HOURLY_ONLY_AGGREGATIONS
+    )
+
     def read_whole_hours():
-        if window_size in TRUNCATED_WINDOWS and meter.aggregation not in NEEDS_HOURS:
+        if by_window:
             middle = store.rollup_windows(**whole, size=window_size)
         elif by_hour:
             middle = store.rollup_hours(**whole)
@@ -154,7 +156,7 @@ def meter_reading(
     return Reading(quantity(meter, total, start, end), total.count)
 
 
-ADDITIVE = {"COUNT", "SUM", "SUM_WITH_MULTIPLIER", "WEIGHTED_SUM"}
+ADDITIVE = names.ADDITIVE_AGGREGATIONS
 
 
 def meter_reading_after(

@@ -35,3 +35,28 @@ def test_only_the_storage_layer_asks_which_database_it_runs_on():
                 if needle in text:
                     offenders.append(f"{relative}: {needle}")
     assert offenders == []
+
+
+def test_metering_spells_no_aggregation_by_hand():
+    from catalog import names
+    from catalog.models import Meter
+
+    spelled = {
+        names.COUNT,
+        names.SUM,
+        names.AVG,
+        names.MAX,
+        names.COUNT_UNIQUE,
+        names.LATEST,
+        names.SUM_WITH_MULTIPLIER,
+        names.WEIGHTED_SUM,
+    }
+    assert set(Meter.Aggregation.values) == spelled
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "metering").rglob("*.py"))
+        if "migrations" not in path.parts
+        for name in spelled
+        if f'"{name}"' in path.read_text()
+    ]
+    assert offenders == []
