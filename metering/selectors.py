@@ -92,13 +92,7 @@ def usage_partials(
     if first_full >= last_full:
         return sorted(_edges(meter, external_customer_id, start, end).items())
     store = storage()
-    whole = {
-        "meter": meter,
-        "customer": external_customer_id,
-        "start": first_full,
-        "end": last_full,
-    }
-
+    whole = dict(meter=meter, customer=external_customer_id, start=first_full, end=last_full)
     by_window = (
         window_size in TRUNCATED_WINDOWS
         and meter.aggregation not in names.HOURLY_ONLY_AGGREGATIONS

@@ -250,3 +250,14 @@ def test_the_fence_locks_within_a_transaction(store):
     with transaction.atomic():
         store.usage_fence_lock(slot=5)
         assert store.usage_fence_peek() == 0
+
+
+def test_property_filters_in_the_database_match_the_python_rule(store):
+    from metering.matching import events_feeding
+
+    meter = make_meter(A.SUM, "tokens")
+    insert(store, EVENTS)
+    fed = events_feeding(Event.objects.all(), meter=meter)
+    assert sorted(fed.values_list("event_id", flat=True)) == sorted(
+        r["event_id"] for r in EVENTS if r["properties"]["model"] == "gpt"
+    )
