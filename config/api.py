@@ -153,11 +153,34 @@ def not_found(request, *args, **kwargs):
     return JsonResponse(error_body(404, f"No API endpoint at {request.path}."), status=404)
 
 
+def _is_api(request) -> bool:
+    return request.path == "/v1" or request.path.startswith("/v1/")
+
+
 def page_not_found(request, exception=None):
     """Django's 404 page, except under /v1, which answers the error shape."""
-    if request.path == "/v1" or request.path.startswith("/v1/"):
+    if _is_api(request):
         return not_found(request)
     return defaults.page_not_found(request, exception)
+
+
+def bad_request(request, exception=None):
+    if _is_api(request):
+        return JsonResponse(error_body(400, "The request is malformed."), status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception=None):
+    if _is_api(request):
+        return JsonResponse(error_body(403, "Permission denied."), status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def server_error(request):
+    if _is_api(request):
+        body = error_body(500, "Internal server error.", code="internal_error")
+        return JsonResponse(body, status=500)
+    return defaults.server_error(request)
 
 
 class PayloadTooLarge(exceptions.APIException):

@@ -295,3 +295,25 @@ def test_a_non_api_404_stays_an_html_page(client):
 def test_a_finite_float_property_is_stored_as_sent(api_client, meter):
     assert post(api_client, "events", event(properties={"tokens": 1.5})).status_code == 202
     assert Event.objects.get().properties["tokens"] == 1.5
+
+
+def test_a_v1_request_for_an_unknown_host_is_a_json_400():
+    from django.test import Client
+
+    response = Client().get("/v1/customers", HTTP_HOST="evil.example")
+    assert response["content-type"] == "application/json"
+    assert_error(response, 400)
+
+
+def test_a_v1_crash_answers_json_in_the_error_shape(api_client, monkeypatch):
+    from metering import customer_api
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(customer_api.CustomerListView, "list", crash)
+    api_client.raise_request_exception = False
+    response = api_client.get("/v1/customers")
+    assert response["content-type"] == "application/json"
+    body = assert_error(response, 500)
+    assert "boom" not in json.dumps(body)
