@@ -13,6 +13,8 @@ from billing.periods import calendar_anchor, period_containing, usage_start
 from catalog import pricing
 from catalog.models import Meter, Plan, Price
 from catalog.money import round_money, total_of_lines
+from catalog.validation import validate_billing_period
+from config.bounds import moment_check
 from metering.fence import usage_fence_peek, usage_fence_take
 from metering.models import Customer
 from metering.selectors import Reading, meter_reading
@@ -297,6 +299,14 @@ def subscription_create(
     if not any(p.currency == currency for p in prices):
         raise ValidationError({"currency": f"Plan {plan.name!r} has no prices in {currency}."})
     billing_period = billing_period or (prices[0].billing_period if prices else "MONTHLY")
+    validate_billing_period(billing_period=billing_period, count=billing_period_count)
+    dates = {"start_date": start_date, "end_date": end_date, "billing_anchor": billing_anchor}
+    for name, moment in dates.items():
+        if moment is not None:
+            try:
+                moment_check(moment)
+            except ValueError as error:
+                raise ValidationError({name: f"{name} {error}."}) from None
     start = start_date or timezone.now()
     if billing_anchor is None:
         billing_anchor = (

@@ -223,6 +223,7 @@ class Price(models.Model):
             free_units=self.free_units,
             billing_period_count=self.billing_period_count,
             invoice_cadence=self.invoice_cadence,
+            billing_period=self.billing_period,
         )
 
     @property

@@ -19,6 +19,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 
 from config.api import Pagination
+from config.bounds import MAX_LIMIT, MAX_OFFSET, CanonicalDecimal
 
 
 class PathId(StringConverter):
@@ -30,7 +31,7 @@ class PathId(StringConverter):
 register_converter(PathId, "id")
 
 
-class Amount(serializers.DecimalField):
+class Amount(CanonicalDecimal):
     """A decimal of any size as a plain string: "15", never "15.000000000000" or "1.5E+1".
 
     Input may be a string or a JSON number; precision limits are the model's to check.
@@ -100,8 +101,8 @@ class SearchRequest(serializers.Serializer):
     Flexprice's other keys (sort, order, status, expand...) are accepted and ignored.
     """
 
-    limit = serializers.IntegerField(required=False, min_value=1)
-    offset = serializers.IntegerField(required=False, min_value=0)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_LIMIT)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_OFFSET)
 
     lookups: dict[str, str] = {}
 

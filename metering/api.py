@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from catalog.models import Meter
 from catalog.validation import validate_meter
 from config.api import error_response
+from config.bounds import MAX_OFFSET, Moment
 from metering import selectors
 from metering.ingestion import (
     MAX_BATCH,
@@ -171,8 +172,8 @@ class EventQuery(serializers.Serializer):
     event_name = serializers.CharField(required=False, max_length=255)
     event_id = serializers.CharField(required=False, max_length=255)
     source = serializers.CharField(required=False, max_length=255)
-    start_time = serializers.DateTimeField(required=False)
-    end_time = serializers.DateTimeField(required=False)
+    start_time = Moment(required=False)
+    end_time = Moment(required=False)
     property_filters = PropertyFilters(
         child=serializers.ListField(
             child=serializers.CharField(trim_whitespace=False, max_length=255)
@@ -180,7 +181,7 @@ class EventQuery(serializers.Serializer):
         required=False,
     )
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=50)
-    offset = serializers.IntegerField(required=False, min_value=0, default=0)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_OFFSET, default=0)
     order = serializers.ChoiceField(["asc", "desc"], required=False, default="desc")
 
 
@@ -226,8 +227,8 @@ WINDOW_CHOICES = sorted(selectors.WINDOW_SIZES)
 class UsageWindow(serializers.Serializer):
     external_customer_id = serializers.CharField(required=False, max_length=255)
     customer_id = serializers.CharField(required=False, max_length=40)
-    start_time = serializers.DateTimeField(required=False)
-    end_time = serializers.DateTimeField(required=False)
+    start_time = Moment(required=False)
+    end_time = Moment(required=False)
     window_size = serializers.ChoiceField(WINDOW_CHOICES, required=False)
 
     def validate(self, data):

@@ -5,16 +5,16 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import orjson
 from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from catalog.ids import new_id
 from catalog.models import Meter
+from config.bounds import moment_parse
 from metering.aggregation import matches, meter_value
 from metering.fence import ingest_fence_share
 from metering.models import Event
@@ -92,26 +92,14 @@ def _text(raw: dict, key: str, *, required: bool) -> str:
     return value
 
 
-def parse_moment(value) -> datetime | None:
-    """An RFC 3339 date-time; one without an offset is taken as UTC. None if unreadable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = parse_datetime(value.strip())
-    except ValueError:
-        return None
-    if moment is not None and timezone.is_naive(moment):
-        moment = moment.replace(tzinfo=UTC)
-    return moment
-
-
 def _timestamp(raw: dict, now: datetime) -> datetime:
     value = raw.get("timestamp")
     if value is None or value == "":
         return now
-    moment = parse_moment(value)
-    if moment is None:
-        raise EventRejected("timestamp must be an RFC 3339 date-time, e.g. 2026-11-27T10:00:00Z")
+    try:
+        moment = moment_parse(value)
+    except ValueError as error:
+        raise EventRejected(f"timestamp {error}") from None
     if moment > now + MAX_FUTURE:
         raise EventRejected("timestamp is more than 5 minutes in the future")
     return moment
