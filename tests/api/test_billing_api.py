@@ -7,18 +7,15 @@ from decimal import Decimal
 import pytest
 import time_machine
 
-from billing.demo import demo_catalog_load, demo_customers_load, scenario_load
 from billing.models import Invoice, Subscription
-from metering.models import Customer
+from tests.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def o1():
-    plan = demo_catalog_load(scenario=scenario_load())
-    subs = demo_customers_load(scenario=scenario_load(), plan=plan)
-    return plan, {s.customer.external_id: s for s in subs}
+def o1(o1_plan, o1_subscriptions):
+    return o1_plan, o1_subscriptions
 
 
 def post(client, path, body=None):
@@ -27,7 +24,7 @@ def post(client, path, body=None):
 
 def test_create_subscription_by_external_customer_id(api_client, o1):
     plan, _ = o1
-    Customer.objects.create(external_id="initech", name="Initech")
+    CustomerFactory(external_id="initech", name="Initech")
     body = {
         "plan_id": plan.pk,
         "external_customer_id": "initech",
@@ -169,7 +166,7 @@ def test_cancel_subscription(api_client, o1):
 
 def test_advance_fees_over_the_api_and_the_preview_equals_the_draft(api_client):
     from catalog.models import Price
-    from tests.factories import MeterFactory, PlanFactory, PriceFactory
+    from tests.factories import CustomerFactory, MeterFactory, PlanFactory, PriceFactory
 
     plan = PlanFactory()
     for amount, cadence in (("20", "ADVANCE"), ("5", "ARREAR")):
@@ -184,7 +181,7 @@ def test_advance_fees_over_the_api_and_the_preview_equals_the_draft(api_client):
             display_name=f"{cadence} fee",
         )
     PriceFactory(plan=plan, meter=MeterFactory(), display_name="Tokens")
-    Customer.objects.create(external_id="initech", name="Initech")
+    CustomerFactory(external_id="initech", name="Initech")
     body = {"plan_id": plan.pk, "external_customer_id": "initech", "currency": "usd"}
     with time_machine.travel(datetime(2028, 1, 31, 9, 30, tzinfo=UTC), tick=False):
         created = post(api_client, "subscriptions", body)

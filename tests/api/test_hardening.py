@@ -7,7 +7,7 @@ from django.db import connection
 
 from billing.services import subscription_create
 from metering.models import Customer, Event
-from tests.factories import MeterFactory, PlanFactory, PriceFactory
+from tests.factories import CustomerFactory, MeterFactory, PlanFactory, PriceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +44,7 @@ def event(**extra):
 @pytest.fixture
 def plan(meter):
     price = PriceFactory(meter=meter)
-    Customer.objects.create(external_id="acme", name="Acme")
+    CustomerFactory(external_id="acme", name="Acme")
     return price.plan
 
 

@@ -11,15 +11,20 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from billing.services import subscription_create
 from catalog.models import Meter
 from metering.aggregation import matches
 from metering.ingestion import EventRejected
-from metering.models import Customer
 from metering.rollups import meter_rollups_rebuild, rollups_fold
 from metering.selectors import meter_usage
-from metering.services import portal_user_create
-from tests.factories import MeterFactory, PlanFactory, PriceFactory, ingest
+from tests.factories import (
+    CustomerFactory,
+    CustomerUserFactory,
+    MeterFactory,
+    PlanFactory,
+    PriceFactory,
+    SubscriptionFactory,
+    ingest,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -88,15 +93,13 @@ def usage(meter, **kwargs) -> Decimal:
 @pytest.fixture
 def portal_client(client):
     """A signed-in portal user of ``acme``, and a way to subscribe it to a meter's plan."""
-    customer = Customer.objects.create(external_id="acme", name="Acme")
-    portal_user_create(
-        customer=customer, email="acme@example.com", password="x", check_password=False
-    )
+    customer = CustomerFactory(external_id="acme", name="Acme")
+    CustomerUserFactory(customer=customer)
     client.force_login(get_user_model().objects.get(email="acme@example.com"))
 
     def subscribe(meter: Meter) -> None:
         price = PriceFactory(meter=meter, plan=PlanFactory())
-        subscription_create(customer=customer, plan=price.plan, start_date=START)
+        SubscriptionFactory(customer=customer, plan=price.plan, start_date=START)
 
     client.subscribe = subscribe
     return client

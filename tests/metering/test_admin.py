@@ -69,8 +69,9 @@ def test_event_changelist_filters_by_name_and_shows_pretty_properties(admin_clie
     assert "images-event-1" in listed and "tokens-event-1" not in listed
     from metering.models import Event
 
+    event = Event.objects.get(event_id="tokens-event-1")
     detail = admin_client.get(
-        reverse("admin:metering_event_change", args=[Event.objects.get(event_id="tokens-event-1").pk])
+        reverse("admin:metering_event_change", args=[event.pk])
     ).content.decode()
     assert "&quot;model&quot;: &quot;o1&quot;" in detail
 

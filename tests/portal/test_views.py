@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 
-from billing.demo import demo_catalog_load, demo_customers_load, scenario_load
 from billing.models import Invoice
 from billing.services import invoice_finalize
 from metering.models import Customer
@@ -16,10 +15,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def demo():
-    plan = demo_catalog_load(scenario=scenario_load())
-    subs = demo_customers_load(scenario=scenario_load(), plan=plan)
-    return {s.customer.external_id: s for s in subs}
+def demo(o1_subscriptions):
+    return o1_subscriptions
 
 
 @pytest.fixture
