@@ -87,13 +87,7 @@ def ingest(*raws: dict, now=None, fold=True):
 
 def subscribe(plan: Plan):
     """A customer subscribed to ``plan``: its draft invoice bills every price, so all are in use."""
-    from billing.services import subscription_create
-    from metering.models import Customer
-
-    customer = Customer.objects.create(
-        external_id=f"cust-{Customer.objects.count() + 1}", name="Subscriber"
-    )
-    return subscription_create(customer=customer, plan=plan)
+    return SubscriptionFactory(plan=plan)
 
 
 # Who uses it, and what is owed. Factories that go through a service do so because the

@@ -5,14 +5,12 @@ from django.contrib.auth.models import User
 from django.test import override_settings
 from django.urls import reverse
 
-from billing.demo import demo_catalog_load, demo_customers_load, scenario_load
-
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def demo():
-    demo_customers_load(scenario=scenario_load(), plan=demo_catalog_load(scenario=scenario_load()))
+def demo(o1_subscriptions):
+    return o1_subscriptions
 
 
 @pytest.fixture
