@@ -17,12 +17,14 @@ from catalog.money import round_money
 from config.resources import (
     Amount,
     Constant,
+    CreatableResourceViewSet,
     ExistingId,
     Ids,
     Metadata,
+    ResourceViewSet,
     SearchRequest,
     page_of,
-    resource_views,
+    resource_schema,
 )
 from metering.models import Customer
 
@@ -122,15 +124,14 @@ class SubscriptionSearchSerializer(SearchRequest):
     }
 
 
-SubscriptionListView, SubscriptionSearchView, SubscriptionDetailView = resource_views(
-    name="Subscription",
-    queryset=Subscription.objects.all(),
-    serializer_class=SubscriptionSerializer,
-    filterset_class=SubscriptionFilter,
-    search_class=SubscriptionSearchSerializer,
-    create_serializer_class=SubscriptionCreateSerializer,
-    create_service=services.subscription_create,
-)
+@resource_schema
+class SubscriptionViewSet(CreatableResourceViewSet):
+    queryset = Subscription.objects.all()
+    serializer_class = SubscriptionSerializer
+    filterset_class = SubscriptionFilter
+    search_class = SubscriptionSearchSerializer
+    create_serializer_class = SubscriptionCreateSerializer
+    create_service = staticmethod(services.subscription_create)
 
 
 class CustomerSubscriptionsView(APIView):
@@ -321,13 +322,12 @@ class InvoiceSearchSerializer(SearchRequest):
     }
 
 
-InvoiceListView, InvoiceSearchView, InvoiceDetailView = resource_views(
-    name="Invoice",
-    queryset=Invoice.objects.prefetch_related("line_items"),
-    serializer_class=InvoiceSerializer,
-    filterset_class=InvoiceFilter,
-    search_class=InvoiceSearchSerializer,
-)
+@resource_schema
+class InvoiceViewSet(ResourceViewSet):
+    queryset = Invoice.objects.prefetch_related("line_items")
+    serializer_class = InvoiceSerializer
+    filterset_class = InvoiceFilter
+    search_class = InvoiceSearchSerializer
 
 
 class InvoiceActionView(APIView):

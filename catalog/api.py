@@ -15,11 +15,12 @@ from catalog.services import feature_create, plan_create, price_create
 from config.resources import (
     Amount,
     Constant,
+    CreatableResourceViewSet,
     ExistingId,
     Ids,
     Metadata,
     SearchRequest,
-    resource_views,
+    resource_schema,
 )
 
 
@@ -114,20 +115,19 @@ class FeatureFilter(django_filters.FilterSet):
         fields = ["lookup_key", "type", "name"]
 
 
-FeatureListView, FeatureSearchView, FeatureDetailView = resource_views(
-    name="Feature",
-    queryset=Feature.objects.select_related("meter"),
-    serializer_class=FeatureSerializer,
-    filterset_class=FeatureFilter,
-    search_class=FeatureSearchSerializer,
-    create_serializer_class=FeatureCreateSerializer,
-    create_service=feature_create,
-    error_names={
+@resource_schema
+class FeatureViewSet(CreatableResourceViewSet):
+    queryset = Feature.objects.select_related("meter")
+    serializer_class = FeatureSerializer
+    filterset_class = FeatureFilter
+    search_class = FeatureSearchSerializer
+    create_serializer_class = FeatureCreateSerializer
+    create_service = staticmethod(feature_create)
+    error_names = {
         "meter.aggregation": "meter.aggregation.type",
         "meter.field": "meter.aggregation.field",
         "meter.multiplier": "meter.aggregation.multiplier",
-    },
-)
+    }
 
 
 # Prices
@@ -248,21 +248,20 @@ class PriceFilter(django_filters.FilterSet):
         fields = ["plan_id", "meter_id", "type", "billing_model", "currency", "lookup_key"]
 
 
-PriceListView, PriceSearchView, PriceDetailView = resource_views(
-    name="Price",
-    queryset=Price.objects.prefetch_related("tiers"),
-    serializer_class=PriceSerializer,
-    filterset_class=PriceFilter,
-    search_class=PriceSearchSerializer,
-    create_serializer_class=PriceCreateSerializer,
-    create_service=price_create,
-    error_names={
+@resource_schema
+class PriceViewSet(CreatableResourceViewSet):
+    queryset = Price.objects.prefetch_related("tiers")
+    serializer_class = PriceSerializer
+    filterset_class = PriceFilter
+    search_class = PriceSearchSerializer
+    create_serializer_class = PriceCreateSerializer
+    create_service = staticmethod(price_create)
+    error_names = {
         "plan": "entity_id",
         "meter": "meter_id",
         "divide_by": "transform_quantity.divide_by",
         "round": "transform_quantity.round",
-    },
-)
+    }
 
 
 # Plans
@@ -305,12 +304,11 @@ class PlanFilter(django_filters.FilterSet):
         fields = ["lookup_key", "name", "active"]
 
 
-PlanListView, PlanSearchView, PlanDetailView = resource_views(
-    name="Plan",
-    queryset=Plan.objects.prefetch_related("prices__tiers"),
-    serializer_class=PlanSerializer,
-    filterset_class=PlanFilter,
-    search_class=PlanSearchSerializer,
-    create_serializer_class=PlanCreateSerializer,
-    create_service=plan_create,
-)
+@resource_schema
+class PlanViewSet(CreatableResourceViewSet):
+    queryset = Plan.objects.prefetch_related("prices__tiers")
+    serializer_class = PlanSerializer
+    filterset_class = PlanFilter
+    search_class = PlanSearchSerializer
+    create_serializer_class = PlanCreateSerializer
+    create_service = staticmethod(plan_create)

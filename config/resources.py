@@ -1,6 +1,6 @@
 """Generic resource endpoints in Flexprice's shape: create, GET list, POST search, get.
 
-A resource module declares serializers and a service; these classes do the HTTP part.
+A resource module declares serializers and a service; a ViewSet here does the HTTP part.
 """
 
 import functools
@@ -15,7 +15,8 @@ from drf_spectacular.utils import (
     extend_schema_view,
     inline_serializer,
 )
-from rest_framework import generics, serializers, status
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from config.api import Pagination
@@ -116,7 +117,7 @@ class BodyPagination(Pagination):
     """Limit and offset from the view's validated search body, not the query string."""
 
     def paginate_queryset(self, queryset, request, view=None):
-        self.body = view.search.validated_data
+        self.body = view.search_body.validated_data
         return super().paginate_queryset(queryset, request, view)
 
     def get_limit(self, request):
@@ -141,63 +142,73 @@ def page_of(serializer_class) -> serializers.Serializer:
     )
 
 
-class ListCreateView(generics.ListAPIView):
-    """GET: a django-filter list. POST: parse with ``create_serializer_class``, whose
-    validated data are the keyword arguments of ``create_service``; answer 201."""
+class ResourceViewSet(viewsets.ReadOnlyModelViewSet):
+    """``GET /<resource>`` (a django-filter list), ``GET /<resource>/{id}`` and
+    ``POST /<resource>/search`` (the SDK's list, filtered and paged by a JSON body).
+
+    A subclass declares ``queryset``, ``serializer_class``, ``filterset_class`` and
+    ``search_class``, and is decorated with ``resource_schema``.
+    """
+
+    lookup_value_converter = "id"
+    search_class: type[SearchRequest]
+
+    def get_serializer_class(self):
+        if self.action == "search":
+            return self.search_class
+        if self.action == "create":
+            return self.create_serializer_class
+        return self.serializer_class
+
+    def output(self, rows, **kwargs):
+        return self.serializer_class(rows, context=self.get_serializer_context(), **kwargs).data
+
+    @action(detail=False, methods=["post"], url_path="search", filter_backends=[])
+    def search(self, request):
+        self.search_body = self.search_class(data=request.data)
+        self.search_body.is_valid(raise_exception=True)
+        paginator = BodyPagination()
+        queryset = self.search_body.filter(self.get_queryset())
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(self.output(page, many=True))
+
+
+class CreatableResourceViewSet(ResourceViewSet):
+    """A resource that also answers ``POST /<resource>``: the body is parsed with
+    ``create_serializer_class``, whose validated data are the keyword arguments of
+    ``create_service``; the answer is 201 and the created row. ``error_names`` maps the
+    service's field names to the body's."""
 
     create_serializer_class: type[serializers.Serializer]
     create_service = None  # staticmethod(a_service)
+    error_names: dict[str, str] = {}
 
-    def post(self, request):
+    def create(self, request):
         body = self.create_serializer_class(data=request.data)
         body.is_valid(raise_exception=True)
         created = self.create_service(**body.validated_data)
-        output = self.get_serializer(self.get_queryset().get(pk=created.pk))
-        return Response(output.data, status=status.HTTP_201_CREATED)
-
-
-class SearchView(generics.GenericAPIView):
-    """POST: the SDK's list, filtered and paged by a JSON body (``search_class``)."""
-
-    search_class: type[SearchRequest]
-    pagination_class = BodyPagination
-    filter_backends = []
-
-    def post(self, request):
-        self.search = self.search_class(data=request.data)
-        self.search.is_valid(raise_exception=True)
-        page = self.paginate_queryset(self.search.filter(self.get_queryset()))
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
-
-def resource_views(
-    *,
-    name: str,
-    queryset,
-    serializer_class,
-    filterset_class,
-    search_class: type[SearchRequest],
-    create_serializer_class=None,
-    create_service=None,
-    error_names: dict | None = None,
-):
-    """The list (with create when there is a service), search and detail views of one
-    resource, each in Flexprice's shape."""
-    shared = {"queryset": queryset, "serializer_class": serializer_class}
-    listing = {**shared, "filterset_class": filterset_class}
-    if create_service is None:
-        list_view = type(f"{name}ListView", (generics.ListAPIView,), listing)
-    else:
-        listing.update(
-            create_serializer_class=create_serializer_class,
-            create_service=staticmethod(create_service),
-            error_names=error_names or {},
+        return Response(
+            self.output(self.get_queryset().get(pk=created.pk)), status=status.HTTP_201_CREATED
         )
-        list_view = extend_schema_view(
-            post=extend_schema(request=create_serializer_class, responses={201: serializer_class})
-        )(type(f"{name}ListView", (ListCreateView,), listing))
-    search_view = extend_schema_view(
-        post=extend_schema(request=search_class, responses=page_of(serializer_class))
-    )(type(f"{name}SearchView", (SearchView,), {**shared, "search_class": search_class}))
-    detail_view = type(f"{name}DetailView", (generics.RetrieveAPIView,), shared)
-    return list_view, search_view, detail_view
+
+
+def resource_schema(viewset):
+    """Documents a ``ResourceViewSet`` subclass: its bodies come from its serializers."""
+    serializer = viewset.serializer_class
+    name = viewset.queryset.model._meta.verbose_name
+    schemas = {
+        "list": extend_schema(description=f"The {name}s, filtered by the query string."),
+        "retrieve": extend_schema(description=f"One {name}, by id."),
+        "search": extend_schema(
+            description=f"The {name}s, filtered and paged by a JSON body.",
+            request=viewset.search_class,
+            responses=page_of(serializer),
+        ),
+    }
+    if hasattr(viewset, "create"):
+        schemas["create"] = extend_schema(
+            description=f"Creates a {name}.",
+            request=viewset.create_serializer_class,
+            responses={201: serializer},
+        )
+    return extend_schema_view(**schemas)(viewset)

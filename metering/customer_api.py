@@ -5,10 +5,11 @@ from rest_framework import generics, serializers
 
 from config.resources import (
     Constant,
+    CreatableResourceViewSet,
     Ids,
     Metadata,
     SearchRequest,
-    resource_views,
+    resource_schema,
 )
 from metering.models import Customer
 from metering.services import customer_create
@@ -56,15 +57,14 @@ class CustomerFilter(django_filters.FilterSet):
         fields = ["external_id", "email", "name"]
 
 
-CustomerListView, CustomerSearchView, CustomerDetailView = resource_views(
-    name="Customer",
-    queryset=Customer.objects.all(),
-    serializer_class=CustomerSerializer,
-    filterset_class=CustomerFilter,
-    search_class=CustomerSearchSerializer,
-    create_serializer_class=CustomerCreateSerializer,
-    create_service=customer_create,
-)
+@resource_schema
+class CustomerViewSet(CreatableResourceViewSet):
+    queryset = Customer.objects.all()
+    serializer_class = CustomerSerializer
+    filterset_class = CustomerFilter
+    search_class = CustomerSearchSerializer
+    create_serializer_class = CustomerCreateSerializer
+    create_service = staticmethod(customer_create)
 
 
 class CustomerByExternalIdView(generics.RetrieveAPIView):
