@@ -15,6 +15,8 @@ from billing.models import Invoice, InvoiceLineItem, Subscription
 from catalog.models import BillingPeriod, Plan
 from catalog.money import round_money
 from config.resources import (
+    DECIMAL_SCHEMA,
+    METADATA_SCHEMA,
     Amount,
     Constant,
     CreatableResourceViewSet,
@@ -174,7 +176,7 @@ class SubscriptionCancelView(APIView):
         )
 
 
-@extend_schema_field(str)
+@extend_schema_field(DECIMAL_SCHEMA)
 class Money(serializers.Field):
     """An amount rounded to its row's currency, as a string: "202.50"."""
 
@@ -233,10 +235,10 @@ class InvoiceSerializer(serializers.ModelSerializer):
     subtotal = Money()
     total = Money()
     amount_due = serializers.SerializerMethodField()
-    amount_paid = Constant("0")
+    amount_paid = Constant("0", schema=DECIMAL_SCHEMA)
     amount_remaining = serializers.SerializerMethodField()
     line_items = serializers.SerializerMethodField()
-    metadata = Constant({})
+    metadata = Constant({}, schema=METADATA_SCHEMA)
 
     class Meta:
         model = Invoice
@@ -267,10 +269,12 @@ class InvoiceSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(DECIMAL_SCHEMA)
     def get_amount_due(self, invoice) -> str:
         closed = invoice.invoice_status in (Invoice.Status.VOIDED, Invoice.Status.SKIPPED)
         return format(round_money(Decimal(0) if closed else invoice.total, invoice.currency), "f")
 
+    @extend_schema_field(DECIMAL_SCHEMA)
     def get_amount_remaining(self, invoice) -> str:
         return self.get_amount_due(invoice)
 
@@ -357,9 +361,11 @@ class LateLineSerializer(serializers.Serializer):
     def get_line_item_id(self, late) -> str:
         return f"li_{late.line.pk}"
 
+    @extend_schema_field(DECIMAL_SCHEMA)
     def get_invoiced_amount(self, late) -> str:
         return format(round_money(late.line.amount, late.line.currency), "f")
 
+    @extend_schema_field(DECIMAL_SCHEMA)
     def get_late_amount(self, late) -> str:
         return format(round_money(late.amount, late.line.currency), "f")
 
@@ -373,6 +379,7 @@ class LateUsageSerializer(serializers.Serializer):
     late_amount = serializers.SerializerMethodField()
     line_items = LateLineSerializer(source="lines", many=True)
 
+    @extend_schema_field(DECIMAL_SCHEMA)
     def get_late_amount(self, late) -> str:
         return format(round_money(late.amount, late.invoice.currency), "f")
 

@@ -13,6 +13,7 @@ from catalog import pricing
 from catalog.models import BillingPeriod, Feature, Meter, Plan, Price
 from catalog.services import feature_create, plan_create, price_create
 from config.resources import (
+    DECIMAL_SCHEMA,
     Amount,
     Constant,
     CreatableResourceViewSet,
@@ -133,7 +134,7 @@ class FeatureViewSet(CreatableResourceViewSet):
 # Prices
 
 
-@extend_schema_field({"type": "integer", "nullable": True})
+@extend_schema_field({"oneOf": [{"type": "integer"}, DECIMAL_SCHEMA], "nullable": True})
 class UpTo(Amount):
     """A tier's inclusive bound. The SDK reads it as an int, so whole numbers go out as ints."""
 

@@ -31,6 +31,11 @@ class PathId(StringConverter):
 register_converter(PathId, "id")
 
 
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+DECIMAL_SCHEMA = {"type": "string", "pattern": DECIMAL_PATTERN, "example": "12.50"}
+
+
+@extend_schema_field(DECIMAL_SCHEMA)
 class Amount(serializers.DecimalField):
     """A decimal of any size as a plain string: "15", never "15.000000000000" or "1.5E+1".
 
@@ -44,7 +49,10 @@ class Amount(serializers.DecimalField):
         return format(Decimal(value).normalize(), "f")
 
 
-@extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+METADATA_SCHEMA = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+@extend_schema_field(METADATA_SCHEMA)
 class Metadata(serializers.DictField):
     """``{str: str}``. The SDK refuses other values, so whatever is stored goes out as text."""
 
@@ -62,12 +70,15 @@ class Metadata(serializers.DictField):
         return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
 
-@extend_schema_field(str)
 class Constant(serializers.ReadOnlyField):
-    """A wire field Tally always answers the same way, such as ``"status": "published"``."""
+    """A wire field Tally always answers the same way, such as ``"status": "published"``.
 
-    def __init__(self, value, **kwargs):
+    The schema names the one value; ``schema`` overrides it, e.g. for ``{}``.
+    """
+
+    def __init__(self, value, schema=None, **kwargs):
         self.value = value
+        self._spectacular_annotation = {"field": schema or {"type": "string", "enum": [value]}}
         super().__init__(source="*", **kwargs)
 
     def to_representation(self, instance):

@@ -154,6 +154,8 @@ SPECTACULAR_SETTINGS = {
         "PriceTypeEnum": "catalog.models.Price.Type",
         "AggregationTypeEnum": "catalog.models.Meter.Aggregation",
         "BillingPeriodEnum": "catalog.models.BillingPeriod",
+        "BatchItemStatusEnum": ["accepted", "duplicate", "rejected"],
+        "PublishedStatusEnum": ["published"],
     },
 }
 

@@ -16,6 +16,7 @@ from metering.services import customer_create
 
 
 class CustomerSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(help_text="An email address, or empty when none was given.")
     metadata = Metadata()
     status = Constant("published")
 
