@@ -5,7 +5,7 @@ from decimal import Decimal
 import django_filters
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -28,6 +28,7 @@ from config.resources import (
     page_of,
     resource_schema,
 )
+from config.schema import error_response
 from metering.models import Customer
 
 
@@ -153,8 +154,22 @@ class CancelSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True)
 
 
+class CancelResultSerializer(serializers.Serializer):
+    subscription_id = serializers.CharField()
+    status = serializers.ChoiceField(Subscription.Status.choices)
+    cancellation_type = serializers.ChoiceField(["immediate", "end_of_period"])
+    effective_date = serializers.DateTimeField()
+    processed_at = serializers.DateTimeField()
+    reason = serializers.CharField(allow_blank=True)
+    message = serializers.CharField()
+
+
+class MessageSerializer(serializers.Serializer):
+    message = serializers.CharField()
+
+
 class SubscriptionCancelView(APIView):
-    @extend_schema(request=CancelSerializer, responses={200: dict})
+    @extend_schema(request=CancelSerializer, responses={200: CancelResultSerializer})
     def post(self, request, pk):
         body = CancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -340,7 +355,11 @@ class InvoiceActionView(APIView):
     service = None  # services.invoice_finalize or services.invoice_void
     message = ""
 
-    @extend_schema(request=None, responses={200: dict})
+    @extend_schema(
+        request=None,
+        responses={200: MessageSerializer, 400: error_response(400)},
+        examples=[OpenApiExample("Done", value={"message": "invoice finalized"})],
+    )
     def post(self, request, pk):
         self.service(invoice=get_object_or_404(Invoice, pk=pk))
         return Response({"message": self.message})
@@ -388,7 +407,7 @@ class InvoiceLateUsageView(APIView):
     """``GET /v1/invoices/{id}/late_usage``: per usage line of a closed invoice, the events of
     its period stored after finalization read them, what they add and what they would cost."""
 
-    @extend_schema(responses={200: LateUsageSerializer})
+    @extend_schema(responses={200: LateUsageSerializer, 400: error_response(400)})
     def get(self, request, pk):
         invoice = get_object_or_404(
             Invoice.objects.select_related("customer", "subscription").prefetch_related(
@@ -445,10 +464,70 @@ def preview_invoice(proposal: services.Proposal, *, hide_zero: bool) -> Invoice:
     return invoice
 
 
+PREVIEW_EXAMPLE = {
+    "id": "inv_preview_sub_01JD7X8Y9Z",
+    "customer_id": "cust_01JD7X8Y9Z",
+    "subscription_id": "sub_01JD7X8Y9Z",
+    "invoice_type": "SUBSCRIPTION",
+    "invoice_status": "DRAFT",
+    "payment_status": "PENDING",
+    "billing_reason": "SUBSCRIPTION_CYCLE",
+    "currency": "usd",
+    "subtotal": "23.00",
+    "total": "23.00",
+    "amount_due": "23.00",
+    "amount_paid": "0",
+    "amount_remaining": "23.00",
+    "period_start": "2026-11-01T00:00:00Z",
+    "period_end": "2026-12-01T00:00:00Z",
+    "invoice_number": None,
+    "finalized_at": None,
+    "voided_at": None,
+    "last_computed_at": None,
+    "line_items": [
+        {
+            "id": "li_preview_price_base",
+            "price_id": "price_base",
+            "price_type": "FIXED",
+            "meter_id": None,
+            "display_name": "Base fee",
+            "quantity": "1",
+            "amount": "20.00",
+            "currency": "usd",
+            "period_start": "2026-11-01T00:00:00Z",
+            "period_end": "2026-12-01T00:00:00Z",
+            "invoice_cadence": "ADVANCE",
+            "packages": None,
+            "event_count": 0,
+            "pricing": {},
+            "meter": None,
+        }
+    ],
+    "metadata": {},
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
+
+
 class InvoicePreviewView(APIView):
     """The invoice for a period, computed live; nothing is stored."""
 
-    @extend_schema(request=PreviewSerializer, responses={200: InvoiceSerializer})
+    @extend_schema(
+        request=PreviewSerializer,
+        responses={200: InvoiceSerializer},
+        examples=[
+            OpenApiExample(
+                "The current period",
+                value={"subscription_id": "sub_01JD7X8Y9Z", "hide_zero_charges_line_items": True},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A base fee and token usage",
+                value=PREVIEW_EXAMPLE,
+                response_only=True,
+            ),
+        ],
+    )
     def post(self, request):
         body = PreviewSerializer(data=request.data)
         body.is_valid(raise_exception=True)
