@@ -1,9 +1,9 @@
 """The schema tells the truth: schemathesis calls every operation of ``/v1/schema/`` on a
 live server and checks each answer against it.
 
-Bounded so it fits in ``make test``: a fixed seed, ``EXAMPLES`` cases per operation and a
-time budget shared by the operations. Every finding is collected and printed, then the
-test fails.
+Bounded so it fits in ``make test``: a fixed seed, ``EXAMPLES`` valid and invalid cases per
+operation, more valid ones with ids that exist, and a time budget shared by all of them.
+Every finding is collected and printed, then the test fails.
 """
 
 import logging
@@ -14,6 +14,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.errors import FailureGroup
 from schemathesis.specs.openapi.checks import (
@@ -27,7 +28,7 @@ from metering.services import api_key_create
 from tests.factories import PlanFactory, PriceFactory, PriceTierFactory, ingest, subscribe
 
 SEED = 20261128
-EXAMPLES = 25
+EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 10}
 BUDGET_SECONDS = 150
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]
 
@@ -79,19 +80,21 @@ def _known_path_parameters(operation, known: dict[str, str]) -> dict | None:
     return None
 
 
-def _run_operation(operation, *, base_url, session, deadline, findings, path_parameters=None):
-    label = operation.label + (" (seeded ids)" if path_parameters else "")
+def _run_operation(operation, mode, *, base_url, session, deadline, findings, path_parameters):
+    """Cases valid (POSITIVE) or not (NEGATIVE) by the schema; either way, never a 5xx and
+    never an answer the schema does not describe."""
+    label = f"{operation.label} ({mode.value}{', seeded ids' if path_parameters else ''})"
 
     @seed(SEED)
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=EXAMPLES[mode],
         deadline=None,
         database=None,
         derandomize=False,
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(case=operation.as_strategy(path_parameters=path_parameters))
+    @given(case=operation.as_strategy(mode, path_parameters=path_parameters))
     def run(case):
         if time.monotonic() > deadline:
             return
@@ -127,16 +130,17 @@ def test_every_operation_answers_as_the_schema_says(live_server, quiet_requests_
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 30
     started = time.monotonic()
-    runs = [(operation, None) for operation in operations]
+    runs = [(operation, mode, None) for operation in operations for mode in EXAMPLES]
     runs += [
-        (operation, parameters)
+        (operation, GenerationMode.POSITIVE, parameters)
         for operation in operations
         if (parameters := _known_path_parameters(operation, known))
     ]
-    for index, (operation, parameters) in enumerate(runs):
+    for index, (operation, mode, parameters) in enumerate(runs):
         share = (BUDGET_SECONDS - (time.monotonic() - started)) / (len(runs) - index)
         _run_operation(
             operation,
+            mode,
             base_url=base_url,
             session=session,
             deadline=time.monotonic() + share,
