@@ -25,6 +25,7 @@ from config.resources import (
     Metadata,
     ResourceViewSet,
     SearchRequest,
+    UtcDateTimeFilter,
     page_of,
     resource_schema,
 )
@@ -305,10 +306,10 @@ class InvoiceFilter(django_filters.FilterSet):
     customer_id = django_filters.CharFilter()
     external_customer_id = django_filters.CharFilter(field_name="customer__external_id")
     invoice_status = django_filters.MultipleChoiceFilter(choices=Invoice.Status.choices)
-    period_start_gte = django_filters.IsoDateTimeFilter("period_start", lookup_expr="gte")
-    period_start_lte = django_filters.IsoDateTimeFilter("period_start", lookup_expr="lte")
-    period_end_gte = django_filters.IsoDateTimeFilter("period_end", lookup_expr="gte")
-    period_end_lte = django_filters.IsoDateTimeFilter("period_end", lookup_expr="lte")
+    period_start_gte = UtcDateTimeFilter("period_start", lookup_expr="gte")
+    period_start_lte = UtcDateTimeFilter("period_start", lookup_expr="lte")
+    period_end_gte = UtcDateTimeFilter("period_end", lookup_expr="gte")
+    period_end_lte = UtcDateTimeFilter("period_end", lookup_expr="lte")
 
     class Meta:
         model = Invoice

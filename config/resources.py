@@ -5,10 +5,15 @@ A resource module declares serializers and a service; a ViewSet here does the HT
 
 import functools
 import json
+from datetime import UTC
 from decimal import Decimal
 
+import django_filters
+from django.core.exceptions import ValidationError
 from django.urls import register_converter
 from django.urls.converters import StringConverter
+from django.utils import timezone
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import (
     extend_schema,
     extend_schema_field,
@@ -83,6 +88,24 @@ class Constant(serializers.ReadOnlyField):
 
     def to_representation(self, instance):
         return self.value
+
+
+class UtcDateTimeField(IsoDateTimeField):
+    """An RFC 3339 query value, moved to UTC as DRF's DateTimeField does: PostgreSQL refuses
+    offsets beyond ±15:59, and a moment outside the datetime range is a 400, not a 500."""
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        if moment is None or timezone.is_naive(moment):
+            return moment
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("The date-time is out of range.", code="invalid") from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
 
 
 class ExistingId(serializers.PrimaryKeyRelatedField):

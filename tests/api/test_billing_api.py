@@ -240,3 +240,18 @@ def test_a_preview_at_the_end_of_the_calendar_is_a_400_not_a_500(api_client, o1)
     answer = post(api_client, "invoices/preview", far)
     assert answer.status_code == 400
     assert "9999" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "query, status",
+    [
+        ("period_start_gte=2026-11-01T10:00:00-22:59", 200),  # beyond PostgreSQL's ±15:59
+        ("period_end_lte=0001-01-01T00:00:00%2B01:00", 400),  # before year 1 in UTC
+        ("period_end_lte=not-a-date", 400),
+    ],
+)
+def test_invoice_list_period_filters_take_any_offset_and_refuse_out_of_range(
+    api_client, query, status
+):
+    response = api_client.get(f"/v1/invoices?{query}")
+    assert response.status_code == status, response.content
