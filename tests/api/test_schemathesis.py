@@ -118,8 +118,19 @@ def quiet_requests_log():
     logger.setLevel(level)
 
 
+@pytest.fixture
+def request_scoped_connections(monkeypatch):
+    """The live server answers each request in a new thread; with persistent connections
+    those would outlive the test and keep PostgreSQL from dropping the test database."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_every_operation_answers_as_the_schema_says(live_server, quiet_requests_log):
+def test_every_operation_answers_as_the_schema_says(
+    request_scoped_connections, live_server, quiet_requests_log
+):
     _, key = api_key_create(name="schemathesis")
     known = _seed()
     session = requests.Session()
