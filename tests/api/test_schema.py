@@ -151,3 +151,36 @@ def test_no_response_is_a_free_form_object(schema):
         and "properties" not in response["content"]["application/json"]["schema"]
     ]
     assert not free
+
+
+def _json_schema(node):
+    """OpenAPI 3.0's ``nullable`` as JSON Schema, so examples validate as answers would."""
+    if isinstance(node, list):
+        return [_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _json_schema(value) for key, value in node.items()}
+    if node.pop("nullable", False):
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
+
+
+def test_every_example_matches_its_schema(schema):
+    import jsonschema_rs
+
+    components = _json_schema(schema["components"])
+    wrong = []
+    for label, operation in operations(schema):
+        bodies = [("request", operation.get("requestBody", {}))]
+        bodies += list(operation["responses"].items())
+        for status, body in bodies:
+            content = body.get("content", {}).get("application/json", {})
+            if not content.get("examples"):
+                continue
+            validator = jsonschema_rs.Draft7Validator(
+                {**_json_schema(content["schema"]), "components": components}
+            )
+            for name, example in content["examples"].items():
+                for error in validator.iter_errors(example["value"]):
+                    wrong.append(f"{label} {status} {name}: {error.message}")
+    assert not wrong, "\n".join(wrong)
