@@ -5,7 +5,12 @@ from decimal import Decimal
 import django_filters
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,7 +37,35 @@ from config.resources import (
 from config.schema import error_response
 from metering.models import Customer
 
+SUBSCRIPTION_EXAMPLE = {
+    "id": "sub_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "customer_id": "cust_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "plan_id": "plan_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "currency": "usd",
+    "subscription_status": "active",
+    "status": "published",
+    "billing_cadence": "RECURRING",
+    "billing_period": "MONTHLY",
+    "billing_period_count": 1,
+    "billing_cycle": "anniversary",
+    "billing_anchor": "2026-11-01T00:00:00Z",
+    "start_date": "2026-11-01T00:00:00Z",
+    "end_date": None,
+    "current_period_start": "2026-11-01T00:00:00Z",
+    "current_period_end": "2026-12-01T00:00:00Z",
+    "cancel_at_period_end": False,
+    "cancelled_at": None,
+    "metadata": {},
+    "created_at": "2026-11-01T00:00:00Z",
+    "updated_at": "2026-11-01T00:00:00Z",
+}
 
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample("A monthly subscription", value=SUBSCRIPTION_EXAMPLE, response_only=True)
+    ]
+)
 class SubscriptionSerializer(serializers.ModelSerializer):
     customer_id = serializers.CharField()
     plan_id = serializers.CharField()
@@ -68,6 +101,22 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "By external customer id",
+            value={
+                "external_customer_id": "user_42",
+                "plan_id": SUBSCRIPTION_EXAMPLE["plan_id"],
+                "currency": "usd",
+                "billing_period": "MONTHLY",
+                "billing_cycle": "anniversary",
+                "start_date": "2026-11-01T00:00:00Z",
+            },
+            request_only=True,
+        )
+    ]
+)
 class SubscriptionCreateSerializer(serializers.Serializer):
     plan_id = ExistingId(Plan)
     customer_id = ExistingId(Customer, required=False)
@@ -170,7 +219,30 @@ class MessageSerializer(serializers.Serializer):
 
 
 class SubscriptionCancelView(APIView):
-    @extend_schema(request=CancelSerializer, responses={200: CancelResultSerializer})
+    @extend_schema(
+        request=CancelSerializer,
+        responses={200: CancelResultSerializer},
+        examples=[
+            OpenApiExample(
+                "At the end of the period",
+                value={"cancellation_type": "end_of_period", "reason": "moving to annual"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Cancelled",
+                value={
+                    "subscription_id": SUBSCRIPTION_EXAMPLE["id"],
+                    "status": "active",
+                    "cancellation_type": "end_of_period",
+                    "effective_date": "2026-12-01T00:00:00Z",
+                    "processed_at": "2026-11-27T10:00:00Z",
+                    "reason": "moving to annual",
+                    "message": "subscription cancelled",
+                },
+                response_only=True,
+            ),
+        ],
+    )
     def post(self, request, pk):
         body = CancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -244,6 +316,63 @@ class LineItemSerializer(serializers.ModelSerializer):
         return f"li_{line.pk}" if line.pk else f"li_preview_{line.price_id}"
 
 
+PREVIEW_EXAMPLE = {
+    "id": "inv_preview_sub_01JD7X8Y9Z",
+    "customer_id": "cust_01JD7X8Y9Z",
+    "subscription_id": "sub_01JD7X8Y9Z",
+    "invoice_type": "SUBSCRIPTION",
+    "invoice_status": "DRAFT",
+    "payment_status": "PENDING",
+    "billing_reason": "SUBSCRIPTION_CYCLE",
+    "currency": "usd",
+    "subtotal": "23.00",
+    "total": "23.00",
+    "amount_due": "23.00",
+    "amount_paid": "0",
+    "amount_remaining": "23.00",
+    "period_start": "2026-11-01T00:00:00Z",
+    "period_end": "2026-12-01T00:00:00Z",
+    "invoice_number": None,
+    "finalized_at": None,
+    "voided_at": None,
+    "last_computed_at": None,
+    "line_items": [
+        {
+            "id": "li_preview_price_base",
+            "price_id": "price_base",
+            "price_type": "FIXED",
+            "meter_id": None,
+            "display_name": "Base fee",
+            "quantity": "1",
+            "amount": "20.00",
+            "currency": "usd",
+            "period_start": "2026-11-01T00:00:00Z",
+            "period_end": "2026-12-01T00:00:00Z",
+            "invoice_cadence": "ADVANCE",
+            "packages": None,
+            "event_count": 0,
+            "pricing": {},
+            "meter": None,
+        }
+    ],
+    "metadata": {},
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
+INVOICE_EXAMPLE = {
+    **PREVIEW_EXAMPLE,
+    "id": "inv_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "invoice_status": "FINALIZED",
+    "invoice_number": "INV-202612-0001",
+    "finalized_at": "2026-12-01T00:05:00Z",
+    "last_computed_at": "2026-12-01T00:05:00Z",
+    "line_items": [{**PREVIEW_EXAMPLE["line_items"][0], "id": "li_1"}],
+}
+
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("A finalized invoice", value=INVOICE_EXAMPLE, response_only=True)]
+)
 class InvoiceSerializer(serializers.ModelSerializer):
     customer_id = serializers.CharField()
     subscription_id = serializers.CharField(allow_null=True)
@@ -463,51 +592,6 @@ def preview_invoice(proposal: services.Proposal, *, hide_zero: bool) -> Invoice:
         line.as_item() for line in proposal.lines if not (hide_zero and line.amount == 0)
     ]
     return invoice
-
-
-PREVIEW_EXAMPLE = {
-    "id": "inv_preview_sub_01JD7X8Y9Z",
-    "customer_id": "cust_01JD7X8Y9Z",
-    "subscription_id": "sub_01JD7X8Y9Z",
-    "invoice_type": "SUBSCRIPTION",
-    "invoice_status": "DRAFT",
-    "payment_status": "PENDING",
-    "billing_reason": "SUBSCRIPTION_CYCLE",
-    "currency": "usd",
-    "subtotal": "23.00",
-    "total": "23.00",
-    "amount_due": "23.00",
-    "amount_paid": "0",
-    "amount_remaining": "23.00",
-    "period_start": "2026-11-01T00:00:00Z",
-    "period_end": "2026-12-01T00:00:00Z",
-    "invoice_number": None,
-    "finalized_at": None,
-    "voided_at": None,
-    "last_computed_at": None,
-    "line_items": [
-        {
-            "id": "li_preview_price_base",
-            "price_id": "price_base",
-            "price_type": "FIXED",
-            "meter_id": None,
-            "display_name": "Base fee",
-            "quantity": "1",
-            "amount": "20.00",
-            "currency": "usd",
-            "period_start": "2026-11-01T00:00:00Z",
-            "period_end": "2026-12-01T00:00:00Z",
-            "invoice_cadence": "ADVANCE",
-            "packages": None,
-            "event_count": 0,
-            "pricing": {},
-            "meter": None,
-        }
-    ],
-    "metadata": {},
-    "created_at": "2026-11-27T10:00:00Z",
-    "updated_at": "2026-11-27T10:00:00Z",
-}
 
 
 class InvoicePreviewView(APIView):

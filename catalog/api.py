@@ -6,7 +6,7 @@ Serializers only parse shapes; every catalog rule is checked by the services.
 from decimal import Decimal
 
 import django_filters
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from catalog import pricing
@@ -67,6 +67,37 @@ class MeterCreateSerializer(serializers.Serializer):
     reset_usage = serializers.ChoiceField(Meter.ResetUsage.choices, required=False)
 
 
+METER_EXAMPLE = {
+    "id": "meter_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "name": "LLM tokens",
+    "event_name": "llm.tokens",
+    "aggregation": {"type": "SUM", "field": "tokens", "multiplier": None},
+    "filters": [{"key": "model", "values": ["gpt-4o", "gpt-4o-mini"]}],
+    "reset_usage": "BILLING_PERIOD",
+    "status": "published",
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
+FEATURE_EXAMPLE = {
+    "id": "feat_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "name": "LLM tokens",
+    "lookup_key": "llm_tokens",
+    "type": "metered",
+    "description": "",
+    "unit_singular": "token",
+    "unit_plural": "tokens",
+    "metadata": {},
+    "status": "published",
+    "meter_id": METER_EXAMPLE["id"],
+    "meter": METER_EXAMPLE,
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
+
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("A metered feature", value=FEATURE_EXAMPLE, response_only=True)]
+)
 class FeatureSerializer(serializers.ModelSerializer):
     metadata = Metadata()
     status = Constant("published")
@@ -81,6 +112,28 @@ class FeatureSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A metered feature",
+            value={
+                "name": "LLM tokens",
+                "type": "metered",
+                "lookup_key": "llm_tokens",
+                "unit_singular": "token",
+                "unit_plural": "tokens",
+                "meter": {
+                    "name": "LLM tokens",
+                    "event_name": "llm.tokens",
+                    "aggregation": {"type": "SUM", "field": "tokens"},
+                    "filters": [{"key": "model", "values": ["gpt-4o", "gpt-4o-mini"]}],
+                    "reset_usage": "BILLING_PERIOD",
+                },
+            },
+            request_only=True,
+        )
+    ]
+)
 class FeatureCreateSerializer(serializers.Serializer):
     name = serializers.CharField(allow_blank=True)
     type = serializers.ChoiceField(Feature.Type.choices, required=False)
@@ -156,6 +209,37 @@ class TransformQuantitySerializer(serializers.Serializer):
     round = serializers.ChoiceField(Price.Round.choices, required=False)
 
 
+PRICE_EXAMPLE = {
+    "id": "price_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "entity_type": "PLAN",
+    "entity_id": "plan_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "type": "USAGE",
+    "billing_model": "PACKAGE",
+    "billing_cadence": "RECURRING",
+    "billing_period": "MONTHLY",
+    "billing_period_count": 1,
+    "invoice_cadence": "ARREAR",
+    "price_unit_type": "FIAT",
+    "currency": "usd",
+    "amount": "2",
+    "meter_id": METER_EXAMPLE["id"],
+    "transform_quantity": {"divide_by": 1000, "round": "up"},
+    "free_units": "0",
+    "tier_mode": None,
+    "tiers": [],
+    "display_name": "Tokens",
+    "lookup_key": None,
+    "description": "",
+    "metadata": {},
+    "status": "published",
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
+
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("$2 per 1,000 tokens", value=PRICE_EXAMPLE, response_only=True)]
+)
 class PriceSerializer(serializers.ModelSerializer):
     entity_type = Constant("PLAN")
     entity_id = serializers.CharField(source="plan_id")
@@ -182,6 +266,27 @@ class PriceSerializer(serializers.ModelSerializer):
         return price.tier_mode if price.billing_model == pricing.TIERED else None
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "$2 per 1,000 tokens",
+            value={
+                "entity_type": "PLAN",
+                "entity_id": PRICE_EXAMPLE["entity_id"],
+                "type": "USAGE",
+                "billing_model": "PACKAGE",
+                "billing_period": "MONTHLY",
+                "invoice_cadence": "ARREAR",
+                "price_unit_type": "FIAT",
+                "currency": "usd",
+                "amount": "2",
+                "meter_id": METER_EXAMPLE["id"],
+                "transform_quantity": {"divide_by": 1000, "round": "up"},
+            },
+            request_only=True,
+        )
+    ]
+)
 class PriceCreateSerializer(serializers.Serializer):
     """Flexprice's CreatePriceRequest; ``plan_id`` is accepted for ``entity_id``."""
 
@@ -268,6 +373,26 @@ class PriceViewSet(CreatableResourceViewSet):
 # Plans
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A plan with a usage price",
+            value={
+                "id": PRICE_EXAMPLE["entity_id"],
+                "name": "Pro",
+                "description": "",
+                "lookup_key": "pro",
+                "status": "published",
+                "metadata": {},
+                "prices": [PRICE_EXAMPLE],
+                "version": 1,
+                "created_at": "2026-11-27T10:00:00Z",
+                "updated_at": "2026-11-27T10:00:00Z",
+            },
+            response_only=True,
+        )
+    ]
+)
 class PlanSerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField()
     metadata = Metadata()
@@ -283,6 +408,11 @@ class PlanSerializer(serializers.ModelSerializer):
         return "published" if plan.active else "archived"
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample("A plan", value={"name": "Pro", "lookup_key": "pro"}, request_only=True)
+    ]
+)
 class PlanCreateSerializer(serializers.Serializer):
     name = serializers.CharField(allow_blank=True)
     description = _text()

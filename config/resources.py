@@ -15,6 +15,8 @@ from django.urls.converters import StringConverter
 from django.utils import timezone
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
     extend_schema,
     extend_schema_field,
     extend_schema_view,
@@ -167,6 +169,22 @@ class PageInfo(serializers.Serializer):
     offset = serializers.IntegerField()
 
 
+PAGE_INFO_EXAMPLE = {"total": 1, "limit": 50, "offset": 0}
+
+
+class ListPagination(Pagination):
+    """The query-string list's paging, with its schema complete enough to carry examples."""
+
+    def get_paginated_response_schema(self, schema):
+        page = super().get_paginated_response_schema(schema)
+        info = page["properties"]["pagination"]
+        for name, value in PAGE_INFO_EXAMPLE.items():
+            info["properties"][name]["example"] = value
+        info["required"] = list(PAGE_INFO_EXAMPLE)
+        page["required"] = ["items", "pagination"]
+        return page
+
+
 @functools.cache
 def page_of(serializer_class) -> serializers.Serializer:
     """The schema of ``{"items": [...], "pagination": {...}}``, one component per class."""
@@ -185,6 +203,7 @@ class ResourceViewSet(viewsets.ReadOnlyModelViewSet):
     """
 
     lookup_value_converter = "id"
+    pagination_class = ListPagination
     search_class: type[SearchRequest]
 
     def get_serializer_class(self):
@@ -230,13 +249,19 @@ def resource_schema(viewset):
     """Documents a ``ResourceViewSet`` subclass: its bodies come from its serializers."""
     serializer = viewset.serializer_class
     name = viewset.queryset.model._meta.verbose_name
+    page_examples = [
+        OpenApiExample(
+            example.name, value={"items": [example.value], "pagination": PAGE_INFO_EXAMPLE}
+        )
+        for example in getattr(serializer, "_spectacular_annotation", {}).get("examples", [])
+    ]
     schemas = {
         "list": extend_schema(description=f"The {name}s, filtered by the query string."),
         "retrieve": extend_schema(description=f"One {name}, by id."),
         "search": extend_schema(
             description=f"The {name}s, filtered and paged by a JSON body.",
             request=viewset.search_class,
-            responses=page_of(serializer),
+            responses=OpenApiResponse(page_of(serializer), examples=page_examples),
         ),
     }
     if hasattr(viewset, "create"):

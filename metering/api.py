@@ -168,6 +168,25 @@ BATCH_EXAMPLES = [
         response_only=True,
     ),
 ]
+EVENTS_PAGE_EXAMPLE = OpenApiExample(
+    "Newest first",
+    value={
+        "events": [
+            {
+                "id": EVENT_EXAMPLE["event_id"],
+                "event_name": EVENT_EXAMPLE["event_name"],
+                "external_customer_id": EVENT_EXAMPLE["external_customer_id"],
+                "source": EVENT_EXAMPLE["source"],
+                "properties": EVENT_EXAMPLE["properties"],
+                "timestamp": EVENT_EXAMPLE["timestamp"],
+                "ingested_at": "2026-11-27T10:00:01Z",
+            }
+        ],
+        "has_more": False,
+        "offset": 0,
+    },
+    response_only=True,
+)
 USAGE_RESULT_EXAMPLE = OpenApiExample(
     "Daily usage",
     value={
@@ -373,7 +392,18 @@ def events_page(data) -> Response:
 class EventQueryView(APIView):
     """``POST /v1/events/query``: the SDK's event list, filtered by a JSON body."""
 
-    @extend_schema(request=EventQuery, responses={200: EventsPage})
+    @extend_schema(
+        request=EventQuery,
+        responses={200: EventsPage},
+        examples=[
+            OpenApiExample(
+                "One customer's tokens",
+                value={"external_customer_id": "user_42", "event_name": "llm.tokens"},
+                request_only=True,
+            ),
+            EVENTS_PAGE_EXAMPLE,
+        ],
+    )
     def post(self, request):
         return events_page(request.data)
 
@@ -514,7 +544,9 @@ class UsageView(APIView):
 class EventIngestView(APIView):
     """``POST /v1/events`` ingests one event; ``GET /v1/events`` lists them."""
 
-    @extend_schema(parameters=[EventQuery], responses={200: EventsPage})
+    @extend_schema(
+        parameters=[EventQuery], responses={200: EventsPage}, examples=[EVENTS_PAGE_EXAMPLE]
+    )
     def get(self, request):
         return events_page(request.query_params)
 

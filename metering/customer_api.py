@@ -1,6 +1,7 @@
 """Customers under /v1/customers, in Flexprice's wire format."""
 
 import django_filters
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import generics, serializers
 
 from config.resources import (
@@ -14,7 +15,21 @@ from config.resources import (
 from metering.models import Customer
 from metering.services import customer_create
 
+CUSTOMER_EXAMPLE = {
+    "id": "cust_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "external_id": "user_42",
+    "name": "Acme Inc",
+    "email": "billing@acme.test",
+    "metadata": {"segment": "startup"},
+    "status": "published",
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
 
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("A customer", value=CUSTOMER_EXAMPLE, response_only=True)]
+)
 class CustomerSerializer(serializers.ModelSerializer):
     email = serializers.CharField(help_text="An email address, or empty when none was given.")
     metadata = Metadata()
@@ -27,6 +42,15 @@ class CustomerSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A customer",
+            value={"external_id": "user_42", "name": "Acme Inc", "email": "billing@acme.test"},
+            request_only=True,
+        )
+    ]
+)
 class CustomerCreateSerializer(serializers.Serializer):
     external_id = serializers.CharField(allow_blank=True)
     name = serializers.CharField(allow_blank=True)
