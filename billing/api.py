@@ -190,7 +190,18 @@ class SubscriptionViewSet(CreatableResourceViewSet):
 class CustomerSubscriptionsView(APIView):
     """Every subscription of one customer, by external id; no paging, as Flexprice does."""
 
-    @extend_schema(responses=page_of(SubscriptionSerializer))
+    @extend_schema(
+        responses=page_of(SubscriptionSerializer),
+        examples=[
+            OpenApiExample(
+                "One subscription",
+                value={
+                    "items": [SUBSCRIPTION_EXAMPLE],
+                    "pagination": {"total": 1, "limit": 1, "offset": 0},
+                },
+            )
+        ],
+    )
     def get(self, request, external_id):
         customer = get_object_or_404(Customer, external_id=external_id)
         items = SubscriptionSerializer(customer.subscriptions.all(), many=True).data
@@ -537,7 +548,38 @@ class InvoiceLateUsageView(APIView):
     """``GET /v1/invoices/{id}/late_usage``: per usage line of a closed invoice, the events of
     its period stored after finalization read them, what they add and what they would cost."""
 
-    @extend_schema(responses={200: LateUsageSerializer, 400: error_response(400)})
+    @extend_schema(
+        responses={200: LateUsageSerializer, 400: error_response(400)},
+        examples=[
+            OpenApiExample(
+                "Tokens that arrived after finalization",
+                value={
+                    "invoice_id": INVOICE_EXAMPLE["id"],
+                    "invoice_status": "FINALIZED",
+                    "currency": "usd",
+                    "usage_fence": 1042,
+                    "late_event_count": 3,
+                    "late_amount": "0.40",
+                    "line_items": [
+                        {
+                            "line_item_id": "li_2",
+                            "price_id": "price_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+                            "meter_id": "meter_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+                            "display_name": "Tokens",
+                            "invoiced_quantity": "1500",
+                            "invoiced_event_count": 1,
+                            "invoiced_amount": "4.00",
+                            "late_event_count": 3,
+                            "late_quantity": "200",
+                            "late_amount": "0.40",
+                        }
+                    ],
+                },
+                response_only=True,
+                status_codes=["200"],
+            )
+        ],
+    )
     def get(self, request, pk):
         invoice = get_object_or_404(
             Invoice.objects.select_related("customer", "subscription").prefetch_related(

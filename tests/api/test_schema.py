@@ -141,6 +141,19 @@ def test_ingestion_usage_and_preview_carry_examples(schema, path):
     assert operation["responses"][success]["content"]["application/json"]["examples"]
 
 
+def test_every_operation_has_an_example_answer(schema):
+    missing = [
+        label
+        for label, operation in operations(schema)
+        if not any(
+            "examples" in response["content"]["application/json"]
+            for status, response in operation["responses"].items()
+            if status.startswith("2")
+        )
+    ]
+    assert not missing
+
+
 def test_no_response_is_a_free_form_object(schema):
     free = [
         label
