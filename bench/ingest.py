@@ -11,7 +11,7 @@ Knobs (environment):
   BENCH_BULK_BATCHES, BENCH_BULK_CONCURRENCY, BENCH_SINGLE_REQUESTS, BENCH_SINGLE_CONCURRENCY
   BENCH_USAGE_EVENTS, BENCH_USAGE_REQUESTS
   BENCH_CUSTOMERS, BENCH_SPREAD_HOURS (ingested events' timestamps span the last 48 h)
-  BENCH_APP: bench.instrumented_wsgi times each step; bench.whatif_wsgi tries BENCH_WHATIF
+  BENCH_APP: the WSGI module gunicorn serves (default config.wsgi), for experiments
   BENCH_PROFILE_SECONDS: py-spy each phase's workers (BENCH_PROFILE_IDLE=1 samples waits too)
 """
 

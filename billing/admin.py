@@ -16,8 +16,8 @@ from billing.models import Invoice, InvoiceLineItem, Subscription
 from billing.portal.selectors import line_price_summary
 from billing.selectors import late_events, late_usage
 from billing.services import (
+    draft_recompute,
     invoice_finalize,
-    invoice_propose,
     invoice_void,
     subscription_cancel,
     subscription_create,
@@ -393,27 +393,8 @@ class InvoiceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Recompute proposed invoice", permissions=["operate"])
     def recompute(self, request, queryset):
-        done = []
-        for invoice in queryset.select_related("customer", "subscription"):
-            subscription = invoice.subscription
-            if not invoice.is_draft:
-                reason = f"only a DRAFT is recomputed; this one is {invoice.invoice_status}."
-            elif subscription is None or subscription.status != Subscription.Status.ACTIVE:
-                reason = "only the draft of an active subscription is recomputed."
-            elif (invoice.period_start, invoice.period_end) != (
-                subscription.current_period_start,
-                subscription.current_period_end,
-            ):
-                reason = "it is not the draft of its subscription's current period."
-            else:
-                fresh = invoice_propose(subscription=subscription)
-                if fresh.pk == invoice.pk and fresh.is_draft:
-                    done.append(invoice)
-                    continue
-                reason = "it was closed meanwhile and was left unchanged."
-            messages.error(request, f"{self._label(invoice)}: {reason}")
-        if done:
-            messages.success(request, f"Recomputed {len(done)} invoice(s).")
+        queryset = queryset.select_related("customer", "subscription")
+        self._run(request, queryset, draft_recompute, "Recomputed")
 
     @admin.action(description="Finalize", permissions=["operate"])
     def finalize(self, request, queryset):

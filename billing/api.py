@@ -19,6 +19,7 @@ from billing import selectors, services
 from billing.models import Invoice, InvoiceLineItem, Subscription
 from catalog.models import BillingPeriod, Plan
 from catalog.money import round_money
+from config.bounds import Moment, MomentFilter
 from config.resources import (
     DECIMAL_SCHEMA,
     METADATA_SCHEMA,
@@ -30,7 +31,6 @@ from config.resources import (
     Metadata,
     ResourceViewSet,
     SearchRequest,
-    UtcDateTimeFilter,
     page_of,
     resource_schema,
 )
@@ -125,9 +125,9 @@ class SubscriptionCreateSerializer(serializers.Serializer):
     billing_period = serializers.ChoiceField(BillingPeriod.choices, required=False)
     billing_period_count = serializers.IntegerField(required=False, min_value=1, default=1)
     billing_cycle = serializers.ChoiceField(Subscription.Cycle.values, required=False)
-    start_date = serializers.DateTimeField(required=False)
-    end_date = serializers.DateTimeField(required=False)
-    billing_anchor = serializers.DateTimeField(required=False)
+    start_date = Moment(required=False)
+    end_date = Moment(required=False)
+    billing_anchor = Moment(required=False)
     metadata = Metadata(required=False)
 
     def validate(self, data):
@@ -446,10 +446,10 @@ class InvoiceFilter(django_filters.FilterSet):
     customer_id = django_filters.CharFilter()
     external_customer_id = django_filters.CharFilter(field_name="customer__external_id")
     invoice_status = django_filters.MultipleChoiceFilter(choices=Invoice.Status.choices)
-    period_start_gte = UtcDateTimeFilter("period_start", lookup_expr="gte")
-    period_start_lte = UtcDateTimeFilter("period_start", lookup_expr="lte")
-    period_end_gte = UtcDateTimeFilter("period_end", lookup_expr="gte")
-    period_end_lte = UtcDateTimeFilter("period_end", lookup_expr="lte")
+    period_start_gte = MomentFilter("period_start", lookup_expr="gte")
+    period_start_lte = MomentFilter("period_start", lookup_expr="lte")
+    period_end_gte = MomentFilter("period_end", lookup_expr="gte")
+    period_end_lte = MomentFilter("period_end", lookup_expr="lte")
 
     class Meta:
         model = Invoice
@@ -463,10 +463,10 @@ class InvoiceSearchSerializer(SearchRequest):
     subscription_id = serializers.CharField(required=False)
     invoice_status = Ids(required=False)
     payment_status = Ids(required=False)
-    period_start_gte = serializers.DateTimeField(required=False)
-    period_start_lte = serializers.DateTimeField(required=False)
-    period_end_gte = serializers.DateTimeField(required=False)
-    period_end_lte = serializers.DateTimeField(required=False)
+    period_start_gte = Moment(required=False)
+    period_start_lte = Moment(required=False)
+    period_end_gte = Moment(required=False)
+    period_end_lte = Moment(required=False)
 
     lookups = {
         "invoice_ids": "id__in",
@@ -599,8 +599,8 @@ class InvoiceLateUsageView(APIView):
 
 class PreviewSerializer(serializers.Serializer):
     subscription_id = ExistingId(Subscription)
-    period_start = serializers.DateTimeField(required=False)
-    period_end = serializers.DateTimeField(required=False)
+    period_start = Moment(required=False)
+    period_end = Moment(required=False)
     hide_zero_charges_line_items = serializers.BooleanField(required=False, default=False)
 
     def validate(self, data):

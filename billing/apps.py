@@ -15,12 +15,12 @@ class BillingConfig(AppConfig):
 
 def _worker_ready(**kwargs):
     """A recompute lost with a killed worker is still pending: queue it again now."""
-    from billing.services import recompute_requests
+    from billing.tasks import recompute_requests
 
     recompute_requests.sweep()
 
 
 def _usage_recorded(sender, external_customer_ids, **kwargs):
-    from billing.services import invoices_refresh_request
+    from billing.tasks import invoices_refresh_request
 
     invoices_refresh_request(external_customer_ids=external_customer_ids)

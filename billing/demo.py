@@ -1,11 +1,10 @@
-"""The OpenAI o1 demo: the catalog from ``tests/data/openai_o1.json``, loaded idempotently."""
+"""The OpenAI o1 demo: the catalog from ``billing/data/openai_o1.json``, loaded idempotently."""
 
 import json
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,7 +17,7 @@ from metering.models import Customer
 from metering.services import portal_user_create
 from metering.tasks import rollups_refresh
 
-SCENARIO = Path(settings.BASE_DIR) / "tests" / "data" / "openai_o1.json"
+SCENARIO = Path(__file__).resolve().parent / "data" / "openai_o1.json"
 
 
 def scenario_load(path: Path = SCENARIO) -> dict:

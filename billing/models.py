@@ -50,10 +50,6 @@ class Subscription(models.Model):
         return f"{self.customer} on {self.plan}"
 
 
-class FinalizedInvoiceError(Exception):
-    """A finalized, voided or skipped invoice never changes."""
-
-
 class Invoice(models.Model):
     class Status(models.TextChoices):
         DRAFT = "DRAFT"
@@ -111,21 +107,6 @@ class Invoice(models.Model):
 
     def __str__(self):
         return self.invoice_number or f"{self.invoice_status} {self.period_start:%Y-%m-%d}"
-
-    def save(self, *args, **kwargs):
-        # Guard the invariant wherever a save comes from: only drafts change; a finalized
-        # invoice may only be voided, which keeps its number and amounts.
-        if self.pk and not self._state.adding:
-            stored = Invoice.objects.filter(pk=self.pk).values_list(
-                "invoice_status", "total", "invoice_number"
-            )
-            current, total, number = stored.first() or (None, None, None)
-            voiding = current == self.Status.FINALIZED and self.invoice_status == self.Status.VOIDED
-            if voiding and (self.total != total or self.invoice_number != number):
-                raise FinalizedInvoiceError(f"Voiding invoice {self.pk} cannot change its amounts.")
-            if current not in (None, self.Status.DRAFT) and not voiding:
-                raise FinalizedInvoiceError(f"Invoice {self.pk} is {current} and cannot change.")
-        super().save(*args, **kwargs)
 
     @property
     def is_draft(self) -> bool:

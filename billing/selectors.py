@@ -4,9 +4,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 
-from billing.models import Invoice, InvoiceLineItem
+from billing.models import Invoice, InvoiceLineItem, Subscription
 from billing.periods import usage_start
 from catalog import pricing
 from catalog.models import Meter
@@ -154,3 +154,27 @@ def late_events(*, late: LateUsage, limit: int) -> list[Event]:
             if len(found) >= limit:
                 break
     return found
+
+
+def active_subscription_ids(*, external_customer_ids: list[str]) -> list[str]:
+    """The active subscriptions of these customers (by external id)."""
+    if not external_customer_ids:
+        return []
+    return list(
+        Subscription.objects.filter(
+            status=Subscription.Status.ACTIVE,
+            customer__external_id__in=external_customer_ids,
+        ).values_list("pk", flat=True)
+    )
+
+
+def stale_draft_subscription_ids() -> list[str]:
+    """Active subscriptions whose draft's last computation did not read every event of its
+    customer."""
+    newer = Event.objects.filter(
+        external_customer_id=OuterRef("customer__external_id"), id__gt=OuterRef("usage_fence")
+    )
+    drafts = Invoice.objects.filter(
+        invoice_status=Invoice.Status.DRAFT, subscription__status=Subscription.Status.ACTIVE
+    ).filter(Q(usage_fence__isnull=True) | Exists(newer))
+    return list(drafts.values_list("subscription_id", flat=True))

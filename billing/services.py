@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from billing.models import Invoice, InvoiceLineItem, InvoiceSequence, Subscription
@@ -13,12 +13,11 @@ from billing.periods import calendar_anchor, period_containing, usage_start
 from catalog import pricing
 from catalog.models import Meter, Plan, Price
 from catalog.money import round_money, total_of_lines
-from config.coalesce import Coalescer
+from catalog.validation import validate_billing_period
+from config.bounds import moment_check
 from metering.fence import usage_fence_peek, usage_fence_take
 from metering.models import Customer
 from metering.selectors import Reading, meter_reading
-
-RECOMPUTE_DELAY_SECONDS = 1
 
 
 class InvalidTransition(ValidationError):
@@ -214,6 +213,27 @@ def _draft_recompute(*, invoice: Invoice, fence: int | None = None) -> Invoice:
     return invoice
 
 
+def draft_recompute(*, invoice: Invoice) -> Invoice:
+    """An operator's "recompute": only the draft of an active subscription's current period
+    moves; anything else is refused with the reason."""
+    subscription = invoice.subscription
+    if not invoice.is_draft:
+        raise InvalidTransition(
+            f"Only a DRAFT is recomputed; this one is {invoice.invoice_status}."
+        )
+    if subscription is None or subscription.status != Subscription.Status.ACTIVE:
+        raise InvalidTransition("Only the draft of an active subscription is recomputed.")
+    if (invoice.period_start, invoice.period_end) != (
+        subscription.current_period_start,
+        subscription.current_period_end,
+    ):
+        raise InvalidTransition("It is not the draft of its subscription's current period.")
+    fresh = invoice_propose(subscription=subscription)
+    if fresh.pk != invoice.pk or not fresh.is_draft:
+        raise InvalidTransition("It was closed meanwhile and was left unchanged.")
+    return fresh
+
+
 def _next_number(moment: datetime) -> str:
     prefix = f"INV-{moment:%Y%m}"
     sequence, _ = InvoiceSequence.objects.select_for_update().get_or_create(prefix=prefix)
@@ -279,6 +299,14 @@ def subscription_create(
     if not any(p.currency == currency for p in prices):
         raise ValidationError({"currency": f"Plan {plan.name!r} has no prices in {currency}."})
     billing_period = billing_period or (prices[0].billing_period if prices else "MONTHLY")
+    validate_billing_period(billing_period=billing_period, count=billing_period_count)
+    dates = {"start_date": start_date, "end_date": end_date, "billing_anchor": billing_anchor}
+    for name, moment in dates.items():
+        if moment is not None:
+            try:
+                moment_check(moment)
+            except ValueError as error:
+                raise ValidationError({name: f"{name} {error}."}) from None
     start = start_date or timezone.now()
     if billing_anchor is None:
         billing_anchor = (
@@ -401,66 +429,13 @@ def periods_close(*, now: datetime) -> int:
                 closed += 1
 
 
-def _queue_recompute(subscription_id: str) -> None:
-    from billing.tasks import invoice_recompute
-
-    invoice_recompute.apply_async((subscription_id,), countdown=RECOMPUTE_DELAY_SECONDS)
-
-
-recompute_requests = Coalescer(
-    "recompute", countdown=RECOMPUTE_DELAY_SECONDS, queue=_queue_recompute
-)
-
-
-def invoices_refresh_request(*, external_customer_ids) -> int:
-    """Ask for a recompute of these customers' drafts, coalescing bursts into one task."""
-    ids = _active_subscription_ids(list(external_customer_ids))
-    return sum(recompute_requests.request(subscription_id) for subscription_id in ids)
-
-
-def _active_subscription_ids(external_ids: list[str]) -> list[str]:
-    """Plain SQL: this runs after every ingest commit, where the ORM's cost shows."""
-    if not external_ids:
-        return []
-    marks = ", ".join(["%s"] * len(external_ids))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT s.id FROM {Subscription._meta.db_table} s "
-            f"JOIN {Customer._meta.db_table} c ON c.id = s.customer_id "
-            f"WHERE s.status = %s AND c.external_id IN ({marks})",
-            [Subscription.Status.ACTIVE, *external_ids],
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-
 def subscription_recompute(*, subscription_id: str) -> Invoice | None:
-    """The task's body: requests from its start on queue another run."""
-    with recompute_requests.running(subscription_id):
-        subscription = (
-            Subscription.objects.filter(pk=subscription_id, status=Subscription.Status.ACTIVE)
-            .select_related("customer")
-            .first()
-        )
-        if subscription is None:
-            return None
-        return invoice_propose(subscription=subscription)
-
-
-def stale_drafts_refresh() -> int:
-    """Safety net: queue a recompute for every request still pending (its task was lost),
-    and recompute drafts whose customer has events their last computation did not read."""
-    from django.db.models import Exists, OuterRef, Q
-
-    from metering.models import Event
-
-    recompute_requests.sweep()
-    newer = Event.objects.filter(
-        external_customer_id=OuterRef("customer__external_id"), id__gt=OuterRef("usage_fence")
+    """Recompute an active subscription's draft; None if it is not active."""
+    subscription = (
+        Subscription.objects.filter(pk=subscription_id, status=Subscription.Status.ACTIVE)
+        .select_related("customer")
+        .first()
     )
-    drafts = Invoice.objects.filter(
-        invoice_status=Invoice.Status.DRAFT, subscription__status=Subscription.Status.ACTIVE
-    ).filter(Q(usage_fence__isnull=True) | Exists(newer))
-    ids = list(drafts.values_list("subscription_id", flat=True))
-    for subscription_id in ids:
-        subscription_recompute(subscription_id=subscription_id)
-    return len(ids)
+    if subscription is None:
+        return None
+    return invoice_propose(subscription=subscription)

@@ -1,12 +1,38 @@
+"""Billing's Celery tasks, and the coalesced requests that queue a draft's recompute."""
+
 from celery import shared_task
 from django.utils import timezone
 
-from billing import services
+from billing import selectors, services
+from config.coalesce import Coalescer
+
+RECOMPUTE_DELAY_SECONDS = 1
+
+
+def _queue_recompute(subscription_id: str) -> None:
+    invoice_recompute.apply_async((subscription_id,), countdown=RECOMPUTE_DELAY_SECONDS)
+
+
+recompute_requests = Coalescer(
+    "recompute", countdown=RECOMPUTE_DELAY_SECONDS, queue=_queue_recompute
+)
+
+
+def invoices_refresh_request(*, external_customer_ids) -> int:
+    """Ask for a recompute of these customers' drafts, coalescing bursts into one task."""
+    ids = selectors.active_subscription_ids(external_customer_ids=list(external_customer_ids))
+    return sum(recompute_requests.request(subscription_id) for subscription_id in ids)
+
+
+def subscription_recompute(*, subscription_id: str):
+    """The task's body: requests from its start on queue another run."""
+    with recompute_requests.running(subscription_id):
+        return services.subscription_recompute(subscription_id=subscription_id)
 
 
 @shared_task(acks_late=True)
 def invoice_recompute(subscription_id: str) -> None:
-    services.subscription_recompute(subscription_id=subscription_id)
+    subscription_recompute(subscription_id=subscription_id)
 
 
 @shared_task
@@ -16,5 +42,10 @@ def periods_close() -> int:
 
 @shared_task
 def drafts_refresh() -> int:
-    """Safety net: recompute drafts older than their customers' newest events."""
-    return services.stale_drafts_refresh()
+    """Safety net: queue a recompute for every request still pending (its task was lost),
+    and recompute drafts whose customer has events their last computation did not read."""
+    recompute_requests.sweep()
+    ids = selectors.stale_draft_subscription_ids()
+    for subscription_id in ids:
+        subscription_recompute(subscription_id=subscription_id)
+    return len(ids)

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 from django.db import models
 
-from catalog import pricing
+from catalog import names, pricing
 from catalog.ids import id_factory
 from catalog.validation import PRICE_MONEY_TERMS, validate_meter, validate_price
 
@@ -40,14 +40,14 @@ class Meter(models.Model):
     """How events become a quantity: which events count, and how they aggregate."""
 
     class Aggregation(models.TextChoices):
-        COUNT = "COUNT"
-        SUM = "SUM"
-        AVG = "AVG"
-        MAX = "MAX"
-        COUNT_UNIQUE = "COUNT_UNIQUE"
-        LATEST = "LATEST"
-        SUM_WITH_MULTIPLIER = "SUM_WITH_MULTIPLIER"
-        WEIGHTED_SUM = "WEIGHTED_SUM"
+        COUNT = names.COUNT
+        SUM = names.SUM
+        AVG = names.AVG
+        MAX = names.MAX
+        COUNT_UNIQUE = names.COUNT_UNIQUE
+        LATEST = names.LATEST
+        SUM_WITH_MULTIPLIER = names.SUM_WITH_MULTIPLIER
+        WEIGHTED_SUM = names.WEIGHTED_SUM
 
     class ResetUsage(models.TextChoices):
         BILLING_PERIOD = "BILLING_PERIOD"
@@ -223,6 +223,7 @@ class Price(models.Model):
             free_units=self.free_units,
             billing_period_count=self.billing_period_count,
             invoice_cadence=self.invoice_cadence,
+            billing_period=self.billing_period,
         )
 
     @property

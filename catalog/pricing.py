@@ -7,16 +7,27 @@ Pure arithmetic, no ORM. Amounts are left unrounded; an invoice line is rounded 
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-FLAT_FEE = "FLAT_FEE"
-PACKAGE = "PACKAGE"
-TIERED = "TIERED"
+from catalog.names import (
+    FLAT_FEE,
+    PACKAGE,
+    ROUND_DOWN,
+    ROUND_NONE,
+    ROUND_UP,
+    SLAB,
+    TIERED,
+    VOLUME,
+)
 
-ROUND_UP = "up"
-ROUND_DOWN = "down"
-ROUND_NONE = "none"
-
-VOLUME = "VOLUME"
-SLAB = "SLAB"
+__all__ = [
+    "FLAT_FEE",
+    "PACKAGE",
+    "ROUND_DOWN",
+    "ROUND_NONE",
+    "ROUND_UP",
+    "SLAB",
+    "TIERED",
+    "VOLUME",
+]
 
 ZERO = Decimal(0)
 

@@ -19,6 +19,40 @@ FIXED = "FIXED"
 ADVANCE = "ADVANCE"
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
+# Bounds (README.md, "Bounds").
+MAX_FILTER_KEYS = 20
+MAX_FILTER_VALUES = 100
+MAX_FILTER_TEXT = 255
+MAX_TIERS = 100
+# A billing period lasts at most a year: count × period ≤ 1 year.
+MAX_PERIOD_COUNT = {
+    "DAILY": 365,
+    "WEEKLY": 52,
+    "MONTHLY": 12,
+    "QUARTERLY": 4,
+    "HALF_YEARLY": 2,
+    "ANNUAL": 1,
+}
+
+
+def billing_period_problems(*, billing_period: str | None, count) -> list[str]:
+    """Why ``count`` × ``billing_period`` is not a period Tally bills, if it is not."""
+    if count is None:
+        return []
+    high = MAX_PERIOD_COUNT.get(billing_period or "", max(MAX_PERIOD_COUNT.values()))
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= high:
+        per = f" for {billing_period} periods" if billing_period in MAX_PERIOD_COUNT else ""
+        return [
+            f"The billing period count must be 1 or more, and at most {high}{per} "
+            "(a billing period lasts at most a year)."
+        ]
+    return []
+
+
+def validate_billing_period(*, billing_period: str | None, count) -> None:
+    problems = billing_period_problems(billing_period=billing_period, count=count)
+    _raise({"billing_period_count": problems} if problems else {})
+
 
 def _raise(errors: dict[str, list[str]]) -> None:
     if errors:
@@ -47,6 +81,8 @@ def validate_meter(*, aggregation: str, field: str, multiplier: Decimal | None, 
 def filter_problems(filters) -> list[str]:
     if not isinstance(filters, list):
         return ["Filters must be a list of {key, values}."]
+    if len(filters) > MAX_FILTER_KEYS:
+        return [f"At most {MAX_FILTER_KEYS} filter keys; this meter has {len(filters)}."]
     problems = []
     seen = set()
     for number, item in enumerate(filters, start=1):
@@ -64,6 +100,12 @@ def filter_problems(filters) -> list[str]:
             or not all(isinstance(v, str) and v != "" for v in values)
         ):
             problems.append(f"Filter {number}: give at least one value, each a non-empty string.")
+        elif len(values) > MAX_FILTER_VALUES:
+            problems.append(f"Filter {number}: at most {MAX_FILTER_VALUES} values.")
+        elif any(len(v) > MAX_FILTER_TEXT for v in values):
+            problems.append(f"Filter {number}: each value is at most {MAX_FILTER_TEXT} characters.")
+        if isinstance(key, str) and len(key) > MAX_FILTER_TEXT:
+            problems.append(f"Filter {number}: the key is at most {MAX_FILTER_TEXT} characters.")
     return problems
 
 
@@ -78,6 +120,7 @@ def validate_price(
     free_units: Decimal | None,
     billing_period_count: int | None = 1,
     invoice_cadence: str = "ARREAR",
+    billing_period: str | None = None,
 ) -> None:
     errors: dict[str, list[str]] = {}
     if amount is not None and amount < 0:
@@ -86,8 +129,11 @@ def validate_price(
         errors["free_units"] = ["Free units must be 0 or more."]
     if not _CURRENCY.match(currency or ""):
         errors["currency"] = ["Use a three-letter ISO 4217 code, such as usd."]
-    if billing_period_count is not None and billing_period_count < 1:
-        errors["billing_period_count"] = ["The billing period count must be 1 or more."]
+    period_problems = billing_period_problems(
+        billing_period=billing_period, count=billing_period_count
+    )
+    if period_problems:
+        errors["billing_period_count"] = period_problems
     if type == USAGE and not has_meter:
         errors["meter"] = ["A USAGE price needs a meter."]
     if type == FIXED and has_meter:
@@ -117,6 +163,10 @@ def validate_tiers(tiers: Sequence[pricing.Tier]) -> None:
     problems = []
     if not tiers:
         problems.append("A TIERED price needs at least one tier.")
+    if len(tiers) > MAX_TIERS:
+        raise ValidationError(
+            {"tiers": [f"At most {MAX_TIERS} tiers; this price has {len(tiers)}."]}
+        )
     previous = Decimal(0)
     for number, tier in enumerate(tiers, start=1):
         last = number == len(tiers)

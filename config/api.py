@@ -1,14 +1,19 @@
 """API plumbing shared by every app: the error shape, pagination and the API key check."""
 
 import json
+import math
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
+from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
+
+from config.bounds import MAX_LIMIT, MAX_OFFSET
 
 CODES = {
     400: "validation_error",
@@ -95,8 +100,16 @@ def api_exception_handler(exc, context):
 
 
 class Pagination(LimitOffsetPagination):
+    """``limit`` 1 to 1,000 and ``offset`` 0 to 1,000,000; anything else is a 400 naming it."""
+
     default_limit = 50
-    max_limit = 1000
+    max_limit = MAX_LIMIT
+
+    def get_limit(self, request):
+        return _bounded(request, self.limit_query_param, self.default_limit, 1, MAX_LIMIT)
+
+    def get_offset(self, request):
+        return _bounded(request, self.offset_query_param, 0, 0, MAX_OFFSET)
 
     def get_paginated_response(self, data):
         return Response(
@@ -123,9 +136,51 @@ class Pagination(LimitOffsetPagination):
         }
 
 
+def _bounded(request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise exceptions.ValidationError(
+            {name: [f"{name} must be a whole number from {low} to {high:,}."]}
+        )
+    return int(raw)
+
+
+@csrf_exempt
 def not_found(request, *args, **kwargs):
     """Unknown paths under /v1/ answer JSON, not Django's HTML page."""
     return JsonResponse(error_body(404, f"No API endpoint at {request.path}."), status=404)
+
+
+def _is_api(request) -> bool:
+    return request.path == "/v1" or request.path.startswith("/v1/")
+
+
+def page_not_found(request, exception=None):
+    """Django's 404 page, except under /v1, which answers the error shape."""
+    if _is_api(request):
+        return not_found(request)
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request, exception=None):
+    if _is_api(request):
+        return JsonResponse(error_body(400, "The request is malformed."), status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception=None):
+    if _is_api(request):
+        return JsonResponse(error_body(403, "Permission denied."), status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def server_error(request):
+    if _is_api(request):
+        body = error_body(500, "Internal server error.", code="internal_error")
+        return JsonResponse(body, status=500)
+    return defaults.server_error(request)
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -147,11 +202,67 @@ class JSONParser(BaseParser):
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:
             raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        state = _Numbers()
         try:
-            return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+            data = json.loads(
+                body.decode("utf-8"), parse_float=state.parse_float, parse_constant=state.constant
+            )
         except (ValueError, RecursionError) as error:
             raise exceptions.ParseError(f"The body is not valid JSON: {error}") from None
+        if state.unfit:
+            path, text = _first_unfit(data)
+            raise exceptions.ValidationError(
+                {
+                    path or "body": [
+                        f"The number {text} does not fit a 64-bit float; send it as a string."
+                    ]
+                }
+            )
+        return data
 
 
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
+class _Unfit(float):
+    """A JSON number a float cannot hold (1e400, NaN): refused, never stored changed."""
+
+    def __new__(cls, text):
+        value = super().__new__(cls, "nan")
+        value.text = text
+        return value
+
+
+class _Numbers:
+    """JSON number hooks that remember whether any number did not fit."""
+
+    __slots__ = ("unfit",)
+
+    def __init__(self):
+        self.unfit = False
+
+    def parse_float(self, text: str) -> float:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        self.unfit = True
+        return _Unfit(text)
+
+    def constant(self, name: str):
+        self.unfit = True
+        return _Unfit(name)
+
+
+def _first_unfit(value, path: str = "") -> tuple[str, str] | None:
+    """The dotted path (``events.3.properties.tokens``) and text of the first unfit number."""
+    if isinstance(value, _Unfit):
+        return path, value.text
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _first_unfit(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None

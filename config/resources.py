@@ -5,15 +5,10 @@ A resource module declares serializers and a service; a ViewSet here does the HT
 
 import functools
 import json
-from datetime import UTC
 from decimal import Decimal
 
-import django_filters
-from django.core.exceptions import ValidationError
 from django.urls import register_converter
 from django.urls.converters import StringConverter
-from django.utils import timezone
-from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -27,6 +22,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from config.api import Pagination
+from config.bounds import MAX_LIMIT, MAX_OFFSET, CanonicalDecimal
 
 
 class PathId(StringConverter):
@@ -43,7 +39,7 @@ DECIMAL_SCHEMA = {"type": "string", "pattern": DECIMAL_PATTERN, "example": "12.5
 
 
 @extend_schema_field(DECIMAL_SCHEMA)
-class Amount(serializers.DecimalField):
+class Amount(CanonicalDecimal):
     """A decimal of any size as a plain string: "15", never "15.000000000000" or "1.5E+1".
 
     Input may be a string or a JSON number; precision limits are the model's to check.
@@ -92,24 +88,6 @@ class Constant(serializers.ReadOnlyField):
         return self.value
 
 
-class UtcDateTimeField(IsoDateTimeField):
-    """An RFC 3339 query value, moved to UTC as DRF's DateTimeField does: PostgreSQL refuses
-    offsets beyond ±15:59, and a moment outside the datetime range is a 400, not a 500."""
-
-    def to_python(self, value):
-        moment = super().to_python(value)
-        if moment is None or timezone.is_naive(moment):
-            return moment
-        try:
-            return moment.astimezone(UTC)
-        except OverflowError:
-            raise ValidationError("The date-time is out of range.", code="invalid") from None
-
-
-class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
-    field_class = UtcDateTimeField
-
-
 class ExistingId(serializers.PrimaryKeyRelatedField):
     """The id of an existing ``model`` row; the field answers the row itself."""
 
@@ -137,8 +115,8 @@ class SearchRequest(serializers.Serializer):
     Flexprice's other keys (sort, order, status, expand...) are accepted and ignored.
     """
 
-    limit = serializers.IntegerField(required=False, min_value=1)
-    offset = serializers.IntegerField(required=False, min_value=0)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_LIMIT)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_OFFSET)
 
     lookups: dict[str, str] = {}
 

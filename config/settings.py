@@ -1,5 +1,7 @@
 """One settings module, read from the environment. See README.md for every variable."""
 
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -28,6 +30,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "axes",
     "catalog",
     "metering",
     "billing",
@@ -43,6 +46,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -73,6 +77,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Sign-in lockout (django-axes), on the admin's and the portal's sign-in forms alike:
+# TALLY_LOGIN_FAILURES wrong passwords in a row for one username from one IP address lock
+# that pair out for TALLY_LOGIN_COOLOFF_MINUTES. A successful sign-in resets the count.
+AUTHENTICATION_BACKENDS = [
+    "config.security.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("TALLY_LOGIN_FAILURES", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("TALLY_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_USERNAME_CALLABLE = "config.security.login_username"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
 
 LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:home"
@@ -131,7 +150,12 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
+    "DEFAULT_THROTTLE_CLASSES": ["config.security.ApiKeyRateThrottle"],
 }
+# Requests per API key: "100000/min" (s, min, h or day), or "off". Counted in the cache.
+TALLY_API_RATE = env.str("TALLY_API_RATE", default="100000/min")
+if not re.fullmatch(r"(?i)off|none|[1-9][0-9]*/(s|m|h|d)[a-z]*", TALLY_API_RATE.strip()):
+    raise ImproperlyConfigured(f"TALLY_API_RATE={TALLY_API_RATE!r}: use e.g. 100000/min or off.")
 
 # Bulk ingestion takes up to 1,000 events; bodies beyond this are refused with 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("TALLY_MAX_BODY_BYTES", default=5 * 1024 * 1024)

@@ -3,7 +3,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config.api import not_found
+from config.api import bad_request, not_found, page_not_found, permission_denied, server_error
 
 public = {"authentication_classes": [], "permission_classes": []}
 
@@ -21,5 +21,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("portal/", include("billing.portal.urls")),
     path("v1/", include(api)),
-    re_path(r"^v1/", not_found),
+    re_path(r"^v1(/|$)", not_found),
 ]
+
+handler400 = bad_request
+handler403 = permission_denied
+handler404 = page_not_found
+handler500 = server_error

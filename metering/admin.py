@@ -4,7 +4,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import connection
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -14,7 +13,8 @@ from django.utils.html import format_html
 from catalog.models import Meter
 from metering.models import ApiKey, Customer, CustomerUser, Event
 from metering.selectors import unmatched_customers
-from metering.services import api_key_revoke, api_key_secret_set, portal_user_create
+from metering.services import api_key_create, api_key_revoke, portal_user_create
+from metering.storage import storage
 
 
 class PortalUserForm(forms.Form):
@@ -108,8 +108,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        raw = api_key_secret_set(key=obj)
-        obj.save()
+        key, raw = api_key_create(name=obj.name)
+        obj.pk = key.pk  # the admin's redirect and log follow the key the service made
         messages.warning(request, f"Copy this API key now; it is not shown again: {raw}")
 
     @admin.action(description="Revoke selected keys")
@@ -125,15 +125,10 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self):
         query = self.object_list.query
-        if connection.vendor == "postgresql" and not query.where:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
-                    [Event._meta.db_table],
-                )
-                row = cursor.fetchone()
-            if row and row[0] > 10000:
-                return row[0]
+        if not query.where:
+            estimate = storage().estimated_event_count()
+            if estimate is not None and estimate > 10000:
+                return estimate
         return super().count
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+from catalog import names
+
 ZERO = Decimal(0)
 # Values beyond these are refused at ingest: a bounded value keeps every sum exact.
 MAX_MAGNITUDE = Decimal(10) ** 18
@@ -19,7 +21,7 @@ MAX_DECIMAL_PLACES = 12
 # a short exponent. Decimal alone would also take "1_000" or other scripts' digits.
 NUMERIC_TEXT = r"^[ \t\n\r]*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,4})?[ \t\n\r]*$"
 _NUMERIC = re.compile(NUMERIC_TEXT)
-NUMERIC = {"SUM", "AVG", "MAX", "LATEST", "SUM_WITH_MULTIPLIER", "WEIGHTED_SUM"}
+NUMERIC = names.NUMERIC_AGGREGATIONS
 
 
 def property_text(value) -> str | None:
@@ -96,12 +98,12 @@ def meter_value(meter, properties: dict):
 
     Raises ``ValueError`` naming the field when the event cannot feed the meter.
     """
-    if meter.aggregation == "COUNT":
+    if meter.aggregation == names.COUNT:
         return None
     if meter.field not in properties:
         raise ValueError(f"property {meter.field!r} is missing")
     raw = properties[meter.field]
-    if meter.aggregation == "COUNT_UNIQUE":
+    if meter.aggregation == names.COUNT_UNIQUE:
         text = property_text(raw)
         if text is None:
             raise ValueError(f"property {meter.field!r} is null, an object or an array")
@@ -159,21 +161,21 @@ def epoch_seconds(moment: datetime) -> Decimal:
 def quantity(meter, partial: Partial, start: datetime, end: datetime) -> Decimal:
     """The meter's quantity over ``[start, end)`` from everything in ``partial``."""
     aggregation = meter.aggregation
-    if aggregation == "COUNT":
+    if aggregation == names.COUNT:
         return Decimal(partial.count)
-    if aggregation == "SUM":
+    if aggregation == names.SUM:
         return partial.total
-    if aggregation == "SUM_WITH_MULTIPLIER":
+    if aggregation == names.SUM_WITH_MULTIPLIER:
         return partial.total * meter.multiplier
-    if aggregation == "AVG":
+    if aggregation == names.AVG:
         return partial.total / partial.count if partial.count else ZERO
-    if aggregation == "MAX":
+    if aggregation == names.MAX:
         return partial.maximum if partial.maximum is not None else ZERO
-    if aggregation == "LATEST":
+    if aggregation == names.LATEST:
         return partial.latest_value if partial.latest_value is not None else ZERO
-    if aggregation == "COUNT_UNIQUE":
+    if aggregation == names.COUNT_UNIQUE:
         return Decimal(len(partial.distinct))
-    if aggregation == "WEIGHTED_SUM":
+    if aggregation == names.WEIGHTED_SUM:
         # Each value holds from its timestamp to the period's end, prorated to the period.
         span = epoch_seconds(end) - epoch_seconds(start)
         if span <= 0:

@@ -15,9 +15,11 @@ from rest_framework.response import Response
 from rest_framework.utils import html
 from rest_framework.views import APIView
 
+from catalog import names
 from catalog.models import Meter
 from catalog.validation import validate_meter
 from config.api import error_response
+from config.bounds import MAX_OFFSET, Moment
 from config.resources import Amount
 from config.schema import error_response as documented_error
 from metering import selectors
@@ -191,7 +193,7 @@ USAGE_RESULT_EXAMPLE = OpenApiExample(
     "Daily usage",
     value={
         "event_name": "llm.tokens",
-        "type": "SUM",
+        "type": names.SUM,
         "value": "4500",
         "results": [
             {"window_size": "2026-11-26T00:00:00Z", "value": "3000"},
@@ -348,8 +350,8 @@ class EventQuery(serializers.Serializer):
     event_name = serializers.CharField(required=False, max_length=255)
     event_id = serializers.CharField(required=False, max_length=255)
     source = serializers.CharField(required=False, max_length=255)
-    start_time = serializers.DateTimeField(required=False)
-    end_time = serializers.DateTimeField(required=False)
+    start_time = Moment(required=False)
+    end_time = Moment(required=False)
     property_filters = PropertyFilters(
         child=serializers.ListField(
             child=serializers.CharField(trim_whitespace=False, max_length=255)
@@ -357,7 +359,7 @@ class EventQuery(serializers.Serializer):
         required=False,
     )
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=50)
-    offset = serializers.IntegerField(required=False, min_value=0, default=0)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_OFFSET, default=0)
     order = serializers.ChoiceField(["asc", "desc"], required=False, default="desc")
 
 
@@ -414,8 +416,8 @@ WINDOW_CHOICES = sorted(selectors.WINDOW_SIZES)
 class UsageWindow(serializers.Serializer):
     external_customer_id = serializers.CharField(required=False, max_length=255)
     customer_id = serializers.CharField(required=False, max_length=40)
-    start_time = serializers.DateTimeField(required=False)
-    end_time = serializers.DateTimeField(required=False)
+    start_time = Moment(required=False)
+    end_time = Moment(required=False)
     window_size = serializers.ChoiceField(WINDOW_CHOICES, required=False)
 
     def validate(self, data):
@@ -510,7 +512,7 @@ class UsageView(APIView):
                 "Ad-hoc sum of a property",
                 value={
                     "event_name": "llm.tokens",
-                    "aggregation_type": "SUM",
+                    "aggregation_type": names.SUM,
                     "property_name": "tokens",
                     "filters": {"model": ["gpt-4o"]},
                     **USAGE_WINDOW_EXAMPLE,

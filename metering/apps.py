@@ -13,8 +13,8 @@ class MeteringConfig(AppConfig):
         from catalog.models import Feature, Meter
         from metering.auth import api_keys_forget
         from metering.ingestion import meters_forget
-        from metering.matching import sqlite_functions_register
         from metering.models import ApiKey
+        from metering.storage.portable import sqlite_functions_register
 
         for model, forget in ((Meter, meters_forget), (Feature, meters_forget)):
             post_save.connect(forget, sender=model, dispatch_uid=f"forget-{model.__name__}")
@@ -31,6 +31,6 @@ class MeteringConfig(AppConfig):
 
 def _worker_ready(**kwargs):
     """A fold lost with a killed worker is still pending: queue it again now."""
-    from metering.rollups import fold_requests
+    from metering.tasks import fold_requests
 
     fold_requests.sweep()

@@ -5,21 +5,22 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import orjson
-import psycopg
 from django.db import connection, transaction
+from django.db.models import Count, Max
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from catalog.ids import new_id
 from catalog.models import Meter
+from config.bounds import moment_parse
 from metering.aggregation import matches, meter_value
 from metering.fence import ingest_fence_share
-from metering.models import Event, UnfoldedUsage
-from metering.rollups import rollups_fold_request
+from metering.models import Event
 from metering.signals import usage_recorded
+from metering.storage import storage
+from metering.tasks import rollups_fold_request
 
 MAX_BATCH = 1000
 MAX_FUTURE = timedelta(minutes=5)
@@ -62,9 +63,7 @@ def meters_by_event_name() -> dict[str, list[Meter]]:
     now = time.monotonic()
     if cached is not None and now - cached[0] < METERS_RECHECK_SECONDS:
         return cached[2]
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*), max(updated_at) FROM {Meter._meta.db_table}")
-        version = tuple(cursor.fetchone())
+    version = tuple(Meter.objects.aggregate(Count("pk"), Max("updated_at")).values())
     if cached is None or cached[1] != version:
         grouped = defaultdict(list)
         for meter in Meter.objects.select_related("feature"):
@@ -93,26 +92,14 @@ def _text(raw: dict, key: str, *, required: bool) -> str:
     return value
 
 
-def parse_moment(value) -> datetime | None:
-    """An RFC 3339 date-time; one without an offset is taken as UTC. None if unreadable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = parse_datetime(value.strip())
-    except ValueError:
-        return None
-    if moment is not None and timezone.is_naive(moment):
-        moment = moment.replace(tzinfo=UTC)
-    return moment
-
-
 def _timestamp(raw: dict, now: datetime) -> datetime:
     value = raw.get("timestamp")
     if value is None or value == "":
         return now
-    moment = parse_moment(value)
-    if moment is None:
-        raise EventRejected("timestamp must be an RFC 3339 date-time, e.g. 2026-11-27T10:00:00Z")
+    try:
+        moment = moment_parse(value)
+    except ValueError as error:
+        raise EventRejected(f"timestamp {error}") from None
     if moment > now + MAX_FUTURE:
         raise EventRejected("timestamp is more than 5 minutes in the future")
     return moment
@@ -261,111 +248,6 @@ class GroupCommit:
 single_events = GroupCommit()
 
 
-def insert_rows(*, head: str, types: list[str], rows: list[list], tail: str) -> list[tuple]:
-    """``head`` is ``INSERT INTO t (columns)``; returns what ``tail``'s RETURNING gives.
-
-    On PostgreSQL the rows go in as one binary array per column, in the current transaction:
-    a short statement, cheap to build here and to parse there. Elsewhere as VALUES."""
-    if not rows:
-        return []
-    if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%b::{t}[]" for t in types)
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(
-                f"{head} SELECT * FROM unnest({arrays}) {tail}",
-                [list(c) for c in zip(*rows, strict=True)],
-            )
-            return cursor.fetchall() if cursor.description else []
-    ops = connection.ops
-    adapt = [ops.adapt_datetimefield_value if t == "timestamptz" else None for t in types]
-    params = [
-        f(v) if f and v is not None else v for row in rows for f, v in zip(adapt, row, strict=True)
-    ]
-    values = ", ".join(["(" + ", ".join(["%s"] * len(types)) + ")"] * len(rows))
-    with connection.cursor() as cursor:
-        cursor.execute(f"{head} VALUES {values} {tail}", params)
-        return cursor.fetchall() if cursor.description else []
-
-
-_EVENT_INSERT = (
-    f"INSERT INTO {Event._meta.db_table} (event_id, event_name, external_customer_id, "
-    "timestamp, ingested_at, source, properties)"
-)
-_EVENT_TYPES = ["text", "text", "text", "timestamptz", "timestamptz", "text", "jsonb"]
-_UNFOLDED_INSERT = (
-    f"INSERT INTO {UnfoldedUsage._meta.db_table} (event_id, meter_id, external_customer_id, "
-    "timestamp, value, unique_value)"
-)
-# Events and what they feed, in one statement: each feed joins the event row it belongs to,
-# so replays (not inserted) feed nothing, and the client never handles the new ids.
-_INGEST_SQL = (
-    f"WITH new AS ({_EVENT_INSERT} SELECT * FROM unnest("
-    + ", ".join(f"%b::{t}[]" for t in _EVENT_TYPES)
-    + ") ON CONFLICT (event_id) DO NOTHING "
-    "RETURNING id, event_id, external_customer_id, timestamp), "
-    f"fed AS ({_UNFOLDED_INSERT} SELECT new.id, f.meter_id, new.external_customer_id, "
-    "new.timestamp, f.value::numeric, f.unique_value FROM unnest(%b::text[], %b::text[], "
-    "%b::text[], %b::text[]) AS f(event_key, meter_id, value, unique_value) "
-    "JOIN new ON new.event_id = f.event_key) "
-    "SELECT event_id FROM new"
-)
-
-_FRESH_SQL = _INGEST_SQL.replace(" ON CONFLICT (event_id) DO NOTHING", "")
-
-
-def _feed_values(event: EventIn):
-    """(meter id, numeric value, COUNT_UNIQUE value) for each meter the event feeds."""
-    for meter, value in event.feeds:
-        if isinstance(value, str):
-            yield meter.pk, None, value
-        else:  # as text: psycopg dumps Decimals in Python, several times slower than str()
-            yield meter.pk, None if value is None else str(value), None
-
-
 def _insert_new(events: list[EventIn]) -> set[str]:
     """Insert the events not stored yet, with what each feeds; their event ids."""
-    now = timezone.now()
-    rows = [
-        [
-            e.event_id,
-            e.event_name,
-            e.external_customer_id,
-            e.timestamp,
-            now,
-            e.source,
-            e.properties_json,
-        ]
-        for e in events
-    ]
-    feeds = [[e.event_id, *fed] for e in events for fed in _feed_values(e)]
-    if connection.vendor == "postgresql" and feeds:
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
-            columns = [list(c) for c in zip(*rows, strict=True)]
-            params = columns + [list(c) for c in zip(*feeds, strict=True)]
-            try:
-                with transaction.atomic():  # a replayed event id undoes only this attempt
-                    cursor.execute(_FRESH_SQL, params)
-            except psycopg.errors.UniqueViolation:
-                cursor.execute(_INGEST_SQL, params)
-            return {event_id for (event_id,) in cursor.fetchall()}
-    returned = insert_rows(
-        head=_EVENT_INSERT,
-        types=_EVENT_TYPES,
-        rows=rows,
-        tail="ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id",
-    )
-    pk_of = {event_id: pk for pk, event_id in returned}
-    insert_rows(
-        head=_UNFOLDED_INSERT,
-        types=["bigint", "text", "text", "timestamptz", "numeric", "text"],
-        rows=[
-            [pk_of[e.event_id], meter_id, e.external_customer_id, e.timestamp, value, unique]
-            for e in events
-            if e.event_id in pk_of
-            for meter_id, value, unique in _feed_values(e)
-        ],
-        tail="",
-    )
-    return set(pk_of)
+    return storage().events_insert(events=events, now=timezone.now())

@@ -1,4 +1,5 @@
 import hashlib
+from datetime import UTC, datetime
 
 from django.db import models
 from django.utils import timezone
@@ -56,6 +57,25 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
 
+# Python's datetimes reach from year 1 to 9999; an event stored outside them (before the
+# bounds existed, e.g. 0001-01-01T00:00+14:00, year 0 in UTC) would fail every read.
+READABLE_FROM = datetime(1, 1, 2, tzinfo=UTC)
+READABLE_UNTIL = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+class EventManager(models.Manager):
+    """Reads skip events whose timestamp Python cannot hold, so none can poison a read.
+
+    New events lie within config.bounds, far inside; the skipped ones stay stored."""
+
+    def get_queryset(self):
+        return (
+            super()
+            .get_queryset()
+            .filter(timestamp__gte=READABLE_FROM, timestamp__lt=READABLE_UNTIL)
+        )
+
+
 class Event(models.Model):
     """The append-only usage log. ``event_id`` is the idempotency key: first write wins."""
 
@@ -67,6 +87,8 @@ class Event(models.Model):
     ingested_at = models.DateTimeField(default=timezone.now)
     source = models.CharField(max_length=255, blank=True)
     properties = models.JSONField(default=dict)
+
+    objects = EventManager()
 
     class Meta:
         indexes = [

@@ -6,21 +6,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import transaction
 
+from catalog import names
 from catalog.models import Meter
 from metering.aggregation import ZERO, Partial, quantity
-from metering.models import ApiKey, Event, UsageDistinct, UsageRollup
-from metering.rollups import (
-    Selection,
-    fold_lock,
-    fold_version,
-    hour_of,
-    hourly_partials,
-    raw_partials,
-    rollups_ready,
-    unfolded_partials,
-)
+from metering.models import ApiKey, Event
+from metering.rollups import rollups_ready
+from metering.storage import Selection, hour_of, storage
+from metering.storage.base import TRUNCATED_WINDOWS
 
 HOUR = timedelta(hours=1)
 SUB_HOUR_WINDOWS = {"MINUTE": 1, "15MIN": 15, "30MIN": 30}
@@ -53,133 +47,22 @@ READ_ATTEMPTS = 3
 def consistent_with_folds(read):
     """``read()``'s result from one state of the rollups: several queries must not straddle a
     fold's commit, or its events would be counted twice or not at all."""
+    store = storage()
     for _ in range(READ_ATTEMPTS):
-        version = fold_version()
+        version = store.fold_version()
         result = read()
-        if fold_version() == version:
+        if store.fold_version() == version:
             return result
     with transaction.atomic():
-        fold_lock()  # folds wait for this read
+        store.fold_lock()  # folds wait for this read
         return read()
 
 
 def _edges(meter, customer: str, start: datetime, end: datetime) -> dict:
     """Raw events of ``[start, end)`` by hour: a window's partial edge hours."""
     selection = Selection(customer=customer, start=start, end=end)
-    return {bucket: p for (_, bucket), p in hourly_partials(meter, selection).items()}
-
-
-def _unfolded(meter, customer: str, start: datetime, end: datetime) -> dict:
-    """What the rollups of ``[start, end)`` do not hold yet, by hour."""
-    return unfolded_partials(
-        lambda row: hour_of(row.timestamp),
-        meter=meter,
-        external_customer_id=customer,
-        timestamp__gte=start,
-        timestamp__lt=end,
-    )
-
-
-def _rollup_total(meter, customer: str, start: datetime, end: datetime) -> Partial:
-    """All whole hours as one partial, summed in the database."""
-    from django.db.models import Max, Sum
-
-    rollups = UsageRollup.objects.filter(
-        meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
-    )
-    sums = rollups.aggregate(
-        count=Sum("event_count"),
-        total=Sum("value_sum"),
-        maximum=Max("value_max"),
-        value_time=Sum("value_time_sum"),
-    )
-    latest = (
-        rollups.exclude(latest_at=None)
-        .order_by("-latest_at")
-        .values_list("latest_at", "latest_value")
-        .first()
-    )
-    partial = Partial(
-        count=sums["count"] or 0,
-        total=sums["total"] or Decimal(0),
-        maximum=sums["maximum"],
-        latest_at=latest[0] if latest else None,
-        latest_value=latest[1] if latest else None,
-        value_time_total=sums["value_time"] or Decimal(0),
-    )
-    if meter.aggregation == "COUNT_UNIQUE":
-        partial.distinct = set(
-            UsageDistinct.objects.filter(
-                meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
-            )
-            .values_list("value", flat=True)
-            .distinct()
-        )
-    return partial
-
-
-TRUNCATED_WINDOWS = {"DAY": "day", "WEEK": "week", "MONTH": "month"}
-
-
-def _rollup_windows(meter, customer: str, start: datetime, end: datetime, size: str) -> dict:
-    """Whole hours summed per day, week or month in the database (not for LATEST or
-    COUNT_UNIQUE, which need the hours themselves)."""
-    from django.db.models import Max, Sum
-    from django.db.models.functions import Trunc
-
-    rows = (
-        UsageRollup.objects.filter(
-            meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
-        )
-        .annotate(window=Trunc("bucket", TRUNCATED_WINDOWS[size], tzinfo=UTC))
-        .values("window")
-        .annotate(
-            count=Sum("event_count"),
-            total=Sum("value_sum"),
-            maximum=Max("value_max"),
-            value_time=Sum("value_time_sum"),
-        )
-    )
-    return {
-        row["window"]: Partial(
-            count=row["count"],
-            total=row["total"],
-            maximum=row["maximum"],
-            value_time_total=row["value_time"],
-        )
-        for row in rows
-    }
-
-
-def _rollup_partials(meter, customer: str, start: datetime, end: datetime) -> dict:
-    partials: dict[datetime, Partial] = {}
-    rows = UsageRollup.objects.filter(
-        meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
-    ).values_list(
-        "bucket",
-        "event_count",
-        "value_sum",
-        "value_max",
-        "latest_at",
-        "latest_value",
-        "value_time_sum",
-    )
-    for bucket, count, total, maximum, latest_at, latest_value, value_time in rows:
-        partials[bucket] = Partial(
-            count=count,
-            total=total,
-            maximum=maximum,
-            latest_at=latest_at,
-            latest_value=latest_value,
-            value_time_total=value_time,
-        )
-    if meter.aggregation == "COUNT_UNIQUE":
-        distinct = UsageDistinct.objects.filter(
-            meter=meter, external_customer_id=customer, bucket__gte=start, bucket__lt=end
-        ).values_list("bucket", "value")
-        for bucket, value in distinct:
-            partials.setdefault(bucket, Partial()).distinct.add(value)
-    return partials
+    found = storage().hourly_partials(meter=meter, selection=selection)
+    return {bucket: p for (_, bucket), p in found.items()}
 
 
 def usage_partials(
@@ -200,22 +83,28 @@ def usage_partials(
     use_rollups = use_rollups and rollups_ready(meter)
     if not use_rollups:
         selection = Selection(customer=external_customer_id, start=start, end=end)
-        found = raw_partials(meter, selection, lambda _, moment: moment)
+        found = storage().raw_partials(
+            meter=meter, selection=selection, key=lambda _, moment: moment
+        )
         return sorted(found.items(), key=lambda item: item[0])
     first_full = hour_of(start) if hour_of(start) == start else hour_of(start) + HOUR
     last_full = hour_of(end)
     if first_full >= last_full:
         return sorted(_edges(meter, external_customer_id, start, end).items())
-    whole = (first_full, last_full)
+    store = storage()
+    whole = dict(meter=meter, customer=external_customer_id, start=first_full, end=last_full)
+    by_window = (
+        window_size in TRUNCATED_WINDOWS and meter.aggregation not in names.HOURLY_ONLY_AGGREGATIONS
+    )
 
     def read_whole_hours():
-        if window_size in TRUNCATED_WINDOWS and meter.aggregation not in ("LATEST", "COUNT_UNIQUE"):
-            middle = _rollup_windows(meter, external_customer_id, *whole, window_size)
+        if by_window:
+            middle = store.rollup_windows(**whole, size=window_size)
         elif by_hour:
-            middle = _rollup_partials(meter, external_customer_id, *whole)
+            middle = store.rollup_hours(**whole)
         else:
-            middle = {first_full: _rollup_total(meter, external_customer_id, *whole)}
-        return middle, _unfolded(meter, external_customer_id, *whole)
+            middle = {first_full: store.rollup_total(**whole)}
+        return middle, store.unfolded_by_hour(**whole)
 
     middle, unfolded = consistent_with_folds(read_whole_hours)
     found: dict[datetime, Partial] = {}
@@ -260,7 +149,7 @@ def meter_reading(
     return Reading(quantity(meter, total, start, end), total.count)
 
 
-ADDITIVE = {"COUNT", "SUM", "SUM_WITH_MULTIPLIER", "WEIGHTED_SUM"}
+ADDITIVE = names.ADDITIVE_AGGREGATIONS
 
 
 def meter_reading_after(
@@ -271,7 +160,7 @@ def meter_reading_after(
     LATEST, COUNT_UNIQUE) and only a reading of everything tells."""
     total = Partial()
     selection = Selection(customer=external_customer_id, start=start, end=end, after_id=after_id)
-    for partial in hourly_partials(meter, selection).values():
+    for partial in storage().hourly_partials(meter=meter, selection=selection).values():
         total.merge(partial)
     if total.count == 0:
         return 0, ZERO
@@ -323,25 +212,12 @@ def unmatched_customers():
 
 
 def api_key_by_hash(hashed: str) -> ApiKey | None:
-    """The key whose secret hashes to ``hashed``: id and status only, in plain SQL."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, revoked_at, last_used_at FROM {ApiKey._meta.db_table} "
-            "WHERE hashed_key = %s",
-            [hashed],
-        )
-        row = cursor.fetchone()
+    """The key whose secret hashes to ``hashed``: id and status only."""
+    row = (
+        ApiKey.objects.filter(hashed_key=hashed)
+        .values_list("id", "revoked_at", "last_used_at")
+        .first()
+    )
     if row is None:
         return None
-    return ApiKey(id=row[0], revoked_at=_aware(row[1]), last_used_at=_aware(row[2]))
-
-
-def _aware(value):
-    """A timestamp from a raw query: SQLite hands back naive text or datetimes."""
-    from django.utils.dateparse import parse_datetime
-
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    if value is not None and value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value
+    return ApiKey(id=row[0], revoked_at=row[1], last_used_at=row[2])

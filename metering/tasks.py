@@ -1,6 +1,39 @@
+"""Metering's Celery tasks, and the coalesced requests that queue the fold."""
+
 from celery import shared_task
 
-from metering.rollups import SETTLE_SECONDS, meter_rollups_rebuild, rollups_fold_all, stale_meters
+from config.coalesce import Coalescer
+from metering.rollups import (
+    FOLD_CHUNK,
+    FOLD_ROUNDS,
+    SETTLE_SECONDS,
+    meter_rollups_rebuild,
+    rollups_fold,
+    stale_meters,
+)
+
+FOLD_DELAY_SECONDS = 2.0
+
+
+def _queue_fold(key: str) -> None:
+    rollups_fold_task.apply_async(countdown=FOLD_DELAY_SECONDS)
+
+
+fold_requests = Coalescer("fold", countdown=FOLD_DELAY_SECONDS, queue=_queue_fold)
+
+
+def rollups_fold_request() -> None:
+    """Ask for a fold that reads every row committed before this call."""
+    fold_requests.request("fold")
+
+
+def rollups_fold_all() -> int:
+    """The fold task's body: fold what there is, and ask again if a run's rounds ran out."""
+    with fold_requests.running("fold"):
+        folded = rollups_fold()
+        if folded >= FOLD_CHUNK * FOLD_ROUNDS:
+            rollups_fold_request()
+    return folded
 
 
 @shared_task

@@ -1,6 +1,8 @@
+from datetime import timedelta
 from decimal import Decimal
 
 import factory
+from django.utils import timezone
 
 from catalog.models import Feature, Meter, Plan, Price, PriceTier
 
@@ -92,3 +94,118 @@ def subscribe(plan: Plan):
         external_id=f"cust-{Customer.objects.count() + 1}", name="Subscriber"
     )
     return subscription_create(customer=customer, plan=plan)
+
+
+# Who uses it, and what is owed. Factories that go through a service do so because the
+# service is what makes the object whole (a subscription's draft, a key's secret).
+
+
+class CustomerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "metering.Customer"
+        django_get_or_create = ("external_id",)
+
+    external_id = factory.Sequence(lambda n: f"customer-{n}")
+    name = factory.LazyAttribute(lambda c: c.external_id.title())
+    email = factory.LazyAttribute(lambda c: f"{c.external_id}@example.com")
+
+
+class CustomerUserFactory(factory.django.DjangoModelFactory):
+    """A portal sign-in, by default ``<external_id>@example.com`` / ``<external_id>-demo``."""
+
+    class Meta:
+        model = "metering.CustomerUser"
+
+    customer = factory.SubFactory(CustomerFactory)
+    password = factory.LazyAttribute(lambda u: f"{u.customer.external_id}-demo")
+
+    @classmethod
+    def _create(cls, model_class, *, customer, password, **kwargs):
+        from metering.services import portal_user_create
+
+        user = portal_user_create(
+            customer=customer,
+            email=customer.email or f"{customer.external_id}@example.com",
+            password=password,
+            check_password=False,
+        )
+        return user.portal_account
+
+
+class ApiKeyFactory(factory.django.DjangoModelFactory):
+    """An API key; its secret is on ``.raw``."""
+
+    class Meta:
+        model = "metering.ApiKey"
+
+    name = factory.Sequence(lambda n: f"key-{n}")
+
+    @classmethod
+    def _create(cls, model_class, *, name, **kwargs):
+        from metering.services import api_key_create
+
+        key, raw = api_key_create(name=name)
+        key.raw = raw
+        return key
+
+
+class SubscriptionFactory(factory.django.DjangoModelFactory):
+    """A subscription made by ``subscription_create``, so it has its draft."""
+
+    class Meta:
+        model = "billing.Subscription"
+
+    customer = factory.SubFactory(CustomerFactory)
+    plan = factory.SubFactory(PlanFactory)
+
+    @classmethod
+    def _create(cls, model_class, **kwargs):
+        from billing.services import subscription_create
+
+        return subscription_create(**kwargs)
+
+
+class InvoiceFactory(factory.django.DjangoModelFactory):
+    """A bare DRAFT invoice; subscriptions' own come from SubscriptionFactory."""
+
+    class Meta:
+        model = "billing.Invoice"
+
+    customer = factory.SubFactory(CustomerFactory)
+    currency = "usd"
+    period_start = factory.LazyFunction(timezone.now)
+    period_end = factory.LazyAttribute(lambda i: i.period_start + timedelta(days=30))
+
+
+class InvoiceLineItemFactory(factory.django.DjangoModelFactory):
+    """A fixed-fee line of a draft."""
+
+    class Meta:
+        model = "billing.InvoiceLineItem"
+
+    invoice = factory.SubFactory(InvoiceFactory)
+    price_type = "FIXED"
+    display_name = "Fixed fee"
+    quantity = Decimal(1)
+    amount = Decimal(10)
+    currency = "usd"
+    period_start = factory.SelfAttribute("invoice.period_start")
+    period_end = factory.SelfAttribute("invoice.period_end")
+
+
+class EventFactory(factory.DictFactory):
+    """An event as the API takes it; ``EventFactory.create`` stores it through ingestion
+    (so it feeds its meters exactly as a sent one would) and returns the stored Event."""
+
+    event_id = factory.Sequence(lambda n: f"event-{n}")
+    event_name = "tokens"
+    external_customer_id = "acme"
+    timestamp = factory.LazyFunction(lambda: (timezone.now() - timedelta(minutes=1)).isoformat())
+    properties = factory.LazyFunction(lambda: {"tokens": 1})
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        from metering.models import Event
+
+        ingest(dict(kwargs))
+        return Event.objects.get(event_id=kwargs["event_id"])

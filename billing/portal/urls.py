@@ -1,6 +1,7 @@
 from django.urls import path
 
 from billing.portal import views
+from config import resources  # noqa: F401  (registers the <id:> converter)
 
 app_name = "portal"
 
@@ -9,9 +10,9 @@ urlpatterns = [
     path("live/", views.live, name="live"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.logout_view, name="logout"),
-    path("as/<str:customer_id>/", views.view_as, name="view-as"),
+    path("as/<id:customer_id>/", views.view_as, name="view-as"),
     path("events/", views.events, name="events"),
     path("events.csv", views.events_csv, name="events-csv"),
     path("invoices/", views.invoices, name="invoices"),
-    path("invoices/<str:invoice_id>/", views.invoice_detail, name="invoice"),
+    path("invoices/<id:invoice_id>/", views.invoice_detail, name="invoice"),
 ]

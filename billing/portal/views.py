@@ -9,13 +9,14 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
-from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
 from billing.models import Invoice
 from billing.portal import selectors
-from metering.models import Customer
+from config.bounds import MAX_PAGE, day_check
+from metering.models import Customer, Event
 
 VIEW_AS = "portal_view_as"
 PAGE_SIZE = 50
@@ -104,8 +105,17 @@ class EventFilter(forms.Form):
             (m.pk, m.feature.name) for m in meters
         ]
 
+    def clean_start(self):
+        return _day(self.cleaned_data["start"])
+
+    def clean_end(self):
+        return _day(self.cleaned_data["end"])
+
     def events(self, customer):
-        data = self.cleaned_data if self.is_valid() else {}
+        """The events chosen, or none when a filter is wrong (its error shows on the page)."""
+        if self.is_bound and not self.is_valid():
+            return Event.objects.none()
+        data = self.cleaned_data if self.is_bound else {}
         start, end = data.get("start"), data.get("end")
         return selectors.customer_events(
             customer,
@@ -118,10 +128,10 @@ class EventFilter(forms.Form):
 @portal_view
 def events(request, customer):
     form = EventFilter(request.GET or None, meters=selectors.portal_meters(customer))
-    try:
-        page = max(int(request.GET.get("page", 1)), 1)
-    except ValueError:
-        page = 1
+    raw = request.GET.get("page", "1")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
+        return HttpResponseBadRequest(f"page must be a whole number from 1 to {MAX_PAGE:,}.")
+    page = int(raw)
     offset = (page - 1) * PAGE_SIZE
     rows = list(form.events(customer)[offset : offset + PAGE_SIZE + 1])
     shown = rows[:PAGE_SIZE]
@@ -139,6 +149,7 @@ def events(request, customer):
             "has_next": len(rows) > PAGE_SIZE,
             "query": query.urlencode(),
         },
+        status=400 if form.errors else 200,
     )
 
 
@@ -150,6 +161,8 @@ class _Echo:
 @portal_view
 def events_csv(request, customer):
     form = EventFilter(request.GET or None, meters=selectors.portal_meters(customer))
+    if form.is_bound and not form.is_valid():  # before streaming: a 200 cannot turn into a 400
+        return HttpResponseBadRequest(form.errors.as_text(), content_type="text/plain")
     writer = csv.writer(_Echo())
     facts = selectors.billing_facts(customer=customer)
 
@@ -169,6 +182,12 @@ def events_csv(request, customer):
     response = StreamingHttpResponse(rows(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{customer.external_id}-events.csv"'
     return response
+
+
+def _day(day):
+    if day is not None:
+        day_check(day)
+    return day
 
 
 def _properties_text(properties: dict) -> str:

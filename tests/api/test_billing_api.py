@@ -220,16 +220,10 @@ def test_advance_fees_over_the_api_and_the_preview_equals_the_draft(api_client):
     ]
 
 
-def test_a_preview_at_the_end_of_the_calendar_is_a_400_not_a_500(api_client, o1):
+def test_a_preview_beyond_2100_is_a_400_not_a_500(api_client, o1):
     from catalog.services import price_create
 
     plan, subs = o1
-    far = {
-        "subscription_id": subs["acme"].pk,
-        "period_start": "9999-12-01T00:00:00Z",
-        "period_end": "9999-12-31T23:00:00Z",
-    }
-    assert post(api_client, "invoices/preview", far).status_code == 200  # no ADVANCE fee
     price_create(
         plan=plan,
         type="FIXED",
@@ -237,21 +231,12 @@ def test_a_preview_at_the_end_of_the_calendar_is_a_400_not_a_500(api_client, o1)
         amount=Decimal(20),
         invoice_cadence="ADVANCE",
     )
+    far = {
+        "subscription_id": subs["acme"].pk,
+        "period_start": "9999-12-01T00:00:00Z",
+        "period_end": "9999-12-31T23:00:00Z",
+    }
     answer = post(api_client, "invoices/preview", far)
     assert answer.status_code == 400
-    assert "9999" in answer.json()["error"]["message"]
-
-
-@pytest.mark.parametrize(
-    "query, status",
-    [
-        ("period_start_gte=2026-11-01T10:00:00-22:59", 200),  # beyond PostgreSQL's ±15:59
-        ("period_end_lte=0001-01-01T00:00:00%2B01:00", 400),  # before year 1 in UTC
-        ("period_end_lte=not-a-date", 400),
-    ],
-)
-def test_invoice_list_period_filters_take_any_offset_and_refuse_out_of_range(
-    api_client, query, status
-):
-    response = api_client.get(f"/v1/invoices?{query}")
-    assert response.status_code == status, response.content
+    assert "period_start" in answer.json()["error"]["message"]
+    assert "2100-01-01" in answer.json()["error"]["message"]

@@ -220,8 +220,6 @@ def test_search_pages_from_the_body(api_client, three):
     body = response.json()
     assert body["pagination"] == {"total": 3, "limit": 1, "offset": 2}
     assert len(body["items"]) == 1
-    big = api_client.post("/v1/customers/search", {"limit": 5000}, format="json").json()
-    assert big["pagination"]["limit"] == 1000
 
 
 @pytest.mark.parametrize(
@@ -233,6 +231,8 @@ def test_search_pages_from_the_body(api_client, three):
         ({"limit": "abc"}, "limit"),
         ({"limit": 0}, "limit"),
         ({"offset": -1}, "offset"),
+        ({"limit": 5000}, "limit"),
+        ({"offset": 1_000_001}, "offset"),
     ],
 )
 def test_bad_search_bodies_are_a_400(api_client, three, body, field):

@@ -11,12 +11,10 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.demo import demo_catalog_load, demo_customers_load, scenario_load
 from billing.models import Invoice, Subscription
 from billing.selectors import late_events, late_usage
 from billing.services import periods_close
-from metering.models import Customer
-from tests.factories import ingest
+from tests.factories import CustomerFactory, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -24,15 +22,13 @@ CHANGELIST = "admin:billing_invoice_changelist"
 
 
 @pytest.fixture
-def plan():
-    return demo_catalog_load(scenario=scenario_load())
+def plan(o1_plan):
+    return o1_plan
 
 
 @pytest.fixture
-def subs(plan):
-    return {
-        s.customer.external_id: s for s in demo_customers_load(scenario=scenario_load(), plan=plan)
-    }
+def subs(o1_subscriptions):
+    return o1_subscriptions
 
 
 def draft_of(subscription) -> Invoice:
@@ -80,7 +76,7 @@ def subscription_post(customer, plan, **overrides) -> dict:
 
 
 def test_operator_creates_a_subscription_through_the_service(admin_client, plan):
-    customer = Customer.objects.create(external_id="initech", name="Initech")
+    customer = CustomerFactory(external_id="initech", name="Initech")
 
     page = admin_client.get(reverse("admin:billing_subscription_add"))
     assert page.status_code == 200
@@ -99,7 +95,7 @@ def test_operator_creates_a_subscription_through_the_service(admin_client, plan)
 
 
 def test_refused_subscription_shows_the_service_error_and_saves_nothing(admin_client, plan):
-    customer = Customer.objects.create(external_id="initech", name="Initech")
+    customer = CustomerFactory(external_id="initech", name="Initech")
 
     response = admin_client.post(
         reverse("admin:billing_subscription_add"),
@@ -115,7 +111,7 @@ def test_refused_subscription_shows_the_service_error_and_saves_nothing(admin_cl
 
 
 def test_end_date_before_start_lands_on_its_field(admin_client, plan):
-    customer = Customer.objects.create(external_id="initech", name="Initech")
+    customer = CustomerFactory(external_id="initech", name="Initech")
 
     response = admin_client.post(
         reverse("admin:billing_subscription_add"),
@@ -206,7 +202,8 @@ def test_recompute_action_picks_up_new_usage(admin_client, subs):
     assert response.redirect_chain
     # 5,000,001 input tokens round up to 6 packages of a million at $15.
     assert draft_of(acme).total == Decimal("217.50")
-    assert messages_of(response) == [("success", "Recomputed 1 invoice(s).")]
+    draft = draft_of(acme)
+    assert messages_of(response) == [("success", f"Recomputed 1 invoice(s): {draft.pk} (DRAFT).")]
 
 
 def test_finalize_asks_first_then_finalizes(admin_client, subs):
@@ -256,7 +253,7 @@ def test_illegal_transitions_are_reported_and_the_rest_proceed(admin_client, sub
         (
             "error",
             f"Invoice {acme.invoice_number} (acme): "
-            "only a DRAFT is recomputed; this one is VOIDED.",
+            "Only a DRAFT is recomputed; this one is VOIDED.",
         )
     ]
 
@@ -270,7 +267,7 @@ def test_recompute_refuses_the_draft_of_a_cancelled_subscription(admin_client, s
     assert messages_of(response) == [
         (
             "error",
-            f"Invoice {draft.pk} (globex): only the draft of an active subscription is recomputed.",
+            f"Invoice {draft.pk} (globex): Only the draft of an active subscription is recomputed.",
         )
     ]
 

@@ -38,3 +38,9 @@ def test_seed_demo_proposes_the_scenario_totals(o1_scenario):
             f["name"]: Decimal(expected["lines"][f["lookup_key"]]["amount"])
             for f in o1_scenario["features"]
         }
+
+
+def test_the_demo_data_is_the_reference_scenario(o1_scenario):
+    from billing.demo import scenario_load
+
+    assert scenario_load() == o1_scenario

@@ -5,9 +5,10 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import IntegrityError, connection, transaction
 
 from billing.demo import demo_catalog_load
-from billing.models import FinalizedInvoiceError, Invoice
+from billing.models import Invoice
 from billing.services import (
     InvalidTransition,
     invoice_compute,
@@ -21,7 +22,7 @@ from billing.services import (
 from catalog.models import Plan
 from metering.models import Customer
 from metering.tasks import rollups_refresh
-from tests.factories import ingest
+from tests.factories import CustomerFactory, SubscriptionFactory, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -36,8 +37,8 @@ def o1(o1_scenario, django_capture_on_commit_callbacks):
     subs = {}
     with time_machine.travel(START + timedelta(days=1), tick=False):
         for spec in o1_scenario["customers"]:
-            customer = Customer.objects.create(external_id=spec["external_id"], name=spec["name"])
-            subs[spec["external_id"]] = subscription_create(
+            customer = CustomerFactory(external_id=spec["external_id"], name=spec["name"])
+            subs[spec["external_id"]] = SubscriptionFactory(
                 customer=customer,
                 plan=plan,
                 start_date=START - timedelta(days=40),
@@ -118,7 +119,7 @@ def test_finalize_numbers_sequentially_and_freezes(o1):
     assert (acme.invoice_number, globex.invoice_number) == ("INV-202611-00001", "INV-202611-00002")
     assert acme.invoice_status == "FINALIZED" and acme.finalized_at is not None
     acme.total = Decimal("1")
-    with pytest.raises(FinalizedInvoiceError):
+    with pytest.raises(IntegrityError, match="closed invoice cannot change"), transaction.atomic():
         acme.save()
     with pytest.raises(InvalidTransition, match="Only a DRAFT"):
         invoice_finalize(invoice=acme)
@@ -158,7 +159,7 @@ def test_void_keeps_the_record_and_refuses_twice(o1):
     with pytest.raises(InvalidTransition, match="VOIDED invoice cannot be voided"):
         invoice_void(invoice=voided)
     voided.total = Decimal(0)
-    with pytest.raises(FinalizedInvoiceError):
+    with pytest.raises(IntegrityError, match="closed invoice"), transaction.atomic():
         voided.save()
 
 
@@ -166,8 +167,37 @@ def test_voiding_cannot_change_the_amounts(o1):
     invoice = invoice_finalize(invoice=draft_of(o1["acme"]))
     invoice.invoice_status = "VOIDED"
     invoice.total = Decimal("1.00")
-    with pytest.raises(FinalizedInvoiceError, match="cannot change its amounts"):
+    with pytest.raises(IntegrityError, match="closed invoice"), transaction.atomic():
         invoice.save()
+
+
+def test_the_database_itself_keeps_closed_invoices_and_their_lines(o1):
+    """Bulk updates and deletes go round every service; the triggers stop them."""
+    invoice = invoice_finalize(invoice=draft_of(o1["acme"]))
+    closed = Invoice.objects.filter(pk=invoice.pk)
+    for change in (
+        lambda: closed.update(total=Decimal(1)),
+        lambda: closed.update(invoice_status="DRAFT"),
+        lambda: invoice.line_items.update(amount=Decimal(0)),
+        lambda: invoice.line_items.create(
+            price_type="FIXED",
+            display_name="sneaked in",
+            quantity=1,
+            amount=Decimal(1),
+            currency="usd",
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+        ),
+    ):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            change()
+    if connection.vendor == "postgresql":  # SQLite leaves deleting to the services
+        for delete in (closed.delete, invoice.line_items.all().delete):
+            with pytest.raises(IntegrityError), transaction.atomic():
+                delete()
+    closed.update(payment_status="SUCCEEDED")  # paying it is no change to what it bills
+    voided = invoice_void(invoice=Invoice.objects.get(pk=invoice.pk))
+    assert (voided.total, voided.line_items.count()) == (Decimal("202.50"), 3)
 
 
 def test_period_close_finalizes_and_opens_the_next_draft(o1):

@@ -15,13 +15,20 @@ from rest_framework.test import APIClient
 
 from billing.models import Invoice
 from billing.selectors import invoice_late_usage, late_usage
-from billing.services import invoice_finalize, subscription_create
+from billing.services import invoice_finalize
 from catalog.models import Meter, Price
 from metering.ingestion import event_parse, events_ingest, meters_by_event_name
-from metering.models import Customer, Event
+from metering.models import Event
 from metering.rollups import rollups_fold
 from metering.services import api_key_create
-from tests.factories import MeterFactory, PlanFactory, PriceFactory, ingest
+from tests.factories import (
+    CustomerFactory,
+    MeterFactory,
+    PlanFactory,
+    PriceFactory,
+    SubscriptionFactory,
+    ingest,
+)
 
 
 def require_postgresql():
@@ -44,12 +51,13 @@ def billed():
     PriceFactory(
         plan=plan, meter=peak, billing_model=Price.BillingModel.FLAT_FEE, amount=Decimal(2)
     )
-    customer = Customer.objects.create(external_id="acme", name="Acme")
     day_ago = timezone.now() - timedelta(days=1)
-    subscription = subscription_create(
-        customer=customer, plan=plan, start_date=day_ago, billing_anchor=day_ago
+    return SubscriptionFactory(
+        customer=CustomerFactory(external_id="acme"),
+        plan=plan,
+        start_date=day_ago,
+        billing_anchor=day_ago,
     )
-    return subscription
 
 
 def event(n: int, tokens: int, *, peak: int = 1, model: str = "o1") -> dict:
@@ -222,7 +230,7 @@ def test_ingest_that_starts_while_finalize_reads_is_late(billed):
 @pytest.mark.django_db(transaction=True)
 def test_other_customers_ingest_does_not_wait_for_finalize(billed):
     require_postgresql()
-    Customer.objects.create(external_id="globex", name="Globex")
+    CustomerFactory(external_id="globex")
     fenced, release = threading.Event(), threading.Event()
 
     def slow_finalize():
@@ -292,10 +300,12 @@ def test_the_report_and_the_api_agree_for_a_meter_that_never_resets():
     plan = PlanFactory()
     meter = MeterFactory(reset_usage=Meter.ResetUsage.NEVER)
     PriceFactory(plan=plan, meter=meter, amount=Decimal(1), round=Price.Round.NONE)
-    customer = Customer.objects.create(external_id="acme", name="Acme")
     start = timezone.now() - timedelta(days=70)
-    subscription = subscription_create(
-        customer=customer, plan=plan, start_date=start, billing_anchor=start
+    subscription = SubscriptionFactory(
+        customer=CustomerFactory(external_id="acme"),
+        plan=plan,
+        start_date=start,
+        billing_anchor=start,
     )
     closed = invoice_finalize(invoice=draft(subscription))  # the third month's
     assert closed.period_start > start + timedelta(days=55)

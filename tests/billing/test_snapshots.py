@@ -7,7 +7,6 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from billing.demo import demo_catalog_load, demo_customers_load, scenario_load
 from billing.models import Invoice
 from billing.services import invoice_finalize
 from catalog.models import Meter, Price, PriceTier
@@ -17,12 +16,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def finalized():
+def finalized(o1_plan, o1_subscriptions):
     """acme's demo invoice ($202.50 on o1 prices), finalized; then the catalog moves on,
     behind the admin's back."""
-    plan = demo_catalog_load(scenario=scenario_load())
-    subs = demo_customers_load(scenario=scenario_load(), plan=plan)
-    acme = next(s for s in subs if s.customer.external_id == "acme")
+    plan, acme = o1_plan, o1_subscriptions["acme"]
     draft = Invoice.objects.get(subscription=acme, invoice_status="DRAFT")
     invoice = invoice_finalize(invoice=draft)
     Price.objects.filter(plan=plan).update(

@@ -10,7 +10,6 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from billing.demo import demo_catalog_load, demo_customers_load, scenario_load
 from billing.models import Invoice
 from billing.services import invoice_finalize
 from metering.services import api_key_create
@@ -20,10 +19,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture
-def demo():
-    plan = demo_catalog_load(scenario=scenario_load())
-    subs = demo_customers_load(scenario=scenario_load(), plan=plan)
-    return {s.customer.external_id: s for s in subs}
+def demo(o1_subscriptions):
+    return o1_subscriptions
 
 
 def sign_in(page, live_server, email, password):

@@ -17,6 +17,8 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from tests.factories import CustomerFactory, SubscriptionFactory
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -129,15 +131,13 @@ def wait_for(check, *, timeout: float, interval: float = 0.1):
 def setup(worker):
     """The o1 plan, acme subscribed since an hour ago, and an API client."""
     from billing.demo import demo_catalog_load, scenario_load
-    from billing.services import subscription_create
-    from metering.models import Customer
     from metering.services import api_key_create
     from metering.tasks import rollups_refresh
 
     plan = demo_catalog_load(scenario=scenario_load())
     rollups_refresh(settle_seconds=0)
-    customer = Customer.objects.create(external_id="acme", name="Acme AI")
-    subscription = subscription_create(
+    customer = CustomerFactory(external_id="acme", name="Acme AI")
+    subscription = SubscriptionFactory(
         customer=customer, plan=plan, start_date=timezone.now() - timedelta(hours=1)
     )
     _, raw = api_key_create(name="integration")

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from billing.models import Invoice
 from billing.selectors import invoice_late_usage
-from billing.services import recompute_requests
+from billing.tasks import recompute_requests
 from metering.models import UnfoldedUsage
 from tests.integration.conftest import ROOT, _database_url, draft_total, post, tokens, wait_for
 

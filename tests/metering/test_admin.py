@@ -3,8 +3,8 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
-from metering.models import ApiKey, Customer
-from tests.factories import MeterFactory, ingest
+from metering.models import ApiKey
+from tests.factories import CustomerFactory, MeterFactory, ingest
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
@@ -38,7 +38,7 @@ def test_revoked_key_is_refused(admin_client, client):
 
 def test_unmatched_customer_report_lists_unknown_external_ids(admin_client):
     MeterFactory(aggregation="COUNT", field="")
-    Customer.objects.create(external_id="acme", name="Acme")
+    CustomerFactory(external_id="acme", name="Acme")
     ingest(
         *[
             {"event_name": "tokens", "external_customer_id": c, "timestamp": "2026-11-02T00:00:00Z"}
@@ -56,27 +56,28 @@ def test_event_changelist_filters_by_name_and_shows_pretty_properties(admin_clie
     MeterFactory(aggregation="COUNT", field="", event_name="images", feature__lookup_key="img")
     ingest(
         {
-            "event_id": "t1",
+            "event_id": "tokens-event-1",
             "event_name": "tokens",
             "external_customer_id": "a",
             "properties": {"model": "o1"},
         },
-        {"event_id": "i1", "event_name": "images", "external_customer_id": "a"},
+        {"event_id": "images-event-1", "event_name": "images", "external_customer_id": "a"},
         now=NOW,
     )
     page = admin_client.get(reverse("admin:metering_event_changelist"), {"event_name": "images"})
-    assert "i1" in page.content.decode() and "t1" not in page.content.decode()
+    listed = page.content.decode()  # ids no CSRF token or markup can hold by chance
+    assert "images-event-1" in listed and "tokens-event-1" not in listed
     from metering.models import Event
 
     detail = admin_client.get(
-        reverse("admin:metering_event_change", args=[Event.objects.get(event_id="t1").pk])
+        reverse("admin:metering_event_change", args=[Event.objects.get(event_id="tokens-event-1").pk])
     ).content.decode()
     assert "&quot;model&quot;: &quot;o1&quot;" in detail
 
 
 def test_customer_search_by_external_id_name_and_email(admin_client):
-    Customer.objects.create(external_id="acme-1", name="Acme AI", email="ops@acme.test")
-    Customer.objects.create(external_id="globex", name="Globex", email="x@globex.test")
+    CustomerFactory(external_id="acme-1", name="Acme AI", email="ops@acme.test")
+    CustomerFactory(external_id="globex", name="Globex", email="x@globex.test")
     for term in ["acme-1", "Acme", "ops@acme"]:
         page = admin_client.get(reverse("admin:metering_customer_changelist"), {"q": term})
         assert "acme-1" in page.content.decode() and "globex" not in page.content.decode()

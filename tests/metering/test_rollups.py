@@ -8,13 +8,9 @@ from django.utils import timezone
 
 from metering.ingestion import EventRejected
 from metering.models import UnfoldedUsage, UsageDistinct, UsageRollup
-from metering.rollups import (
-    fold_version,
-    meter_rollups_rebuild,
-    rollups_fold,
-    rollups_fold_request,
-)
+from metering.rollups import fold_version, meter_rollups_rebuild, rollups_fold
 from metering.selectors import consistent_with_folds, meter_usage, meter_usage_windows
+from metering.tasks import rollups_fold_request
 from tests.factories import MeterFactory, ingest
 
 pytestmark = pytest.mark.django_db
@@ -176,7 +172,7 @@ def test_a_read_that_straddles_a_fold_is_read_again():
 
 
 def test_fold_request_runs_the_task_and_leaves_nothing_pending(settings):
-    from metering.rollups import fold_requests
+    from metering.tasks import fold_requests
 
     MeterFactory()
     ingest(EVENTS[0], now=NOW, fold=False)

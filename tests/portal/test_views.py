@@ -99,11 +99,12 @@ def test_events_are_newest_first_filterable_and_exported(acme, demo):
     assert sorted(r[0] for r in rows[1:]) == ["demo-e4", "demo-e5"]
 
 
-def test_bad_event_filters_do_not_break_the_page(acme, demo):
-    response = acme.get(
-        reverse("portal:events"), {"start": "yesterday", "page": "x", "feature": "meter_nope"}
-    )
-    assert response.status_code == 200
+def test_bad_event_filters_show_their_errors_and_no_events(acme, demo):
+    response = acme.get(reverse("portal:events"), {"start": "yesterday", "feature": "meter_nope"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Enter a valid date" in page and "Select a valid choice" in page
+    assert "<form" in page
 
 
 def test_invoices_list_and_detail_with_packages(acme, demo):
@@ -175,3 +176,35 @@ def test_an_advance_fee_shows_the_period_it_pays_for(acme, demo):
     detail = acme.get(reverse("portal:invoice", args=[draft.pk])).content.decode()
     start, end = fee.period_start, fee.period_end
     assert f"for {start:%b} {start.day} – {end:%b} {end.day}, {end.year}" in detail
+
+
+# Issue 10: no 500 and no silent change, on any input.
+
+
+@pytest.mark.parametrize("page", ["99999999999999999999", "0", "-1", "x", "20002"])
+def test_a_page_beyond_the_bounds_is_a_400(acme, demo, page):
+    response = acme.get(reverse("portal:events"), {"page": page})
+    assert response.status_code == 400
+    assert "page must be a whole number from 1 to 20,001" in response.content.decode()
+
+
+@pytest.mark.parametrize("end", ["9999-12-31", "1999-12-31", "0001-01-01"])
+def test_a_date_filter_beyond_the_bounds_is_a_400_that_says_why(acme, demo, end):
+    response = acme.get(reverse("portal:events"), {"end": end})
+    assert response.status_code == 400
+    assert "from 2000-01-01 to 2099-12-31" in response.content.decode()
+
+
+def test_the_csv_refuses_a_bad_filter_before_it_streams(acme, demo):
+    response = acme.get(reverse("portal:events-csv"), {"end": "9999-12-31"})
+    assert response.status_code == 400
+    assert "2099-12-31" in response.content.decode()
+    whole = acme.get(reverse("portal:events-csv"), {"end": "2099-12-31"})
+    assert whole.status_code == 200
+    assert len(list(csv.reader(io.StringIO(b"".join(whole.streaming_content).decode())))) > 1
+
+
+@pytest.mark.parametrize("path", ["/portal/invoices/%00/", "/portal/as/%00/"])
+def test_a_nul_in_a_portal_path_is_a_404(acme, demo, admin_client, path):
+    assert acme.get(path).status_code == 404
+    assert admin_client.get(path).status_code == 404
