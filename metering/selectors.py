@@ -94,7 +94,8 @@ def usage_partials(
     store = storage()
     whole = dict(meter=meter, customer=external_customer_id, start=first_full, end=last_full)
     by_window = (
-        window_size in TRUNCATED_WINDOWS and meter.aggregation not in names.HOURLY_ONLY_AGGREGATIONS
+        window_size in TRUNCATED_WINDOWS
+        and meter.aggregation not in names.HOURLY_ONLY_AGGREGATIONS
     )
 
     def read_whole_hours():
