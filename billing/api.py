@@ -5,7 +5,12 @@ from decimal import Decimal
 import django_filters
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,18 +21,51 @@ from catalog.models import BillingPeriod, Plan
 from catalog.money import round_money
 from config.bounds import Moment, MomentFilter
 from config.resources import (
+    DECIMAL_SCHEMA,
+    METADATA_SCHEMA,
     Amount,
     Constant,
+    CreatableResourceViewSet,
     ExistingId,
     Ids,
     Metadata,
+    ResourceViewSet,
     SearchRequest,
     page_of,
-    resource_views,
+    resource_schema,
 )
+from config.schema import error_response
 from metering.models import Customer
 
+SUBSCRIPTION_EXAMPLE = {
+    "id": "sub_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "customer_id": "cust_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "plan_id": "plan_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "currency": "usd",
+    "subscription_status": "active",
+    "status": "published",
+    "billing_cadence": "RECURRING",
+    "billing_period": "MONTHLY",
+    "billing_period_count": 1,
+    "billing_cycle": "anniversary",
+    "billing_anchor": "2026-11-01T00:00:00Z",
+    "start_date": "2026-11-01T00:00:00Z",
+    "end_date": None,
+    "current_period_start": "2026-11-01T00:00:00Z",
+    "current_period_end": "2026-12-01T00:00:00Z",
+    "cancel_at_period_end": False,
+    "cancelled_at": None,
+    "metadata": {},
+    "created_at": "2026-11-01T00:00:00Z",
+    "updated_at": "2026-11-01T00:00:00Z",
+}
 
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample("A monthly subscription", value=SUBSCRIPTION_EXAMPLE, response_only=True)
+    ]
+)
 class SubscriptionSerializer(serializers.ModelSerializer):
     customer_id = serializers.CharField()
     plan_id = serializers.CharField()
@@ -63,6 +101,22 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "By external customer id",
+            value={
+                "external_customer_id": "user_42",
+                "plan_id": SUBSCRIPTION_EXAMPLE["plan_id"],
+                "currency": "usd",
+                "billing_period": "MONTHLY",
+                "billing_cycle": "anniversary",
+                "start_date": "2026-11-01T00:00:00Z",
+            },
+            request_only=True,
+        )
+    ]
+)
 class SubscriptionCreateSerializer(serializers.Serializer):
     plan_id = ExistingId(Plan)
     customer_id = ExistingId(Customer, required=False)
@@ -123,21 +177,31 @@ class SubscriptionSearchSerializer(SearchRequest):
     }
 
 
-SubscriptionListView, SubscriptionSearchView, SubscriptionDetailView = resource_views(
-    name="Subscription",
-    queryset=Subscription.objects.all(),
-    serializer_class=SubscriptionSerializer,
-    filterset_class=SubscriptionFilter,
-    search_class=SubscriptionSearchSerializer,
-    create_serializer_class=SubscriptionCreateSerializer,
-    create_service=services.subscription_create,
-)
+@resource_schema
+class SubscriptionViewSet(CreatableResourceViewSet):
+    queryset = Subscription.objects.all()
+    serializer_class = SubscriptionSerializer
+    filterset_class = SubscriptionFilter
+    search_class = SubscriptionSearchSerializer
+    create_serializer_class = SubscriptionCreateSerializer
+    create_service = staticmethod(services.subscription_create)
 
 
 class CustomerSubscriptionsView(APIView):
     """Every subscription of one customer, by external id; no paging, as Flexprice does."""
 
-    @extend_schema(responses=page_of(SubscriptionSerializer))
+    @extend_schema(
+        responses=page_of(SubscriptionSerializer),
+        examples=[
+            OpenApiExample(
+                "One subscription",
+                value={
+                    "items": [SUBSCRIPTION_EXAMPLE],
+                    "pagination": {"total": 1, "limit": 1, "offset": 0},
+                },
+            )
+        ],
+    )
     def get(self, request, external_id):
         customer = get_object_or_404(Customer, external_id=external_id)
         items = SubscriptionSerializer(customer.subscriptions.all(), many=True).data
@@ -151,8 +215,45 @@ class CancelSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True)
 
 
+class CancelResultSerializer(serializers.Serializer):
+    subscription_id = serializers.CharField()
+    status = serializers.ChoiceField(Subscription.Status.choices)
+    cancellation_type = serializers.ChoiceField(["immediate", "end_of_period"])
+    effective_date = serializers.DateTimeField()
+    processed_at = serializers.DateTimeField()
+    reason = serializers.CharField(allow_blank=True)
+    message = serializers.CharField()
+
+
+class MessageSerializer(serializers.Serializer):
+    message = serializers.CharField()
+
+
 class SubscriptionCancelView(APIView):
-    @extend_schema(request=CancelSerializer, responses={200: dict})
+    @extend_schema(
+        request=CancelSerializer,
+        responses={200: CancelResultSerializer},
+        examples=[
+            OpenApiExample(
+                "At the end of the period",
+                value={"cancellation_type": "end_of_period", "reason": "moving to annual"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Cancelled",
+                value={
+                    "subscription_id": SUBSCRIPTION_EXAMPLE["id"],
+                    "status": "active",
+                    "cancellation_type": "end_of_period",
+                    "effective_date": "2026-12-01T00:00:00Z",
+                    "processed_at": "2026-11-27T10:00:00Z",
+                    "reason": "moving to annual",
+                    "message": "subscription cancelled",
+                },
+                response_only=True,
+            ),
+        ],
+    )
     def post(self, request, pk):
         body = CancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -174,7 +275,7 @@ class SubscriptionCancelView(APIView):
         )
 
 
-@extend_schema_field(str)
+@extend_schema_field(DECIMAL_SCHEMA)
 class Money(serializers.Field):
     """An amount rounded to its row's currency, as a string: "202.50"."""
 
@@ -226,6 +327,63 @@ class LineItemSerializer(serializers.ModelSerializer):
         return f"li_{line.pk}" if line.pk else f"li_preview_{line.price_id}"
 
 
+PREVIEW_EXAMPLE = {
+    "id": "inv_preview_sub_01JD7X8Y9Z",
+    "customer_id": "cust_01JD7X8Y9Z",
+    "subscription_id": "sub_01JD7X8Y9Z",
+    "invoice_type": "SUBSCRIPTION",
+    "invoice_status": "DRAFT",
+    "payment_status": "PENDING",
+    "billing_reason": "SUBSCRIPTION_CYCLE",
+    "currency": "usd",
+    "subtotal": "23.00",
+    "total": "23.00",
+    "amount_due": "23.00",
+    "amount_paid": "0",
+    "amount_remaining": "23.00",
+    "period_start": "2026-11-01T00:00:00Z",
+    "period_end": "2026-12-01T00:00:00Z",
+    "invoice_number": None,
+    "finalized_at": None,
+    "voided_at": None,
+    "last_computed_at": None,
+    "line_items": [
+        {
+            "id": "li_preview_price_base",
+            "price_id": "price_base",
+            "price_type": "FIXED",
+            "meter_id": None,
+            "display_name": "Base fee",
+            "quantity": "1",
+            "amount": "20.00",
+            "currency": "usd",
+            "period_start": "2026-11-01T00:00:00Z",
+            "period_end": "2026-12-01T00:00:00Z",
+            "invoice_cadence": "ADVANCE",
+            "packages": None,
+            "event_count": 0,
+            "pricing": {},
+            "meter": None,
+        }
+    ],
+    "metadata": {},
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
+INVOICE_EXAMPLE = {
+    **PREVIEW_EXAMPLE,
+    "id": "inv_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "invoice_status": "FINALIZED",
+    "invoice_number": "INV-202612-0001",
+    "finalized_at": "2026-12-01T00:05:00Z",
+    "last_computed_at": "2026-12-01T00:05:00Z",
+    "line_items": [{**PREVIEW_EXAMPLE["line_items"][0], "id": "li_1"}],
+}
+
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("A finalized invoice", value=INVOICE_EXAMPLE, response_only=True)]
+)
 class InvoiceSerializer(serializers.ModelSerializer):
     customer_id = serializers.CharField()
     subscription_id = serializers.CharField(allow_null=True)
@@ -233,10 +391,10 @@ class InvoiceSerializer(serializers.ModelSerializer):
     subtotal = Money()
     total = Money()
     amount_due = serializers.SerializerMethodField()
-    amount_paid = Constant("0")
+    amount_paid = Constant("0", schema=DECIMAL_SCHEMA)
     amount_remaining = serializers.SerializerMethodField()
     line_items = serializers.SerializerMethodField()
-    metadata = Constant({})
+    metadata = Constant({}, schema=METADATA_SCHEMA)
 
     class Meta:
         model = Invoice
@@ -267,10 +425,12 @@ class InvoiceSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(DECIMAL_SCHEMA)
     def get_amount_due(self, invoice) -> str:
         closed = invoice.invoice_status in (Invoice.Status.VOIDED, Invoice.Status.SKIPPED)
         return format(round_money(Decimal(0) if closed else invoice.total, invoice.currency), "f")
 
+    @extend_schema_field(DECIMAL_SCHEMA)
     def get_amount_remaining(self, invoice) -> str:
         return self.get_amount_due(invoice)
 
@@ -322,13 +482,12 @@ class InvoiceSearchSerializer(SearchRequest):
     }
 
 
-InvoiceListView, InvoiceSearchView, InvoiceDetailView = resource_views(
-    name="Invoice",
-    queryset=Invoice.objects.prefetch_related("line_items"),
-    serializer_class=InvoiceSerializer,
-    filterset_class=InvoiceFilter,
-    search_class=InvoiceSearchSerializer,
-)
+@resource_schema
+class InvoiceViewSet(ResourceViewSet):
+    queryset = Invoice.objects.prefetch_related("line_items")
+    serializer_class = InvoiceSerializer
+    filterset_class = InvoiceFilter
+    search_class = InvoiceSearchSerializer
 
 
 class InvoiceActionView(APIView):
@@ -337,7 +496,11 @@ class InvoiceActionView(APIView):
     service = None  # services.invoice_finalize or services.invoice_void
     message = ""
 
-    @extend_schema(request=None, responses={200: dict})
+    @extend_schema(
+        request=None,
+        responses={200: MessageSerializer, 400: error_response(400)},
+        examples=[OpenApiExample("Done", value={"message": "invoice finalized"})],
+    )
     def post(self, request, pk):
         self.service(invoice=get_object_or_404(Invoice, pk=pk))
         return Response({"message": self.message})
@@ -358,9 +521,11 @@ class LateLineSerializer(serializers.Serializer):
     def get_line_item_id(self, late) -> str:
         return f"li_{late.line.pk}"
 
+    @extend_schema_field(DECIMAL_SCHEMA)
     def get_invoiced_amount(self, late) -> str:
         return format(round_money(late.line.amount, late.line.currency), "f")
 
+    @extend_schema_field(DECIMAL_SCHEMA)
     def get_late_amount(self, late) -> str:
         return format(round_money(late.amount, late.line.currency), "f")
 
@@ -374,6 +539,7 @@ class LateUsageSerializer(serializers.Serializer):
     late_amount = serializers.SerializerMethodField()
     line_items = LateLineSerializer(source="lines", many=True)
 
+    @extend_schema_field(DECIMAL_SCHEMA)
     def get_late_amount(self, late) -> str:
         return format(round_money(late.amount, late.invoice.currency), "f")
 
@@ -382,7 +548,38 @@ class InvoiceLateUsageView(APIView):
     """``GET /v1/invoices/{id}/late_usage``: per usage line of a closed invoice, the events of
     its period stored after finalization read them, what they add and what they would cost."""
 
-    @extend_schema(responses={200: LateUsageSerializer})
+    @extend_schema(
+        responses={200: LateUsageSerializer, 400: error_response(400)},
+        examples=[
+            OpenApiExample(
+                "Tokens that arrived after finalization",
+                value={
+                    "invoice_id": INVOICE_EXAMPLE["id"],
+                    "invoice_status": "FINALIZED",
+                    "currency": "usd",
+                    "usage_fence": 1042,
+                    "late_event_count": 3,
+                    "late_amount": "0.40",
+                    "line_items": [
+                        {
+                            "line_item_id": "li_2",
+                            "price_id": "price_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+                            "meter_id": "meter_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+                            "display_name": "Tokens",
+                            "invoiced_quantity": "1500",
+                            "invoiced_event_count": 1,
+                            "invoiced_amount": "4.00",
+                            "late_event_count": 3,
+                            "late_quantity": "200",
+                            "late_amount": "0.40",
+                        }
+                    ],
+                },
+                response_only=True,
+                status_codes=["200"],
+            )
+        ],
+    )
     def get(self, request, pk):
         invoice = get_object_or_404(
             Invoice.objects.select_related("customer", "subscription").prefetch_related(
@@ -442,7 +639,22 @@ def preview_invoice(proposal: services.Proposal, *, hide_zero: bool) -> Invoice:
 class InvoicePreviewView(APIView):
     """The invoice for a period, computed live; nothing is stored."""
 
-    @extend_schema(request=PreviewSerializer, responses={200: InvoiceSerializer})
+    @extend_schema(
+        request=PreviewSerializer,
+        responses={200: InvoiceSerializer},
+        examples=[
+            OpenApiExample(
+                "The current period",
+                value={"subscription_id": "sub_01JD7X8Y9Z", "hide_zero_charges_line_items": True},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A base fee and token usage",
+                value=PREVIEW_EXAMPLE,
+                response_only=True,
+            ),
+        ],
+    )
     def post(self, request):
         body = PreviewSerializer(data=request.data)
         body.is_valid(raise_exception=True)

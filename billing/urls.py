@@ -1,11 +1,13 @@
 from django.urls import path, re_path
+from rest_framework.routers import SimpleRouter
 
 from billing import api, services
 
+router = SimpleRouter(trailing_slash=False, use_regex_path=False)
+router.register("subscriptions", api.SubscriptionViewSet, basename="subscription")
+router.register("invoices", api.InvoiceViewSet, basename="invoice")
+
 urlpatterns = [
-    path("subscriptions", api.SubscriptionListView.as_view(), name="subscription-list"),
-    path("subscriptions/search", api.SubscriptionSearchView.as_view(), name="subscription-search"),
-    path("subscriptions/<id:pk>", api.SubscriptionDetailView.as_view(), name="subscription-detail"),
     path(
         "subscriptions/<id:pk>/cancel",
         api.SubscriptionCancelView.as_view(),
@@ -16,10 +18,8 @@ urlpatterns = [
         api.CustomerSubscriptionsView.as_view(),
         name="customer-subscriptions",
     ),
-    path("invoices", api.InvoiceListView.as_view(), name="invoice-list"),
-    path("invoices/search", api.InvoiceSearchView.as_view(), name="invoice-search"),
+    # Before the router's, whose ``invoices/<id:pk>`` would take "preview" for an id.
     path("invoices/preview", api.InvoicePreviewView.as_view(), name="invoice-preview"),
-    path("invoices/<id:pk>", api.InvoiceDetailView.as_view(), name="invoice-detail"),
     path(
         "invoices/<id:pk>/finalize",
         api.InvoiceActionView.as_view(
@@ -37,4 +37,5 @@ urlpatterns = [
         api.InvoiceActionView.as_view(service=services.invoice_void, message="invoice voided"),
         name="invoice-void",
     ),
+    *router.urls,
 ]

@@ -6,20 +6,22 @@ Serializers only parse shapes; every catalog rule is checked by the services.
 from decimal import Decimal
 
 import django_filters
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from catalog import pricing
 from catalog.models import BillingPeriod, Feature, Meter, Plan, Price
 from catalog.services import feature_create, plan_create, price_create
 from config.resources import (
+    DECIMAL_SCHEMA,
     Amount,
     Constant,
+    CreatableResourceViewSet,
     ExistingId,
     Ids,
     Metadata,
     SearchRequest,
-    resource_views,
+    resource_schema,
 )
 
 
@@ -65,6 +67,37 @@ class MeterCreateSerializer(serializers.Serializer):
     reset_usage = serializers.ChoiceField(Meter.ResetUsage.choices, required=False)
 
 
+METER_EXAMPLE = {
+    "id": "meter_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "name": "LLM tokens",
+    "event_name": "llm.tokens",
+    "aggregation": {"type": "SUM", "field": "tokens", "multiplier": None},
+    "filters": [{"key": "model", "values": ["gpt-4o", "gpt-4o-mini"]}],
+    "reset_usage": "BILLING_PERIOD",
+    "status": "published",
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
+FEATURE_EXAMPLE = {
+    "id": "feat_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "name": "LLM tokens",
+    "lookup_key": "llm_tokens",
+    "type": "metered",
+    "description": "",
+    "unit_singular": "token",
+    "unit_plural": "tokens",
+    "metadata": {},
+    "status": "published",
+    "meter_id": METER_EXAMPLE["id"],
+    "meter": METER_EXAMPLE,
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
+
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("A metered feature", value=FEATURE_EXAMPLE, response_only=True)]
+)
 class FeatureSerializer(serializers.ModelSerializer):
     metadata = Metadata()
     status = Constant("published")
@@ -79,6 +112,28 @@ class FeatureSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A metered feature",
+            value={
+                "name": "LLM tokens",
+                "type": "metered",
+                "lookup_key": "llm_tokens",
+                "unit_singular": "token",
+                "unit_plural": "tokens",
+                "meter": {
+                    "name": "LLM tokens",
+                    "event_name": "llm.tokens",
+                    "aggregation": {"type": "SUM", "field": "tokens"},
+                    "filters": [{"key": "model", "values": ["gpt-4o", "gpt-4o-mini"]}],
+                    "reset_usage": "BILLING_PERIOD",
+                },
+            },
+            request_only=True,
+        )
+    ]
+)
 class FeatureCreateSerializer(serializers.Serializer):
     name = serializers.CharField(allow_blank=True)
     type = serializers.ChoiceField(Feature.Type.choices, required=False)
@@ -114,26 +169,25 @@ class FeatureFilter(django_filters.FilterSet):
         fields = ["lookup_key", "type", "name"]
 
 
-FeatureListView, FeatureSearchView, FeatureDetailView = resource_views(
-    name="Feature",
-    queryset=Feature.objects.select_related("meter"),
-    serializer_class=FeatureSerializer,
-    filterset_class=FeatureFilter,
-    search_class=FeatureSearchSerializer,
-    create_serializer_class=FeatureCreateSerializer,
-    create_service=feature_create,
-    error_names={
+@resource_schema
+class FeatureViewSet(CreatableResourceViewSet):
+    queryset = Feature.objects.select_related("meter")
+    serializer_class = FeatureSerializer
+    filterset_class = FeatureFilter
+    search_class = FeatureSearchSerializer
+    create_serializer_class = FeatureCreateSerializer
+    create_service = staticmethod(feature_create)
+    error_names = {
         "meter.aggregation": "meter.aggregation.type",
         "meter.field": "meter.aggregation.field",
         "meter.multiplier": "meter.aggregation.multiplier",
-    },
-)
+    }
 
 
 # Prices
 
 
-@extend_schema_field({"type": "integer", "nullable": True})
+@extend_schema_field({"oneOf": [{"type": "integer"}, DECIMAL_SCHEMA], "nullable": True})
 class UpTo(Amount):
     """A tier's inclusive bound. The SDK reads it as an int, so whole numbers go out as ints."""
 
@@ -155,6 +209,37 @@ class TransformQuantitySerializer(serializers.Serializer):
     round = serializers.ChoiceField(Price.Round.choices, required=False)
 
 
+PRICE_EXAMPLE = {
+    "id": "price_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "entity_type": "PLAN",
+    "entity_id": "plan_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "type": "USAGE",
+    "billing_model": "PACKAGE",
+    "billing_cadence": "RECURRING",
+    "billing_period": "MONTHLY",
+    "billing_period_count": 1,
+    "invoice_cadence": "ARREAR",
+    "price_unit_type": "FIAT",
+    "currency": "usd",
+    "amount": "2",
+    "meter_id": METER_EXAMPLE["id"],
+    "transform_quantity": {"divide_by": 1000, "round": "up"},
+    "free_units": "0",
+    "tier_mode": None,
+    "tiers": [],
+    "display_name": "Tokens",
+    "lookup_key": None,
+    "description": "",
+    "metadata": {},
+    "status": "published",
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
+
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("$2 per 1,000 tokens", value=PRICE_EXAMPLE, response_only=True)]
+)
 class PriceSerializer(serializers.ModelSerializer):
     entity_type = Constant("PLAN")
     entity_id = serializers.CharField(source="plan_id")
@@ -181,6 +266,27 @@ class PriceSerializer(serializers.ModelSerializer):
         return price.tier_mode if price.billing_model == pricing.TIERED else None
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "$2 per 1,000 tokens",
+            value={
+                "entity_type": "PLAN",
+                "entity_id": PRICE_EXAMPLE["entity_id"],
+                "type": "USAGE",
+                "billing_model": "PACKAGE",
+                "billing_period": "MONTHLY",
+                "invoice_cadence": "ARREAR",
+                "price_unit_type": "FIAT",
+                "currency": "usd",
+                "amount": "2",
+                "meter_id": METER_EXAMPLE["id"],
+                "transform_quantity": {"divide_by": 1000, "round": "up"},
+            },
+            request_only=True,
+        )
+    ]
+)
 class PriceCreateSerializer(serializers.Serializer):
     """Flexprice's CreatePriceRequest; ``plan_id`` is accepted for ``entity_id``."""
 
@@ -248,26 +354,45 @@ class PriceFilter(django_filters.FilterSet):
         fields = ["plan_id", "meter_id", "type", "billing_model", "currency", "lookup_key"]
 
 
-PriceListView, PriceSearchView, PriceDetailView = resource_views(
-    name="Price",
-    queryset=Price.objects.prefetch_related("tiers"),
-    serializer_class=PriceSerializer,
-    filterset_class=PriceFilter,
-    search_class=PriceSearchSerializer,
-    create_serializer_class=PriceCreateSerializer,
-    create_service=price_create,
-    error_names={
+@resource_schema
+class PriceViewSet(CreatableResourceViewSet):
+    queryset = Price.objects.prefetch_related("tiers")
+    serializer_class = PriceSerializer
+    filterset_class = PriceFilter
+    search_class = PriceSearchSerializer
+    create_serializer_class = PriceCreateSerializer
+    create_service = staticmethod(price_create)
+    error_names = {
         "plan": "entity_id",
         "meter": "meter_id",
         "divide_by": "transform_quantity.divide_by",
         "round": "transform_quantity.round",
-    },
-)
+    }
 
 
 # Plans
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A plan with a usage price",
+            value={
+                "id": PRICE_EXAMPLE["entity_id"],
+                "name": "Pro",
+                "description": "",
+                "lookup_key": "pro",
+                "status": "published",
+                "metadata": {},
+                "prices": [PRICE_EXAMPLE],
+                "version": 1,
+                "created_at": "2026-11-27T10:00:00Z",
+                "updated_at": "2026-11-27T10:00:00Z",
+            },
+            response_only=True,
+        )
+    ]
+)
 class PlanSerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField()
     metadata = Metadata()
@@ -283,6 +408,11 @@ class PlanSerializer(serializers.ModelSerializer):
         return "published" if plan.active else "archived"
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample("A plan", value={"name": "Pro", "lookup_key": "pro"}, request_only=True)
+    ]
+)
 class PlanCreateSerializer(serializers.Serializer):
     name = serializers.CharField(allow_blank=True)
     description = _text()
@@ -305,12 +435,11 @@ class PlanFilter(django_filters.FilterSet):
         fields = ["lookup_key", "name", "active"]
 
 
-PlanListView, PlanSearchView, PlanDetailView = resource_views(
-    name="Plan",
-    queryset=Plan.objects.prefetch_related("prices__tiers"),
-    serializer_class=PlanSerializer,
-    filterset_class=PlanFilter,
-    search_class=PlanSearchSerializer,
-    create_serializer_class=PlanCreateSerializer,
-    create_service=plan_create,
-)
+@resource_schema
+class PlanViewSet(CreatableResourceViewSet):
+    queryset = Plan.objects.prefetch_related("prices__tiers")
+    serializer_class = PlanSerializer
+    filterset_class = PlanFilter
+    search_class = PlanSearchSerializer
+    create_serializer_class = PlanCreateSerializer
+    create_service = staticmethod(plan_create)

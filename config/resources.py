@@ -1,6 +1,6 @@
 """Generic resource endpoints in Flexprice's shape: create, GET list, POST search, get.
 
-A resource module declares serializers and a service; these classes do the HTTP part.
+A resource module declares serializers and a service; a ViewSet here does the HTTP part.
 """
 
 import functools
@@ -10,12 +10,15 @@ from decimal import Decimal
 from django.urls import register_converter
 from django.urls.converters import StringConverter
 from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
     extend_schema,
     extend_schema_field,
     extend_schema_view,
     inline_serializer,
 )
-from rest_framework import generics, serializers, status
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from config.api import Pagination
@@ -31,6 +34,11 @@ class PathId(StringConverter):
 register_converter(PathId, "id")
 
 
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+DECIMAL_SCHEMA = {"type": "string", "pattern": DECIMAL_PATTERN, "example": "12.50"}
+
+
+@extend_schema_field(DECIMAL_SCHEMA)
 class Amount(CanonicalDecimal):
     """A decimal of any size as a plain string: "15", never "15.000000000000" or "1.5E+1".
 
@@ -44,7 +52,10 @@ class Amount(CanonicalDecimal):
         return format(Decimal(value).normalize(), "f")
 
 
-@extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+METADATA_SCHEMA = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+@extend_schema_field(METADATA_SCHEMA)
 class Metadata(serializers.DictField):
     """``{str: str}``. The SDK refuses other values, so whatever is stored goes out as text."""
 
@@ -62,12 +73,15 @@ class Metadata(serializers.DictField):
         return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
 
-@extend_schema_field(str)
 class Constant(serializers.ReadOnlyField):
-    """A wire field Tally always answers the same way, such as ``"status": "published"``."""
+    """A wire field Tally always answers the same way, such as ``"status": "published"``.
 
-    def __init__(self, value, **kwargs):
+    The schema names the one value; ``schema`` overrides it, e.g. for ``{}``.
+    """
+
+    def __init__(self, value, schema=None, **kwargs):
         self.value = value
+        self._spectacular_annotation = {"field": schema or {"type": "string", "enum": [value]}}
         super().__init__(source="*", **kwargs)
 
     def to_representation(self, instance):
@@ -117,7 +131,7 @@ class BodyPagination(Pagination):
     """Limit and offset from the view's validated search body, not the query string."""
 
     def paginate_queryset(self, queryset, request, view=None):
-        self.body = view.search.validated_data
+        self.body = view.search_body.validated_data
         return super().paginate_queryset(queryset, request, view)
 
     def get_limit(self, request):
@@ -133,6 +147,22 @@ class PageInfo(serializers.Serializer):
     offset = serializers.IntegerField()
 
 
+PAGE_INFO_EXAMPLE = {"total": 1, "limit": 50, "offset": 0}
+
+
+class ListPagination(Pagination):
+    """The query-string list's paging, with its schema complete enough to carry examples."""
+
+    def get_paginated_response_schema(self, schema):
+        page = super().get_paginated_response_schema(schema)
+        info = page["properties"]["pagination"]
+        for name, value in PAGE_INFO_EXAMPLE.items():
+            info["properties"][name]["example"] = value
+        info["required"] = list(PAGE_INFO_EXAMPLE)
+        page["required"] = ["items", "pagination"]
+        return page
+
+
 @functools.cache
 def page_of(serializer_class) -> serializers.Serializer:
     """The schema of ``{"items": [...], "pagination": {...}}``, one component per class."""
@@ -142,63 +172,80 @@ def page_of(serializer_class) -> serializers.Serializer:
     )
 
 
-class ListCreateView(generics.ListAPIView):
-    """GET: a django-filter list. POST: parse with ``create_serializer_class``, whose
-    validated data are the keyword arguments of ``create_service``; answer 201."""
+class ResourceViewSet(viewsets.ReadOnlyModelViewSet):
+    """``GET /<resource>`` (a django-filter list), ``GET /<resource>/{id}`` and
+    ``POST /<resource>/search`` (the SDK's list, filtered and paged by a JSON body).
+
+    A subclass declares ``queryset``, ``serializer_class``, ``filterset_class`` and
+    ``search_class``, and is decorated with ``resource_schema``.
+    """
+
+    lookup_value_converter = "id"
+    pagination_class = ListPagination
+    search_class: type[SearchRequest]
+
+    def get_serializer_class(self):
+        if self.action == "search":
+            return self.search_class
+        if self.action == "create":
+            return self.create_serializer_class
+        return self.serializer_class
+
+    def output(self, rows, **kwargs):
+        return self.serializer_class(rows, context=self.get_serializer_context(), **kwargs).data
+
+    @action(detail=False, methods=["post"], url_path="search", filter_backends=[])
+    def search(self, request):
+        self.search_body = self.search_class(data=request.data)
+        self.search_body.is_valid(raise_exception=True)
+        paginator = BodyPagination()
+        queryset = self.search_body.filter(self.get_queryset())
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(self.output(page, many=True))
+
+
+class CreatableResourceViewSet(ResourceViewSet):
+    """A resource that also answers ``POST /<resource>``: the body is parsed with
+    ``create_serializer_class``, whose validated data are the keyword arguments of
+    ``create_service``; the answer is 201 and the created row. ``error_names`` maps the
+    service's field names to the body's."""
 
     create_serializer_class: type[serializers.Serializer]
     create_service = None  # staticmethod(a_service)
+    error_names: dict[str, str] = {}
 
-    def post(self, request):
+    def create(self, request):
         body = self.create_serializer_class(data=request.data)
         body.is_valid(raise_exception=True)
         created = self.create_service(**body.validated_data)
-        output = self.get_serializer(self.get_queryset().get(pk=created.pk))
-        return Response(output.data, status=status.HTTP_201_CREATED)
-
-
-class SearchView(generics.GenericAPIView):
-    """POST: the SDK's list, filtered and paged by a JSON body (``search_class``)."""
-
-    search_class: type[SearchRequest]
-    pagination_class = BodyPagination
-    filter_backends = []
-
-    def post(self, request):
-        self.search = self.search_class(data=request.data)
-        self.search.is_valid(raise_exception=True)
-        page = self.paginate_queryset(self.search.filter(self.get_queryset()))
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
-
-def resource_views(
-    *,
-    name: str,
-    queryset,
-    serializer_class,
-    filterset_class,
-    search_class: type[SearchRequest],
-    create_serializer_class=None,
-    create_service=None,
-    error_names: dict | None = None,
-):
-    """The list (with create when there is a service), search and detail views of one
-    resource, each in Flexprice's shape."""
-    shared = {"queryset": queryset, "serializer_class": serializer_class}
-    listing = {**shared, "filterset_class": filterset_class}
-    if create_service is None:
-        list_view = type(f"{name}ListView", (generics.ListAPIView,), listing)
-    else:
-        listing.update(
-            create_serializer_class=create_serializer_class,
-            create_service=staticmethod(create_service),
-            error_names=error_names or {},
+        return Response(
+            self.output(self.get_queryset().get(pk=created.pk)), status=status.HTTP_201_CREATED
         )
-        list_view = extend_schema_view(
-            post=extend_schema(request=create_serializer_class, responses={201: serializer_class})
-        )(type(f"{name}ListView", (ListCreateView,), listing))
-    search_view = extend_schema_view(
-        post=extend_schema(request=search_class, responses=page_of(serializer_class))
-    )(type(f"{name}SearchView", (SearchView,), {**shared, "search_class": search_class}))
-    detail_view = type(f"{name}DetailView", (generics.RetrieveAPIView,), shared)
-    return list_view, search_view, detail_view
+
+
+def resource_schema(viewset):
+    """Documents a ``ResourceViewSet`` subclass: its bodies come from its serializers."""
+    serializer = viewset.serializer_class
+    name = viewset.queryset.model._meta.verbose_name
+    page_examples = [
+        OpenApiExample(
+            example.name, value={"items": [example.value], "pagination": PAGE_INFO_EXAMPLE}
+        )
+        for example in getattr(serializer, "_spectacular_annotation", {}).get("examples", [])
+    ]
+    schemas = {
+        "list": extend_schema(description=f"The {name}s, filtered by the query string."),
+        "retrieve": extend_schema(description=f"One {name}, by id."),
+        "search": extend_schema(
+            description=f"The {name}s, filtered and paged by a JSON body.",
+            request=viewset.search_class,
+            responses=OpenApiResponse(page_of(serializer), examples=page_examples),
+        ),
+    }
+    if hasattr(viewset, "create"):
+        schemas["create"] = extend_schema(
+            description=f"Creates a {name}.",
+            request=viewset.create_serializer_class,
+            responses={201: serializer},
+        )
+    return extend_schema_view(**schemas)(viewset)

@@ -139,7 +139,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["metering.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["metering.auth.HasApiKey"],
@@ -178,6 +178,8 @@ SPECTACULAR_SETTINGS = {
         "PriceTypeEnum": "catalog.models.Price.Type",
         "AggregationTypeEnum": "catalog.models.Meter.Aggregation",
         "BillingPeriodEnum": "catalog.models.BillingPeriod",
+        "BatchItemStatusEnum": ["accepted", "duplicate", "rejected"],
+        "PublishedStatusEnum": ["published"],
     },
 }
 

@@ -8,20 +8,26 @@ from types import SimpleNamespace
 
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.fields import empty
 from rest_framework.response import Response
 from rest_framework.utils import html
 from rest_framework.views import APIView
 
+from catalog import names
 from catalog.models import Meter
 from catalog.validation import validate_meter
 from config.api import error_response
 from config.bounds import MAX_OFFSET, Moment
+from config.resources import Amount
+from config.schema import error_response as documented_error
 from metering import selectors
 from metering.ingestion import (
     MAX_BATCH,
+    MAX_DEPTH,
+    MAX_PROPERTIES_BYTES,
+    MAX_TEXT,
     EventRejected,
     event_parse,
     events_ingest,
@@ -30,6 +36,178 @@ from metering.ingestion import (
 )
 from metering.matching import events_with_properties
 from metering.models import Customer, Event
+
+# What the hand parser reads and the views answer, for the schema (ingestion is not run
+# through these serializers: it is the hot path, and event_parse is the one rule book).
+
+
+class IngestEvent(serializers.Serializer):
+    event_name = serializers.CharField(
+        max_length=MAX_TEXT, help_text="Printable; a meter must use it, or the event is refused."
+    )
+    external_customer_id = serializers.CharField(max_length=MAX_TEXT)
+    event_id = serializers.CharField(
+        required=False,
+        max_length=MAX_TEXT,
+        help_text="Idempotency key: an id already stored is a duplicate. Generated when absent.",
+    )
+    source = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT)
+    timestamp = serializers.DateTimeField(
+        required=False,
+        help_text="RFC 3339; without an offset it is UTC. Default: now. "
+        "At most 5 minutes in the future.",
+    )
+    properties = serializers.DictField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text=f"Any JSON object of at most {MAX_PROPERTIES_BYTES} bytes, nested at most "
+        f"{MAX_DEPTH} levels, without NUL. Numbers may be sent as strings.",
+    )
+
+
+class BulkIngestEvent(serializers.Serializer):
+    events = IngestEvent(many=True, allow_empty=False, max_length=MAX_BATCH)
+
+
+class EventAccepted(serializers.Serializer):
+    message = serializers.CharField()
+    event_id = serializers.CharField()
+
+
+class BulkAccepted(serializers.Serializer):
+    """Every value is a string: the SDK parses this answer as ``{str: str}``."""
+
+    message = serializers.CharField()
+    accepted = serializers.RegexField(r"^[0-9]+$", help_text="Events stored, as a string.")
+    duplicates = serializers.RegexField(r"^[0-9]+$", help_text="Events already stored.")
+
+
+class BatchItemResult(serializers.Serializer):
+    index = serializers.IntegerField(help_text="The event's position in ``events``.")
+    event_id = serializers.CharField(required=False, help_text="Absent when rejected.")
+    status = serializers.ChoiceField(["accepted", "duplicate", "rejected"])
+    reason = serializers.CharField(required=False, help_text="Why it was rejected.")
+
+
+class BatchResult(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    results = BatchItemResult(many=True)
+
+
+class EventOut(serializers.Serializer):
+    id = serializers.CharField()
+    event_name = serializers.CharField()
+    external_customer_id = serializers.CharField()
+    source = serializers.CharField()
+    properties = serializers.DictField(child=serializers.JSONField())
+    timestamp = serializers.DateTimeField()
+    ingested_at = serializers.DateTimeField()
+
+
+class EventsPage(serializers.Serializer):
+    events = EventOut(many=True)
+    has_more = serializers.BooleanField()
+    offset = serializers.IntegerField()
+
+
+class UsageWindowResult(serializers.Serializer):
+    window_size = serializers.DateTimeField(help_text="The start of the window.")
+    value = Amount()
+
+
+class UsageResult(serializers.Serializer):
+    event_name = serializers.CharField()
+    type = serializers.ChoiceField(Meter.Aggregation.choices)
+    value = Amount()
+    results = UsageWindowResult(many=True, help_text="Per window when window_size is given.")
+
+
+EVENT_EXAMPLE = {
+    "event_name": "llm.tokens",
+    "external_customer_id": "user_42",
+    "event_id": "evt_2026_11_27_0001",
+    "timestamp": "2026-11-27T10:00:00Z",
+    "source": "api",
+    "properties": {"tokens": "1500", "model": "gpt-4o"},
+}
+INGEST_EXAMPLES = [
+    OpenApiExample("One event", value=EVENT_EXAMPLE, request_only=True),
+    OpenApiExample(
+        "Accepted",
+        value={"message": "Event accepted for processing", "event_id": "evt_2026_11_27_0001"},
+        response_only=True,
+        status_codes=["202"],
+    ),
+]
+BULK_EXAMPLES = [
+    OpenApiExample(
+        "Two events",
+        value={"events": [EVENT_EXAMPLE, {**EVENT_EXAMPLE, "event_id": "evt_2026_11_27_0002"}]},
+        request_only=True,
+    ),
+    OpenApiExample(
+        "Accepted",
+        value={"message": "Events accepted for processing", "accepted": "2", "duplicates": "0"},
+        response_only=True,
+        status_codes=["202"],
+    ),
+]
+BATCH_EXAMPLES = [
+    BULK_EXAMPLES[0],
+    OpenApiExample(
+        "One stored, one already stored",
+        value={
+            "accepted": 1,
+            "duplicates": 1,
+            "rejected": 0,
+            "results": [
+                {"index": 0, "event_id": "evt_2026_11_27_0001", "status": "accepted"},
+                {"index": 1, "event_id": "evt_2026_11_27_0002", "status": "duplicate"},
+            ],
+        },
+        response_only=True,
+    ),
+]
+EVENTS_PAGE_EXAMPLE = OpenApiExample(
+    "Newest first",
+    value={
+        "events": [
+            {
+                "id": EVENT_EXAMPLE["event_id"],
+                "event_name": EVENT_EXAMPLE["event_name"],
+                "external_customer_id": EVENT_EXAMPLE["external_customer_id"],
+                "source": EVENT_EXAMPLE["source"],
+                "properties": EVENT_EXAMPLE["properties"],
+                "timestamp": EVENT_EXAMPLE["timestamp"],
+                "ingested_at": "2026-11-27T10:00:01Z",
+            }
+        ],
+        "has_more": False,
+        "offset": 0,
+    },
+    response_only=True,
+)
+USAGE_RESULT_EXAMPLE = OpenApiExample(
+    "Daily usage",
+    value={
+        "event_name": "llm.tokens",
+        "type": names.SUM,
+        "value": "4500",
+        "results": [
+            {"window_size": "2026-11-26T00:00:00Z", "value": "3000"},
+            {"window_size": "2026-11-27T00:00:00Z", "value": "1500"},
+        ],
+    },
+    response_only=True,
+)
+USAGE_WINDOW_EXAMPLE = {
+    "external_customer_id": "user_42",
+    "start_time": "2026-11-26T00:00:00Z",
+    "end_time": "2026-11-28T00:00:00Z",
+    "window_size": "DAY",
+}
 
 
 def _parse_all(items, meters, now):
@@ -55,7 +233,7 @@ def _event_list(data):
 class EventBulkView(APIView):
     """All or nothing: one bad event refuses the whole batch, naming each bad index."""
 
-    @extend_schema(request=OpenApiTypes.OBJECT, responses={202: OpenApiTypes.OBJECT})
+    @extend_schema(request=BulkIngestEvent, responses={202: BulkAccepted}, examples=BULK_EXAMPLES)
     def post(self, request):
         events, problem = _event_list(request.data)
         if problem:
@@ -85,7 +263,7 @@ class EventBulkView(APIView):
 class EventBatchView(APIView):
     """Tally's partial batch: the valid events are stored, each event gets a result."""
 
-    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=BulkIngestEvent, responses={200: BatchResult}, examples=BATCH_EXAMPLES)
     def post(self, request):
         events, problem = _event_list(request.data)
         if problem:
@@ -216,7 +394,18 @@ def events_page(data) -> Response:
 class EventQueryView(APIView):
     """``POST /v1/events/query``: the SDK's event list, filtered by a JSON body."""
 
-    @extend_schema(request=EventQuery, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        request=EventQuery,
+        responses={200: EventsPage},
+        examples=[
+            OpenApiExample(
+                "One customer's tokens",
+                value={"external_customer_id": "user_42", "event_name": "llm.tokens"},
+                request_only=True,
+            ),
+            EVENTS_PAGE_EXAMPLE,
+        ],
+    )
     def post(self, request):
         return events_page(request.data)
 
@@ -291,7 +480,18 @@ def _usage_response(meter, query, use_rollups=True) -> Response:
 
 
 class UsageByMeterView(APIView):
-    @extend_schema(request=UsageByMeterRequest, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        request=UsageByMeterRequest,
+        responses={200: UsageResult, 404: documented_error(404)},
+        examples=[
+            OpenApiExample(
+                "Usage of one meter by day",
+                value={"meter_id": "meter_01JD7X8Y9Z", **USAGE_WINDOW_EXAMPLE},
+                request_only=True,
+            ),
+            USAGE_RESULT_EXAMPLE,
+        ],
+    )
     def post(self, request):
         query = UsageByMeterRequest(data=request.data)
         query.is_valid(raise_exception=True)
@@ -304,7 +504,24 @@ class UsageByMeterView(APIView):
 class UsageView(APIView):
     """Ad-hoc usage for any event name and aggregation, read from raw events."""
 
-    @extend_schema(request=UsageRequest, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        request=UsageRequest,
+        responses={200: UsageResult},
+        examples=[
+            OpenApiExample(
+                "Ad-hoc sum of a property",
+                value={
+                    "event_name": "llm.tokens",
+                    "aggregation_type": names.SUM,
+                    "property_name": "tokens",
+                    "filters": {"model": ["gpt-4o"]},
+                    **USAGE_WINDOW_EXAMPLE,
+                },
+                request_only=True,
+            ),
+            USAGE_RESULT_EXAMPLE,
+        ],
+    )
     def post(self, request):
         query = UsageRequest(data=request.data)
         query.is_valid(raise_exception=True)
@@ -329,11 +546,13 @@ class UsageView(APIView):
 class EventIngestView(APIView):
     """``POST /v1/events`` ingests one event; ``GET /v1/events`` lists them."""
 
-    @extend_schema(parameters=[EventQuery], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        parameters=[EventQuery], responses={200: EventsPage}, examples=[EVENTS_PAGE_EXAMPLE]
+    )
     def get(self, request):
         return events_page(request.query_params)
 
-    @extend_schema(request=OpenApiTypes.OBJECT, responses={202: OpenApiTypes.OBJECT})
+    @extend_schema(request=IngestEvent, responses={202: EventAccepted}, examples=INGEST_EXAMPLES)
     def post(self, request):
         try:
             event = event_parse(request.data, meters=meters_by_event_name(), now=timezone.now())

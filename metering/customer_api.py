@@ -1,20 +1,37 @@
 """Customers under /v1/customers, in Flexprice's wire format."""
 
 import django_filters
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import generics, serializers
 
 from config.resources import (
     Constant,
+    CreatableResourceViewSet,
     Ids,
     Metadata,
     SearchRequest,
-    resource_views,
+    resource_schema,
 )
 from metering.models import Customer
 from metering.services import customer_create
 
+CUSTOMER_EXAMPLE = {
+    "id": "cust_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "external_id": "user_42",
+    "name": "Acme Inc",
+    "email": "billing@acme.test",
+    "metadata": {"segment": "startup"},
+    "status": "published",
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
 
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("A customer", value=CUSTOMER_EXAMPLE, response_only=True)]
+)
 class CustomerSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(help_text="An email address, or empty when none was given.")
     metadata = Metadata()
     status = Constant("published")
 
@@ -25,6 +42,15 @@ class CustomerSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A customer",
+            value={"external_id": "user_42", "name": "Acme Inc", "email": "billing@acme.test"},
+            request_only=True,
+        )
+    ]
+)
 class CustomerCreateSerializer(serializers.Serializer):
     external_id = serializers.CharField(allow_blank=True)
     name = serializers.CharField(allow_blank=True)
@@ -56,15 +82,14 @@ class CustomerFilter(django_filters.FilterSet):
         fields = ["external_id", "email", "name"]
 
 
-CustomerListView, CustomerSearchView, CustomerDetailView = resource_views(
-    name="Customer",
-    queryset=Customer.objects.all(),
-    serializer_class=CustomerSerializer,
-    filterset_class=CustomerFilter,
-    search_class=CustomerSearchSerializer,
-    create_serializer_class=CustomerCreateSerializer,
-    create_service=customer_create,
-)
+@resource_schema
+class CustomerViewSet(CreatableResourceViewSet):
+    queryset = Customer.objects.all()
+    serializer_class = CustomerSerializer
+    filterset_class = CustomerFilter
+    search_class = CustomerSearchSerializer
+    create_serializer_class = CustomerCreateSerializer
+    create_service = staticmethod(customer_create)
 
 
 class CustomerByExternalIdView(generics.RetrieveAPIView):

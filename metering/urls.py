@@ -1,22 +1,19 @@
-from django.urls import path, re_path
+from django.urls import re_path
+from rest_framework.routers import SimpleRouter
 
-from metering.customer_api import (
-    CustomerByExternalIdView,
-    CustomerDetailView,
-    CustomerListView,
-    CustomerSearchView,
-)
+from metering.customer_api import CustomerByExternalIdView, CustomerViewSet
+
+router = SimpleRouter(trailing_slash=False, use_regex_path=False)
+router.register("customers", CustomerViewSet, basename="customer")
 
 customer_urls = [
-    path("customers", CustomerListView.as_view(), name="customer-list"),
-    path("customers/search", CustomerSearchView.as_view(), name="customer-search"),
     # External ids may hold "/"; ".../subscriptions" is left to billing's route.
     re_path(
         r"^customers/external/(?P<external_id>(?!.*/subscriptions$)[^\x00]+)$",
         CustomerByExternalIdView.as_view(),
         name="customer-by-external-id",
     ),
-    path("customers/<id:pk>", CustomerDetailView.as_view(), name="customer-detail"),
+    *router.urls,
 ]
 
 urlpatterns = [*customer_urls]

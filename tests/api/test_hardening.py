@@ -311,7 +311,7 @@ def test_a_v1_crash_answers_json_in_the_error_shape(api_client, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(customer_api.CustomerListView, "list", crash)
+    monkeypatch.setattr(customer_api.CustomerViewSet, "list", crash)
     api_client.raise_request_exception = False
     response = api_client.get("/v1/customers")
     assert response["content-type"] == "application/json"
