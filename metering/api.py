@@ -28,9 +28,12 @@ from metering.ingestion import (
     MAX_DEPTH,
     MAX_PROPERTIES_BYTES,
     MAX_TEXT,
+    BulkRejected,
     EventRejected,
+    event_list,
     event_parse,
-    events_ingest,
+    events_batch_ingest,
+    events_bulk_ingest,
     meters_by_event_name,
     single_events,
 )
@@ -210,46 +213,17 @@ USAGE_WINDOW_EXAMPLE = {
 }
 
 
-def _parse_all(items, meters, now):
-    """Each item parsed, or the reason it was rejected, in order."""
-    parsed = []
-    for raw in items:
-        try:
-            parsed.append(event_parse(raw, meters=meters, now=now))
-        except EventRejected as error:
-            parsed.append(error)
-    return parsed
-
-
-def _event_list(data):
-    events = data.get("events") if isinstance(data, dict) else None
-    if not isinstance(events, list) or not events:
-        return None, 'Send {"events": [...]} with 1 to 1000 events.'
-    if len(events) > MAX_BATCH:
-        return None, f"A batch holds at most {MAX_BATCH} events; this one has {len(events)}."
-    return events, None
-
-
 class EventBulkView(APIView):
     """All or nothing: one bad event refuses the whole batch, naming each bad index."""
 
     @extend_schema(request=BulkIngestEvent, responses={202: BulkAccepted}, examples=BULK_EXAMPLES)
     def post(self, request):
-        events, problem = _event_list(request.data)
-        if problem:
-            return error_response(400, problem)
-        parsed = _parse_all(events, meters_by_event_name(), timezone.now())
-        rejected = [
-            {"index": i, "reason": str(p)} for i, p in enumerate(parsed) if isinstance(p, Exception)
-        ]
-        if rejected:
-            first = rejected[0]
-            message = (
-                f"{len(rejected)} of {len(events)} events are invalid; none were stored. "
-                f"Event {first['index']}: {first['reason']}"
-            )
-            return error_response(400, message, {"rejected": rejected})
-        result = events_ingest(events=parsed)
+        try:
+            result = events_bulk_ingest(raws=event_list(request.data), now=timezone.now())
+        except BulkRejected as refusal:
+            return error_response(400, str(refusal), {"rejected": refusal.rejected})
+        except EventRejected as refusal:
+            return error_response(400, str(refusal))
         return Response(
             {
                 "message": "Events accepted for processing",
@@ -265,26 +239,10 @@ class EventBatchView(APIView):
 
     @extend_schema(request=BulkIngestEvent, responses={200: BatchResult}, examples=BATCH_EXAMPLES)
     def post(self, request):
-        events, problem = _event_list(request.data)
-        if problem:
-            return error_response(400, problem)
-        parsed = _parse_all(events, meters_by_event_name(), timezone.now())
-        good = [p for p in parsed if not isinstance(p, Exception)]
-        stored_ids = {e.event_id for e in events_ingest(events=good).stored}
-        results, seen = [], set()
-        for index, item in enumerate(parsed):
-            if isinstance(item, Exception):
-                results.append({"index": index, "status": "rejected", "reason": str(item)})
-                continue
-            fresh = item.event_id in stored_ids and item.event_id not in seen
-            seen.add(item.event_id)
-            results.append(
-                {
-                    "index": index,
-                    "event_id": item.event_id,
-                    "status": "accepted" if fresh else "duplicate",
-                }
-            )
+        try:
+            results = events_batch_ingest(raws=event_list(request.data), now=timezone.now())
+        except EventRejected as refusal:
+            return error_response(400, str(refusal))
         counts = {
             s: sum(r["status"] == s for r in results) for s in ("accepted", "duplicate", "rejected")
         }

@@ -194,6 +194,71 @@ def events_ingest(*, events: list[EventIn]) -> IngestResult:
     return IngestResult(stored=stored, duplicates=len(events) - len(stored))
 
 
+def event_list(data) -> list:
+    """The events of a bulk or batch body: 1 to ``MAX_BATCH`` of them."""
+    events = data.get("events") if isinstance(data, dict) else None
+    if not isinstance(events, list) or not events:
+        raise EventRejected(f'Send {{"events": [...]}} with 1 to {MAX_BATCH} events.')
+    if len(events) > MAX_BATCH:
+        raise EventRejected(
+            f"A batch holds at most {MAX_BATCH} events; this one has {len(events)}."
+        )
+    return events
+
+
+def _parse_all(raws: list, now: datetime) -> list:
+    """Each event parsed, or the reason it was rejected, in order."""
+    meters, parsed = meters_by_event_name(), []
+    for raw in raws:
+        try:
+            parsed.append(event_parse(raw, meters=meters, now=now))
+        except EventRejected as error:
+            parsed.append(error)
+    return parsed
+
+
+class BulkRejected(EventRejected):
+    """A bulk with bad events: ``rejected`` names each by index and reason."""
+
+    def __init__(self, message: str, rejected: list[dict]):
+        super().__init__(message)
+        self.rejected = rejected
+
+
+def events_bulk_ingest(*, raws: list, now: datetime) -> IngestResult:
+    """All or nothing: one bad event refuses the whole bulk, and each bad one is named."""
+    parsed = _parse_all(raws, now)
+    rejected = [
+        {"index": i, "reason": str(p)} for i, p in enumerate(parsed) if isinstance(p, Exception)
+    ]
+    if rejected:
+        first = rejected[0]
+        raise BulkRejected(
+            f"{len(rejected)} of {len(raws)} events are invalid; none were stored. "
+            f"Event {first['index']}: {first['reason']}",
+            rejected,
+        )
+    return events_ingest(events=parsed)
+
+
+def events_batch_ingest(*, raws: list, now: datetime) -> list[dict]:
+    """Tally's partial batch: the valid events are stored; each event gets its result,
+    ``accepted``, ``duplicate`` (stored before, or earlier in this batch) or ``rejected``."""
+    parsed = _parse_all(raws, now)
+    good = [p for p in parsed if not isinstance(p, Exception)]
+    stored = {e.event_id for e in events_ingest(events=good).stored}
+    results, seen = [], set()
+    for index, item in enumerate(parsed):
+        if isinstance(item, Exception):
+            results.append({"index": index, "status": "rejected", "reason": str(item)})
+            continue
+        fresh = item.event_id in stored and item.event_id not in seen
+        seen.add(item.event_id)
+        status = "accepted" if fresh else "duplicate"
+        results.append({"index": index, "event_id": item.event_id, "status": status})
+    return results
+
+
 class _Slot:
     __slots__ = ("event", "outcome", "done")
 
