@@ -143,8 +143,8 @@ class BillingPeriod(models.TextChoices):
 
 class Price(models.Model):
     class Type(models.TextChoices):
-        USAGE = "USAGE"
-        FIXED = "FIXED"
+        USAGE = names.USAGE
+        FIXED = names.FIXED
 
     class BillingModel(models.TextChoices):
         FLAT_FEE = pricing.FLAT_FEE
@@ -152,8 +152,8 @@ class Price(models.Model):
         TIERED = pricing.TIERED
 
     class Cadence(models.TextChoices):
-        ARREAR = "ARREAR"
-        ADVANCE = "ADVANCE"
+        ARREAR = names.ARREAR
+        ADVANCE = names.ADVANCE
 
     class Round(models.TextChoices):
         UP = pricing.ROUND_UP

@@ -22,6 +22,12 @@ ADDITIVE_AGGREGATIONS = frozenset({COUNT, SUM, SUM_WITH_MULTIPLIER, WEIGHTED_SUM
 # Aggregations whose hourly rollups cannot be summed per window: they need the hours.
 HOURLY_ONLY_AGGREGATIONS = frozenset({LATEST, COUNT_UNIQUE})
 
+# Price types (``Price.type``) and when they are invoiced (``Price.invoice_cadence``).
+USAGE = "USAGE"
+FIXED = "FIXED"
+ARREAR = "ARREAR"
+ADVANCE = "ADVANCE"
+
 # Billing models (``Price.billing_model``).
 FLAT_FEE = "FLAT_FEE"
 PACKAGE = "PACKAGE"

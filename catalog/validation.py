@@ -10,13 +10,9 @@ from decimal import Decimal
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from catalog import pricing
+from catalog.names import ADVANCE, COUNT, FIXED, SUM_WITH_MULTIPLIER, USAGE
 
 METERED = "metered"
-COUNT = "COUNT"
-SUM_WITH_MULTIPLIER = "SUM_WITH_MULTIPLIER"
-USAGE = "USAGE"
-FIXED = "FIXED"
-ADVANCE = "ADVANCE"
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
 # Bounds (README.md, "Bounds").

@@ -92,6 +92,7 @@ AXES_USERNAME_CALLABLE = "config.security.login_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # no banner on every manage.py command
 
 LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:home"
