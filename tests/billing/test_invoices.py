@@ -7,7 +7,7 @@ import pytest
 import time_machine
 from django.db import IntegrityError, connection, transaction
 
-from billing.demo import demo_catalog_load
+from billing.demo import demo_catalog_load, scenario_load
 from billing.models import Invoice
 from billing.services import (
     InvalidTransition,
@@ -30,13 +30,14 @@ START = datetime(2026, 11, 3, 13, 27, 41, tzinfo=UTC)
 
 
 @pytest.fixture
-def o1(o1_scenario, django_capture_on_commit_callbacks):
+def o1(django_capture_on_commit_callbacks):
     """The o1 plan, its two customers subscribed from START, and the scenario's events."""
-    plan = demo_catalog_load(scenario=o1_scenario)
+    o1_demo = scenario_load()  # the app's demo data; the reference's expectations are below
+    plan = demo_catalog_load(scenario=o1_demo)
     rollups_refresh(settle_seconds=0)
     subs = {}
     with time_machine.travel(START + timedelta(days=1), tick=False):
-        for spec in o1_scenario["customers"]:
+        for spec in o1_demo["customers"]:
             customer = CustomerFactory(external_id=spec["external_id"], name=spec["name"])
             subs[spec["external_id"]] = SubscriptionFactory(
                 customer=customer,
@@ -44,7 +45,7 @@ def o1(o1_scenario, django_capture_on_commit_callbacks):
                 start_date=START - timedelta(days=40),
                 billing_anchor=START - timedelta(days=31),
             )
-        for spec in o1_scenario["events"]:
+        for spec in o1_demo["events"]:
             at = START + timedelta(seconds=spec["period_offset_s"])
             with django_capture_on_commit_callbacks(execute=True):  # as after a real commit
                 ingest(
