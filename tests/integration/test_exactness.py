@@ -96,13 +96,18 @@ def test_finalize_during_bulk_ingest_bills_or_reports_every_event(setup, worker)
     draft = Invoice.objects.get(subscription=subscription, invoice_status="DRAFT")
     batches = [[tokens(f"s{b}-{i}", 1000 + i) for i in range(250)] for b in range(24)]
     sent = sum(int(e["properties"]["tokens"]) for batch in batches for e in batch)
-    go = threading.Barrier(5)
-    errors = []
+    # Each client sends a quarter of its batches, then races finalize with the next quarter,
+    # then sends the rest once finalize has answered: some are billed, some surely late.
+    halfway, finalized, errors = threading.Barrier(5), threading.Event(), []
 
     def sender(mine):
-        go.wait()
+        quarter = len(mine) // 4
         try:
-            for batch in mine:
+            for n, batch in enumerate(mine):
+                if n == quarter:
+                    halfway.wait(60)
+                if n == 2 * quarter:
+                    finalized.wait(60)
                 answer = post(client, "events/bulk", {"events": batch})
                 assert answer.status_code == 202, answer.content
         except Exception as error:
@@ -113,9 +118,9 @@ def test_finalize_during_bulk_ingest_bills_or_reports_every_event(setup, worker)
     senders = [threading.Thread(target=sender, args=(batches[k::4],)) for k in range(4)]
     for thread in senders:
         thread.start()
-    go.wait()
-    time.sleep(0.3)
+    halfway.wait(60)
     answer = client.post(f"/v1/invoices/{draft.pk}/finalize")
+    finalized.set()
     assert answer.status_code == 200, answer.content
     for thread in senders:
         thread.join(120)
@@ -126,7 +131,7 @@ def test_finalize_during_bulk_ingest_bills_or_reports_every_event(setup, worker)
     [late] = [i for i in invoice_late_usage(invoice=invoice).lines if i.line.pk == line.pk]
     assert line.quantity + late.quantity == sent
     assert line.event_count + late.event_count == 24 * 250
-    assert late.event_count > 0 and line.event_count > 0, "finalize should land mid-stream"
+    assert late.event_count >= 4 * 2 * 250 and line.event_count >= 4 * 250
     api = client.get(f"/v1/invoices/{invoice.pk}/late_usage").json()
     [row] = [r for r in api["line_items"] if r["line_item_id"] == f"li_{line.pk}"]
     assert Decimal(row["late_quantity"]) == late.quantity
