@@ -24,6 +24,7 @@ from billing.services import (
 )
 from catalog.models import BillingPeriod
 from catalog.money import format_money
+from config.admin import TallyAdmin, TallyTabularInline
 
 LATE_USAGE_LIMIT = 500  # events shown
 LATE_INVOICES_LIMIT = 100
@@ -140,7 +141,7 @@ class SubscriptionAddForm(forms.ModelForm):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(TallyAdmin):
     add_form = SubscriptionAddForm
     list_display = [
         "customer",
@@ -238,7 +239,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
 # Invoices
 
 
-class InvoiceLineItemInline(admin.TabularInline):
+class InvoiceLineItemInline(TallyTabularInline):
     model = InvoiceLineItem
     fields = [
         "display_name",
@@ -298,7 +299,7 @@ class InvoiceLineItemInline(admin.TabularInline):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(TallyAdmin):
     """Read-only: invoices change only through the actions, which call the services."""
 
     list_display = [

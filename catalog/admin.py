@@ -16,6 +16,7 @@ from catalog.models import Feature, Meter, Plan, Price, PriceTier
 from catalog.selectors import plan_in_use, price_example, price_in_use
 from catalog.services import plan_version_create
 from catalog.validation import PRICE_FROZEN, PRICE_MONEY_TERMS, PRICE_UNDELETABLE
+from config.admin import TallyAdmin, TallyStackedInline, TallyTabularInline
 
 FROZEN_CHANGE_FORM = "admin/catalog/frozen_change_form.html"
 PRICE_FROZEN_NOTICE = (
@@ -37,7 +38,7 @@ class MeterForm(forms.ModelForm):
         fields = ["event_name", "aggregation", "field", "multiplier", "filters", "reset_usage"]
 
 
-class MeterInline(admin.StackedInline):
+class MeterInline(TallyStackedInline):
     model = Meter
     form = MeterForm
     formset = MeterInlineFormSet
@@ -47,7 +48,7 @@ class MeterInline(admin.StackedInline):
 
 
 @admin.register(Feature)
-class FeatureAdmin(admin.ModelAdmin):
+class FeatureAdmin(TallyAdmin):
     list_display = ["name", "lookup_key", "type", "meter_summary", "created_at"]
     list_filter = ["type"]
     search_fields = ["name", "lookup_key", "meter__event_name"]
@@ -86,7 +87,7 @@ class PlanPriceForm(PriceForm, PlanPriceInlineForm):
     pass
 
 
-class PriceInline(admin.StackedInline):
+class PriceInline(TallyStackedInline):
     model = Price
     form = PlanPriceForm
     formset = PlanPriceInlineFormSet
@@ -109,7 +110,7 @@ class PriceInline(admin.StackedInline):
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(TallyAdmin):
     list_display = ["name", "lookup_key", "version", "active", "price_count", "created_at"]
     list_filter = ["active"]
     search_fields = ["name", "lookup_key"]
@@ -156,7 +157,7 @@ class PlanAdmin(admin.ModelAdmin):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 
-class TierInline(admin.TabularInline):
+class TierInline(TallyTabularInline):
     model = PriceTier
     formset = TierInlineFormSet
     extra = 3
@@ -164,7 +165,7 @@ class TierInline(admin.TabularInline):
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(TallyAdmin):
     form = PriceForm
     list_display = [
         "__str__",
@@ -227,7 +228,7 @@ class PriceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Meter)
-class MeterAdmin(admin.ModelAdmin):
+class MeterAdmin(TallyAdmin):
     """Meters are edited on their feature; this page exists for search and lookup."""
 
     list_display = ["__str__", "feature", "reset_usage"]

@@ -11,6 +11,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from catalog.models import Meter
+from config.admin import TallyAdmin, TallyTabularInline
 from metering.models import ApiKey, Customer, CustomerUser, Event
 from metering.selectors import unmatched_customers
 from metering.services import api_key_create, api_key_revoke, portal_user_create
@@ -22,7 +23,7 @@ class PortalUserForm(forms.Form):
     password = forms.CharField(widget=forms.PasswordInput, help_text="Share it with them once.")
 
 
-class CustomerUserInline(admin.TabularInline):
+class CustomerUserInline(TallyTabularInline):
     model = CustomerUser
     fields = ["email", "created_at"]
     readonly_fields = fields
@@ -43,7 +44,7 @@ def site_context(model_admin, request) -> dict:
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(TallyAdmin):
     list_display = ["external_id", "name", "email", "created_at"]
     search_fields = ["external_id", "name", "email"]
     readonly_fields = ["id", "created_at", "updated_at"]
@@ -99,7 +100,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(TallyAdmin):
     list_display = ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["id", "prefix", "created_at", "last_used_at", "revoked_at"]
     fields = ["name", *readonly_fields]
@@ -147,7 +148,7 @@ class EventNameFilter(admin.SimpleListFilter):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(TallyAdmin):
     list_display = ["event_id", "event_name", "external_customer_id", "timestamp", "ingested_at"]
     list_filter = [EventNameFilter, ("timestamp", admin.DateFieldListFilter)]
     search_fields = ["=event_id", "=external_customer_id"]
