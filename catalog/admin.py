@@ -1,18 +1,29 @@
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError
-from django.urls import reverse
+from django.http import HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.views.decorators.http import require_GET
 
+from catalog import pricing
 from catalog.forms import (
+    FEATURE_HELP,
+    METER_HELP,
+    PLAN_HELP,
+    PRICE_HELP,
     FiltersField,
     FrozenPriceForm,
     MeterInlineFormSet,
     PlanPriceInlineForm,
     PlanPriceInlineFormSet,
     TierInlineFormSet,
+    price_example_from_form,
 )
+from catalog.labels import filters_text, meter_text
 from catalog.models import Feature, Meter, Plan, Price, PriceTier
+from catalog.money import format_quantity, format_unit_price
 from catalog.selectors import plan_in_use, price_example, price_in_use
 from catalog.services import plan_version_create
 from catalog.validation import PRICE_FROZEN, PRICE_MONEY_TERMS, PRICE_UNDELETABLE
@@ -30,12 +41,48 @@ PLAN_FROZEN_NOTICE = (
 )
 
 
+# htmx for the live worked example; the script shows each part of a form only when it applies.
+SCRIPTS = ["django_htmx/htmx-2.min.js", "catalog/admin.js"]
+EXAMPLE_URL = "admin:catalog_price_example"
+# Until the operator types a price, there is nothing to work out.
+EXAMPLE_PROMPT = "Type the amount and terms to see a worked example."
+
+
+def example_box(*, text: str, scope: str) -> str:
+    """The worked example, recomputed by the example endpoint from the fields in ``scope``
+    (the price form, or one inline row) as the operator types."""
+    return format_html(
+        '<div class="tally-example">'
+        '<label>Example quantity <input type="text" name="example_quantity" inputmode="decimal" '
+        'class="vTextField tally-example-quantity" placeholder="a typical one"></label>'
+        '<p class="tally-example-text" data-testid="worked-example" aria-live="polite" '
+        'hx-get="{url}" hx-include="closest {scope}" '
+        'hx-trigger="input delay:250ms from:closest {scope}, change from:closest {scope}">'
+        "{text}</p></div>",
+        url=reverse(EXAMPLE_URL),
+        scope=scope,
+        text=text,
+    )
+
+
+def worked_example(price: Price, *, scope: str) -> str:
+    return example_box(
+        text=EXAMPLE_PROMPT if price._state.adding else price_example(price), scope=scope
+    )
+
+
+class FeatureForm(forms.ModelForm):
+    class Meta:
+        help_texts = FEATURE_HELP
+
+
 class MeterForm(forms.ModelForm):
     filters = FiltersField()
 
     class Meta:
         model = Meter
         fields = ["event_name", "aggregation", "field", "multiplier", "filters", "reset_usage"]
+        help_texts = METER_HELP
 
 
 class MeterInline(TallyStackedInline):
@@ -49,6 +96,7 @@ class MeterInline(TallyStackedInline):
 
 @admin.register(Feature)
 class FeatureAdmin(TallyAdmin):
+    form = FeatureForm
     list_display = ["name", "lookup_key", "type", "meter_summary", "created_at"]
     list_filter = ["type"]
     search_fields = ["name", "lookup_key", "meter__event_name"]
@@ -69,16 +117,27 @@ class FeatureAdmin(TallyAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("meter")
 
+    class Media:
+        js = SCRIPTS
+
     @admin.display(description="Meter")
     def meter_summary(self, obj):
         meter = getattr(obj, "meter", None)
         if meter is None:
             return "—"
-        filters = "; ".join(f"{f['key']}: {', '.join(f['values'])}" for f in meter.filters)
-        return f"{meter}" + (f" where {filters}" if filters else "")
+        # The feature's name is the row's own column; lead with the event name instead.
+        return meter_text(
+            lead=meter.event_name,
+            aggregation=meter.aggregation,
+            field=meter.field,
+            filters=meter.filters,
+        )
 
 
 class PriceForm(FrozenPriceForm):
+    class Meta:
+        help_texts = PRICE_HELP
+
     def clean_currency(self):
         return (self.cleaned_data.get("currency") or "").lower()
 
@@ -106,11 +165,17 @@ class PriceInline(TallyStackedInline):
 
     @admin.display(description="Worked example")
     def worked_example(self, obj):
-        return price_example(obj) if obj.pk else "Save to see an example."
+        return worked_example(obj, scope=".inline-related")
+
+
+class PlanForm(forms.ModelForm):
+    class Meta:
+        help_texts = PLAN_HELP
 
 
 @admin.register(Plan)
 class PlanAdmin(TallyAdmin):
+    form = PlanForm
     list_display = ["name", "lookup_key", "version", "active", "price_count", "created_at"]
     list_filter = ["active"]
     search_fields = ["name", "lookup_key"]
@@ -151,17 +216,29 @@ class PlanAdmin(TallyAdmin):
                 messages.SUCCESS,
             )
 
+    class Media:
+        js = SCRIPTS
+
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and plan_in_use(plan=obj):
             context["frozen_notice"] = PLAN_FROZEN_NOTICE
+        if obj is not None:
+            # TIERED prices are added there, with their tiers; saving returns here.
+            context["add_price_url"] = f"{reverse('admin:catalog_price_add')}?plan={obj.pk}"
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 class TierInline(TallyTabularInline):
+    """Shown only for TIERED prices (catalog/admin.js); other prices get no empty rows."""
+
     model = PriceTier
     formset = TierInlineFormSet
-    extra = 3
     fields = ["up_to", "unit_amount", "flat_amount"]
+
+    def get_extra(self, request, obj=None, **kwargs):
+        if obj is None:
+            return 2  # hidden until the operator picks TIERED
+        return 1 if obj.billing_model == pricing.TIERED else 0
 
 
 @admin.register(Price)
@@ -172,13 +249,19 @@ class PriceAdmin(TallyAdmin):
         "plan",
         "type",
         "billing_model",
-        "amount",
+        "amount_display",
         "currency",
         "transform",
     ]
     list_filter = ["type", "billing_model", "currency", "plan"]
-    search_fields = ["display_name", "lookup_key", "plan__name", "meter__event_name"]
-    list_select_related = ["plan", "meter"]
+    search_fields = [
+        "display_name",
+        "lookup_key",
+        "plan__name",
+        "meter__event_name",
+        "meter__feature__name",
+    ]
+    list_select_related = ["plan", "meter__feature"]
     autocomplete_fields = ["plan", "meter"]
     readonly_fields = ["id", "worked_example"]
     fieldsets = [
@@ -198,13 +281,42 @@ class PriceAdmin(TallyAdmin):
             },
         ),
         ("Amount", {"fields": [("amount", "currency"), "worked_example"]}),
-        ("Package", {"fields": [("divide_by", "round"), "free_units"]}),
-        ("Tiers", {"fields": ["tier_mode"]}),
+        (
+            "Package",
+            {"fields": [("divide_by", "round"), "free_units"], "classes": ["tally-package"]},
+        ),
+        ("Tiers", {"fields": ["tier_mode"], "classes": ["tally-tiered"]}),
         ("Billing", {"fields": [("billing_period", "billing_period_count"), "invoice_cadence"]}),
         ("Metadata", {"fields": ["metadata"], "classes": ["collapse"]}),
     ]
     inlines = [TierInline]
     change_form_template = FROZEN_CHANGE_FORM
+
+    class Media:
+        js = SCRIPTS
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("meter__feature")
+
+    def get_urls(self):
+        example = self.admin_site.admin_view(require_GET(self.example_view))
+        return [path("example/", example, name="catalog_price_example"), *super().get_urls()]
+
+    def example_view(self, request):
+        """The worked example for the unsaved values of a price form or plan inline row."""
+        if not (self.has_view_or_change_permission(request) or self.has_add_permission(request)):
+            raise PermissionDenied
+        # Half-typed terms are the normal state of a form being filled in, so the reason is
+        # the answer (200), shown where the example goes.
+        text, ok = price_example_from_form(request.GET, prefix=request.GET.get("prefix", ""))
+        css = "tally-example-ok" if ok else "errornote"
+        return HttpResponse(format_html('<span class="{}">{}</span>', css, text))
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # Came from a plan's "Add a price to this plan": go back to the plan.
+        if "plan" in request.GET and not {"_continue", "_addanother", "_popup"} & set(request.POST):
+            return HttpResponseRedirect(reverse("admin:catalog_plan_change", args=[obj.plan_id]))
+        return super().response_add(request, obj, post_url_continue)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and price_in_use(price=obj):
@@ -217,26 +329,52 @@ class PriceAdmin(TallyAdmin):
             self.message_user(request, PRICE_UNDELETABLE, messages.ERROR)
         return super().get_deleted_objects(objs, request)
 
+    @admin.display(description="Amount", ordering="amount")
+    def amount_display(self, obj):
+        return format_unit_price(obj.amount, obj.currency)
+
     @admin.display(description="Transform")
     def transform(self, obj):
         tq = obj.transform_quantity
-        return f"÷ {tq['divide_by']:,} ({tq['round']})" if tq else "—"
+        text = f"÷ {tq['divide_by']:,} ({tq['round']})" if tq else "—"
+        return text + (f", {format_quantity(obj.free_units)} free" if obj.free_units else "")
 
     @admin.display(description="Worked example")
     def worked_example(self, obj):
-        return price_example(obj) if obj.pk else "Save to see an example."
+        return worked_example(obj, scope="form")
 
 
 @admin.register(Meter)
 class MeterAdmin(TallyAdmin):
     """Meters are edited on their feature; this page exists for search and lookup."""
 
-    list_display = ["__str__", "feature", "reset_usage"]
-    search_fields = ["event_name", "feature__name", "feature__lookup_key"]
+    list_display = ["__str__", "feature", "event_name", "reset_usage"]
+    # Found by feature and by filter values, e.g. "sonnet input" in the price's meter picker.
+    search_fields = ["name", "event_name", "feature__name", "feature__lookup_key", "filters"]
     list_select_related = ["feature"]
+    ordering = ["feature__name"]
+    fields = readonly_fields = [
+        "id",
+        "feature",
+        "name",
+        "event_name",
+        "aggregation",
+        "field",
+        "multiplier_display",
+        "filters_display",
+        "reset_usage",
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("feature")
 
     def has_add_permission(self, request):
         return False
 
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in Meter._meta.fields]
+    @admin.display(description="Multiplier")
+    def multiplier_display(self, obj):
+        return "—" if obj.multiplier is None else format_quantity(obj.multiplier)
+
+    @admin.display(description="Filters")
+    def filters_display(self, obj):
+        return filters_text(obj.filters) or "—"

@@ -4,6 +4,8 @@ from django.db import models
 
 from catalog import names, pricing
 from catalog.ids import id_factory
+from catalog.labels import meter_text, terms_summary
+from catalog.money import format_quantity
 from catalog.validation import PRICE_MONEY_TERMS, validate_meter, validate_price
 
 # Unit prices need sub-cent precision: $15 per million tokens is 0.000015 a token.
@@ -75,7 +77,10 @@ class Meter(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self):
-        return f"{self.event_name} · {self.aggregation}" + (f"({self.field})" if self.field else "")
+        lead = self.name or (self.feature.name if self.feature_id else self.event_name)
+        return meter_text(
+            lead=lead, aggregation=self.aggregation, field=self.field, filters=self.filters
+        )
 
     DEFINITION = ("event_name", "aggregation", "field", "multiplier", "filters", "reset_usage")
 
@@ -210,7 +215,27 @@ class Price(models.Model):
         ordering = ["created_at", "id"]
 
     def __str__(self):
-        return self.display_name or f"{self.plan} · {self.meter or self.type}"
+        """``Input Tokens · $15.00 per 1,000,000 tokens``: the display name, else the feature's
+        name, then the terms, so that two prices on one meter read apart."""
+        feature = self.meter.feature if self.meter_id else None
+        name = self.display_name or (feature.name if feature else "Fixed fee")
+        if self.amount is None:  # an unsaved form's half-typed price
+            return name
+        # Naming a price needs no tiers: skip their query.
+        terms = pricing.Terms(
+            billing_model=self.billing_model,
+            amount=self.amount,
+            divide_by=self.divide_by,
+            tier_mode=self.tier_mode,
+        )
+        summary = terms_summary(
+            terms,
+            currency=self.currency,
+            fixed=self.type == self.Type.FIXED,
+            unit_singular=feature.unit_singular if feature else "",
+            unit_plural=feature.unit_plural if feature else "",
+        )
+        return f"{name} · {summary}"
 
     def clean(self):
         validate_price(
@@ -267,7 +292,7 @@ class PriceTier(models.Model):
         ordering = [models.F("up_to").asc(nulls_last=True)]
 
     def __str__(self):
-        return f"up to {self.up_to if self.up_to is not None else '∞'}"
+        return f"up to {'∞' if self.up_to is None else format_quantity(self.up_to)}"
 
     def as_tier(self) -> pricing.Tier:
         return pricing.Tier(

@@ -59,48 +59,68 @@ def amount_for(terms: Terms, quantity: Decimal) -> Decimal:
     if terms.billing_model == PACKAGE:
         return _package(terms, quantity)
     if terms.billing_model == TIERED:
-        if terms.tier_mode == SLAB:
-            return _slab(terms.tiers, quantity)
-        return _volume(terms.tiers, quantity)
+        return sum((use.amount for use in tier_uses(terms, quantity)), ZERO)
     raise ValueError(f"unknown billing model {terms.billing_model!r}")
 
 
 def packages_for(terms: Terms, quantity: Decimal) -> Decimal:
     """How many packages ``quantity`` makes after free units; fractional when round is none."""
-    billable = max(quantity - terms.free_units, ZERO)
-    packages = billable / Decimal(terms.divide_by or 1)
+    packages = exact_packages(terms, quantity)
     if terms.round == ROUND_NONE:
         return packages
     return packages.to_integral_value(ROUND_CEILING if terms.round == ROUND_UP else ROUND_FLOOR)
 
 
+def exact_packages(terms: Terms, quantity: Decimal) -> Decimal:
+    """Packages before rounding: what ``packages_for`` rounds."""
+    return billable_units(terms, quantity) / Decimal(terms.divide_by or 1)
+
+
+def billable_units(terms: Terms, quantity: Decimal) -> Decimal:
+    """``quantity`` less the free units, never below zero."""
+    return max(quantity - terms.free_units, ZERO)
+
+
 def _package(terms: Terms, quantity: Decimal) -> Decimal:
     if terms.round == ROUND_NONE:
         # Multiply before dividing so that exact pro-rata amounts stay exact.
-        billable = max(quantity - terms.free_units, ZERO)
-        return terms.amount * billable / Decimal(terms.divide_by or 1)
+        return terms.amount * billable_units(terms, quantity) / Decimal(terms.divide_by or 1)
     return packages_for(terms, quantity) * terms.amount
 
 
-def _volume(tiers: tuple[Tier, ...], quantity: Decimal) -> Decimal:
-    for tier in tiers:
-        if tier.up_to is None or quantity <= tier.up_to:
-            return quantity * tier.unit_amount + tier.flat_amount
-    last = tiers[-1]  # quantity beyond a closed last tier stays in it
-    return quantity * last.unit_amount + last.flat_amount
+@dataclass(frozen=True)
+class TierUse:
+    """``units`` priced at ``tier``: its share of a TIERED charge."""
+
+    number: int  # 1-based position of the tier
+    tier: Tier
+    units: Decimal
+
+    @property
+    def amount(self) -> Decimal:
+        return self.units * self.tier.unit_amount + self.tier.flat_amount
 
 
-def _slab(tiers: tuple[Tier, ...], quantity: Decimal) -> Decimal:
-    total = ZERO
+def tier_uses(terms: Terms, quantity: Decimal) -> list[TierUse]:
+    """The tiers ``quantity`` touches, each with the units it prices (quantity > 0).
+
+    VOLUME: the one tier the whole quantity lands in. SLAB: each tier filled in order."""
+    tiers = terms.tiers
+    if terms.tier_mode != SLAB:
+        for number, tier in enumerate(tiers, start=1):
+            if tier.up_to is None or quantity <= tier.up_to:
+                return [TierUse(number, tier, quantity)]
+        return [TierUse(len(tiers), tiers[-1], quantity)]  # beyond a closed last tier: stays
+    uses = []
     floor = ZERO
-    for index, tier in enumerate(tiers):
-        is_last = index == len(tiers) - 1
+    for number, tier in enumerate(tiers, start=1):
+        is_last = number == len(tiers)
         ceiling = quantity if tier.up_to is None or is_last else min(quantity, tier.up_to)
         if ceiling <= floor:
             break
-        total += (ceiling - floor) * tier.unit_amount + tier.flat_amount
+        uses.append(TierUse(number, tier, ceiling - floor))
         floor = ceiling
-    return total
+    return uses
 
 
 def _text(value: Decimal | None) -> str | None:

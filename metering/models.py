@@ -12,7 +12,15 @@ class Customer(models.Model):
     id = models.CharField(
         primary_key=True, max_length=40, default=id_factory("cust"), editable=False
     )
-    external_id = models.CharField(max_length=255, unique=True)
+    external_id = models.CharField(
+        max_length=255,
+        unique=True,
+        help_text=(
+            "Your own id for this customer, e.g. the account id in your product. Your product "
+            "sends it with every usage event (external_customer_id), so use the same one there. "
+            "No two customers share one."
+        ),
+    )
     name = models.CharField(max_length=255)
     email = models.EmailField(blank=True)
     metadata = models.JSONField(default=dict, blank=True)

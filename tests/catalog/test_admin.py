@@ -41,7 +41,8 @@ def test_every_registered_admin_changelist_and_add_page_loads(admin_client):
 def test_price_change_page_shows_worked_example(admin_client):
     price = PriceFactory(amount=Decimal("15"), divide_by=1_000_000)
     page = admin_client.get(reverse("admin:catalog_price_change", args=[price.pk]))
-    assert "5,000,000 tokens → $75.00" in page.content.decode()
+    # 3.7 packages by default, so that the rounding shows.
+    assert "3,700,000 tokens → 4 packages × $15.00 = $60.00, rounded up" in page.content.decode()
 
 
 def feature_post(name, lookup_key, prompt_type) -> dict:
@@ -208,7 +209,8 @@ def test_tiered_price_with_its_tiers_is_saved_from_the_price_form(admin_client):
     assert [t.up_to for t in price.tiers.all()] == [Decimal(10), Decimal(20), None]
     page = admin_client.get(reverse("admin:catalog_price_change", args=[price.pk]))
     # SLAB at 40 units: 10×50 + 10×40 + 20×30 = 1,500
-    assert "40 tokens → $1,500.00" in page.content.decode()
+    expected = "40 tokens → 10 × $50.00 (tier 1) + 10 × $40.00 (tier 2) + 20 × $30.00 (tier 3)"
+    assert f"{expected} = $1,500.00" in page.content.decode()
 
 
 def test_usage_price_billed_in_advance_is_refused_on_its_field(admin_client):
