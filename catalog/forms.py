@@ -13,7 +13,6 @@ from catalog.validation import (
     validate_price_change,
     validate_price_delete,
     validate_price_tiers,
-    validate_tiers,
 )
 
 
@@ -207,6 +206,8 @@ def _reasons(form: forms.BaseForm) -> list[str]:
 
 def _example_tiers(data, form: PriceExampleForm) -> tuple[list[pricing.Tier], list[str]]:
     if "tiers-TOTAL_FORMS" not in data:  # the plan's inline: tiers stay as stored
+        if form.cleaned_data["billing_model"] != pricing.TIERED:
+            return [], []
         price = Price.objects.filter(pk=form.cleaned_data["id"]).first()
         return ([t.as_tier() for t in price.tiers.all()] if price else []), []
     formset = TierExampleFormSet(data, prefix="tiers")
@@ -244,7 +245,7 @@ def price_example_from_form(data, *, prefix: str = "") -> tuple[str, bool]:
     model = values["billing_model"]
     if model == pricing.TIERED and prefix and not values["id"]:
         return TIERED_FROM_PRICE_PAGE, False
-    tiers, reasons = _example_tiers(data, form) if model == pricing.TIERED else ([], [])
+    tiers, reasons = _example_tiers(data, form)
     if reasons:
         return " ".join(reasons), False
     price_type = values["type"] or Price.Type.USAGE
@@ -268,8 +269,7 @@ def price_example_from_form(data, *, prefix: str = "") -> tuple[str, bool]:
             divide_by=terms.divide_by,
             free_units=terms.free_units,
         )
-        if model == pricing.TIERED:
-            validate_tiers(terms.tiers)
+        validate_price_tiers(billing_model=model, tiers=terms.tiers)
     except ValidationError as error:
         return " ".join(error.messages), False
     feature = values["meter"].feature if values["meter"] else None

@@ -497,3 +497,192 @@ def test_duplicating_a_plan_another_copy_races_is_a_message_not_an_error_page(
     )
     assert response.status_code == 200
     assert "Pro was being copied at the same time; try again." in response.content.decode()
+
+
+# Labels: meters and prices read apart
+
+
+def o1_meter(prompt_type: str, **kwargs) -> Meter:
+    return MeterFactory(
+        feature__name=f"{prompt_type.title()} Tokens",
+        filters=[
+            {"key": "model", "values": ["OpenAI O1"]},
+            {"key": "prompt_type", "values": [prompt_type]},
+        ],
+        rollups=False,
+        **kwargs,
+    )
+
+
+def test_meter_reads_as_its_feature_aggregation_and_filters():
+    assert str(o1_meter("input")) == (
+        "Input Tokens · SUM(tokens) where model=OpenAI O1, prompt_type=input"
+    )
+    several = MeterFactory(
+        name="Chat",
+        aggregation="COUNT",
+        field="",
+        filters=[{"key": "model", "values": ["a", "b"]}],
+        rollups=False,
+    )
+    assert str(several) == "Chat · COUNT where model=a or b"
+
+
+def test_price_reads_as_its_name_and_terms():
+    meter = o1_meter("input")
+    price = PriceFactory(meter=meter, amount=Decimal("15.000000000000"))
+    assert str(price) == "Input Tokens · $15.00 per 1,000,000 tokens"
+    named = PriceFactory(meter=meter, amount=Decimal("7.5"), display_name="Cached input")
+    assert str(named) == "Cached input · $7.50 per 1,000,000 tokens"
+    fixed = PriceFactory(
+        meter=None, type="FIXED", billing_model="FLAT_FEE", amount=Decimal(20), divide_by=None
+    )
+    assert str(fixed) == "Fixed fee · $20.00 per period"
+    tier = PriceTierFactory(up_to=Decimal("1000000.000000000000"))
+    assert str(tier) == "up to 1,000,000"
+
+
+def test_feature_list_and_meter_picker_tell_meters_apart(admin_client):
+    for prompt_type in ("input", "output", "cached_input"):
+        o1_meter(prompt_type)
+    features = admin_client.get(reverse("admin:catalog_feature_changelist")).content.decode()
+    assert "tokens · SUM(tokens) where model=OpenAI O1, prompt_type=cached_input" in features
+
+    def picker(term: str) -> list[str]:
+        response = admin_client.get(
+            reverse("admin:autocomplete"),
+            {"app_label": "catalog", "model_name": "price", "field_name": "meter", "term": term},
+        )
+        assert response.status_code == 200
+        return [r["text"] for r in response.json()["results"]]
+
+    listed = picker("tokens")
+    assert len(set(listed)) == 3
+    # By filter value, by feature name, and both at once.
+    assert picker("cached_input") == [
+        "Cached_Input Tokens · SUM(tokens) where model=OpenAI O1, prompt_type=cached_input"
+    ]
+    assert picker("output tokens") == [
+        "Output Tokens · SUM(tokens) where model=OpenAI O1, prompt_type=output"
+    ]
+    assert len(picker("OpenAI O1")) == 3
+
+
+def test_price_list_shows_labels_amounts_and_transforms_as_written(admin_client):
+    PriceFactory(meter=o1_meter("input"), amount=Decimal("3"), free_units=Decimal(1000))
+    page = admin_client.get(reverse("admin:catalog_price_changelist")).content.decode()
+    assert "Input Tokens · $3.00 per 1,000,000 tokens" in page
+    assert "÷ 1,000,000 (up), 1,000 free" in page
+    assert ">$3.00<" in page
+    assert "3.000000000000" not in page and "E-12" not in page
+
+
+# Decimals as people write them, on every catalog page
+
+
+def test_no_raw_decimals_on_catalog_pages(admin_client):
+    meter = o1_meter("input", aggregation="SUM_WITH_MULTIPLIER", multiplier=Decimal("1.5"))
+    price = PriceFactory(meter=meter, amount=Decimal("3"), free_units=Decimal(0))
+    tiered = PriceFactory(meter=meter, billing_model="TIERED", divide_by=None)
+    PriceTierFactory(price=tiered, up_to=Decimal(1_000_000), unit_amount=Decimal("0.000015"))
+    PriceTierFactory(price=tiered, up_to=None, unit_amount=Decimal("0.00001"))
+    pages = {
+        "feature list": reverse("admin:catalog_feature_changelist"),
+        "feature": reverse("admin:catalog_feature_change", args=[meter.feature_id]),
+        "meter list": reverse("admin:catalog_meter_changelist"),
+        "meter": reverse("admin:catalog_meter_change", args=[meter.pk]),
+        "plan list": reverse("admin:catalog_plan_changelist"),
+        "plan": reverse("admin:catalog_plan_change", args=[price.plan_id]),
+        "price list": reverse("admin:catalog_price_changelist"),
+        "price": reverse("admin:catalog_price_change", args=[price.pk]),
+        "tiered price": reverse("admin:catalog_price_change", args=[tiered.pk]),
+    }
+    for name, url in pages.items():
+        html = admin_client.get(url).content.decode()
+        assert ".000000000000" not in html and "E-12" not in html, name
+    meter_page = admin_client.get(pages["meter"]).content.decode()
+    assert "1.5" in meter_page and "model=OpenAI O1, prompt_type=input" in meter_page
+    tiers = admin_client.get(pages["tiered price"]).content.decode()
+    assert 'value="1000000"' in tiers and 'value="0.000015"' in tiers
+
+
+# Help texts
+
+
+@pytest.mark.parametrize(
+    ("url", "texts"),
+    [
+        (
+            "admin:catalog_feature_add",
+            [
+                "stable name your code can use for this feature",
+                "multiplied by this before it is added up",
+                "usage starts again from zero every billing period",
+                "keeps adding up from the start of the subscription",
+            ],
+        ),
+        ("admin:catalog_plan_add", ["stable name your code can use for this plan"]),
+        ("admin:catalog_price_add", ["stable name your code can use for this price"]),
+        ("admin:metering_customer_add", ["sends it with every usage event"]),
+    ],
+)
+def test_operator_fields_explain_themselves(admin_client, url, texts):
+    html = admin_client.get(reverse(url)).content.decode()
+    for text in texts:
+        assert text in html
+
+
+# Parts shown only where they apply
+
+
+def tier_forms(admin_client, url) -> int:
+    form = admin_client.get(url).context["inline_admin_formsets"][0].formset
+    assert form.prefix == "tiers"
+    return form.total_form_count()
+
+
+def test_package_prices_get_no_empty_tier_rows(admin_client):
+    package = PriceFactory()
+    tiered = PriceTierFactory(up_to=None).price
+    tiered.billing_model, tiered.divide_by = "TIERED", None
+    tiered.save()
+    change = "admin:catalog_price_change"
+    assert tier_forms(admin_client, reverse(change, args=[package.pk])) == 0
+    assert tier_forms(admin_client, reverse(change, args=[tiered.pk])) == 2  # its tier + 1
+    # The add page keeps two rows, hidden by the script until TIERED is picked.
+    assert tier_forms(admin_client, reverse("admin:catalog_price_add")) == 2
+    html = admin_client.get(reverse(change, args=[package.pk])).content.decode()
+    assert "tally-package" in html and "tally-tiered" in html
+
+
+def test_plan_page_links_to_a_price_add_page_for_it_that_returns_to_the_plan(admin_client):
+    plan, meter = PlanFactory(), MeterFactory()
+    add_url = f"{reverse('admin:catalog_price_add')}?plan={plan.pk}"
+    plan_page = admin_client.get(reverse("admin:catalog_plan_change", args=[plan.pk]))
+    assert f'href="{add_url}"' in plan_page.content.decode().replace("&amp;", "&")
+    form = admin_client.get(add_url).context["adminform"].form
+    assert form.initial["plan"] == plan.pk
+
+    data = tiered_price_post(plan, meter, [("10", "50", "0"), ("", "30", "0")])
+    response = admin_client.post(add_url, data)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:catalog_plan_change", args=[plan.pk])
+    assert plan.prices.get().tiers.count() == 2
+
+
+def test_plan_inline_refusal_of_a_new_tiered_price_says_where_to_add_it(admin_client):
+    meter = MeterFactory()
+    data = {
+        "name": "P",
+        "lookup_key": "p",
+        "description": "",
+        "active": "on",
+        "metadata": "{}",
+        **management("prices", total=1),
+        **price_row(0, meter, "15"),
+        "prices-0-billing_model": "TIERED",
+    }
+    response = admin_client.post(reverse("admin:catalog_plan_add"), data)
+    assert response.status_code == 200
+    assert "Add a price to this plan" in response.content.decode()
+    assert not Plan.objects.exists()
