@@ -56,13 +56,23 @@ def example_box(*, text: str, scope: str) -> str:
         '<label>Example quantity <input type="text" name="example_quantity" inputmode="decimal" '
         'class="vTextField tally-example-quantity" placeholder="a typical one"></label>'
         '<p class="tally-example-text" data-testid="worked-example" aria-live="polite" '
-        'hx-get="{url}" hx-include="closest {scope}" '
+        'hx-get="{url}" hx-include="closest {scope}" hx-params="not csrfmiddlewaretoken" '
         'hx-trigger="input delay:250ms from:closest {scope}, change from:closest {scope}">'
         "{text}</p></div>",
         url=reverse(EXAMPLE_URL),
         scope=scope,
         text=text,
     )
+
+
+class WideMeterPicker:
+    """Meter labels name the feature and filters: give the picker room to show them."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "meter":
+            field.widget.attrs["data-width"] = "30em"
+        return field
 
 
 def worked_example(price: Price, *, scope: str) -> str:
@@ -146,7 +156,7 @@ class PlanPriceForm(PriceForm, PlanPriceInlineForm):
     pass
 
 
-class PriceInline(TallyStackedInline):
+class PriceInline(WideMeterPicker, TallyStackedInline):
     model = Price
     form = PlanPriceForm
     formset = PlanPriceInlineFormSet
@@ -242,7 +252,7 @@ class TierInline(TallyTabularInline):
 
 
 @admin.register(Price)
-class PriceAdmin(TallyAdmin):
+class PriceAdmin(WideMeterPicker, TallyAdmin):
     form = PriceForm
     list_display = [
         "__str__",

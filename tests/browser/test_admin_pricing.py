@@ -138,3 +138,47 @@ def test_operator_builds_a_two_price_plan_with_a_live_worked_example(page, live_
     print(f"\npage loads to build the plan: {build_loads}: {loads[:build_loads]}")
     # Sign-in 2; features 3 (add, add another, saved); plan 2 (add, saved).
     assert build_loads == 7
+
+
+def test_tiered_price_added_from_its_plan_with_a_live_tiered_example(page, live_server, staff):
+    from tests.factories import MeterFactory, PlanFactory
+
+    plan = PlanFactory(name="Claude Sonnet")
+    MeterFactory(feature__name="Sonnet Input Tokens", rollups=False)
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}/admin/catalog/plan/{plan.pk}/change/")
+    page.get_by_role("link", name="Add a price to this plan").click()
+    expect(page.locator("#select2-id_plan-container")).to_have_text("Claude Sonnet")
+    # PACKAGE by default: no tier rows, no tier mode.
+    expect(page.locator("#tiers-group")).to_be_hidden()
+    expect(page.locator("fieldset.tally-tiered")).to_be_hidden()
+
+    page.locator(".field-meter .select2-selection").click()
+    page.locator(".select2-search__field").fill("sonnet")
+    page.locator(".select2-results__option", has_text="Sonnet Input Tokens").click()
+    page.select_option("#id_billing_model", "TIERED")
+    expect(page.locator("#tiers-group")).to_be_visible()
+    expect(page.locator("fieldset.tally-package")).to_be_hidden()
+    page.select_option("#id_tier_mode", "SLAB")
+    page.fill("#id_tiers-0-up_to", "1000")
+    page.fill("#id_tiers-0-unit_amount", "0.05")
+    page.fill("#id_tiers-1-unit_amount", "0.04")
+    example = page.locator(EXAMPLE)
+    page.fill("[name=example_quantity]", "2500")
+    expect(example).to_contain_text(
+        "2,500 tokens → 1,000 × $0.05 (tier 1) + 1,500 × $0.04 (tier 2) = $110.00"
+    )
+    page.select_option("#id_tier_mode", "VOLUME")
+    expect(example).to_contain_text("2,500 × $0.04 (all in tier 2, above 1,000) = $100.00")
+    page.fill("#id_tiers-0-up_to", "")
+    expect(example).to_contain_text("Tier 1: only the last tier may be open")
+    page.fill("#id_tiers-0-up_to", "1000")
+    expect(example).to_contain_text("= $100.00")
+
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page).to_have_url(f"{live_server.url}/admin/catalog/plan/{plan.pk}/change/")
+    price = plan.prices.get()
+    assert [(t.up_to, t.unit_amount) for t in price.tiers.all()] == [
+        (Decimal(1000), Decimal("0.05")),
+        (None, Decimal("0.04")),
+    ]
