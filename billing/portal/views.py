@@ -2,6 +2,7 @@
 
 import csv
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
 from functools import wraps
 
 from django import forms
@@ -11,10 +12,11 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 
+from billing.charts import stacked_bars
 from billing.models import Invoice
 from billing.portal import selectors
+from catalog.money import format_money, format_quantity
 from config.bounds import MAX_PAGE, day_check
 from metering.models import Customer, Event
 
@@ -71,15 +73,93 @@ def view_as(request, customer_id):
 def _live_context(customer) -> dict:
     subscription = selectors.portal_subscription(customer)
     invoice = selectors.proposed_invoice(subscription)
-    usage = []
-    if invoice is not None:
-        usage = selectors.feature_usage(invoice, subscription, timezone.now())
+    usage = selectors.feature_usage(invoice) if invoice is not None else []
     return {"subscription": subscription, "invoice": invoice, "usage": usage}
+
+
+MAX_RANGE_DAYS = 366
+
+
+class RangeForm(forms.Form):
+    """Which days the home page's charts show: this period, the last one, or chosen dates."""
+
+    range = forms.ChoiceField(
+        choices=[("this", "This period"), ("last", "Last period"), ("custom", "Custom dates")],
+        required=False,
+    )
+    start = forms.DateField(required=False, label="From")
+    end = forms.DateField(required=False, label="To")
+
+    def clean_start(self):
+        return _day(self.cleaned_data["start"])
+
+    def clean_end(self):
+        return _day(self.cleaned_data["end"])
+
+    def clean(self):
+        data = super().clean()
+        if data.get("range") != "custom" or self.errors:
+            return data
+        start, end = data.get("start"), data.get("end")
+        if start is None or end is None:
+            raise forms.ValidationError("Custom dates need both From and To.")
+        if end < start:
+            raise forms.ValidationError("To must not be before From.")
+        if (end - start).days + 1 > MAX_RANGE_DAYS:
+            raise forms.ValidationError(f"Pick at most {MAX_RANGE_DAYS} days.")
+        return data
+
+
+def _charts(subscription, form: RangeForm) -> dict:
+    """The days the form chose, their invoices, and charts of cost and usage per day."""
+    choice = form.cleaned_data.get("range") or "this"
+    if choice == "custom":
+        first, last = form.cleaned_data["start"], form.cleaned_data["end"]
+        invoices = selectors.subscription_invoices(
+            subscription=subscription, first=first, last=last
+        )
+    else:
+        invoice = (
+            selectors.previous_invoice(subscription)
+            if choice == "last"
+            else selectors.proposed_invoice(subscription)
+        )
+        if invoice is None:
+            return {"range": choice, "no_period": True}
+        invoices = [invoice]
+        first, last = selectors.period_days(invoice)
+    figures = selectors.daily_figures(
+        subscription=subscription, invoices=invoices, first=first, last=last
+    )
+    labels = [f"{day:%b} {day.day}" for day in figures.days]
+    span = f"{first:%b} {first.day}, {first.year} – {last:%b} {last.day}, {last.year}"
+    return {
+        "range": choice,
+        "figures": figures,
+        "span": span,
+        "cost_chart": stacked_bars(
+            labels=labels,
+            series=figures.cost,
+            fmt=lambda value: format_money(value, figures.currency),
+            caption=f"Cost per day, {span}",
+        ),
+        "usage_chart": stacked_bars(
+            labels=labels,
+            series=figures.usage,
+            fmt=format_quantity,
+            caption=f"Usage per day, {span}",
+        ),
+    }
 
 
 @portal_view
 def home(request, customer):
-    return render(request, "portal/home.html", {"customer": customer, **_live_context(customer)})
+    live = _live_context(customer)
+    form = RangeForm(request.GET or {"range": "this"})
+    context = {"customer": customer, "form": form, **live}
+    if form.is_valid() and live["subscription"] is not None:
+        context.update(_charts(live["subscription"], form))
+    return render(request, "portal/home.html", context, status=400 if form.errors else 200)
 
 
 @portal_view
@@ -90,7 +170,12 @@ def live(request, customer):
     stamp = invoice.last_computed_at.isoformat() if invoice and invoice.last_computed_at else ""
     if request.GET.get("since") == stamp:
         return HttpResponse(status=204)
-    return render(request, "portal/_live.html", {"customer": customer, **_live_context(customer)})
+    context = _live_context(customer)
+    shown = _decimal(request.GET.get("total"))  # the total on the page: a cue when it moves
+    changed = invoice is not None and shown is not None and shown != invoice.total
+    return render(
+        request, "portal/_live.html", {"customer": customer, "changed": changed, **context}
+    )
 
 
 class EventFilter(forms.Form):
@@ -182,6 +267,14 @@ def events_csv(request, customer):
     response = StreamingHttpResponse(rows(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{customer.external_id}-events.csv"'
     return response
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    try:
+        number = Decimal(text) if text else None
+        return number if number is not None and number.is_finite() else None
+    except InvalidOperation:
+        return None
 
 
 def _day(day):

@@ -61,7 +61,7 @@ def test_home_shows_period_total_usage_and_charts(acme, demo):
     assert "$202.50" in page
     assert "5,000,000" in page and "$15.00 per 1,000,000 tokens" in page
     assert "$75.00" in page and "$120.00" in page and "$7.50" in page
-    assert "per day" in page and "per hour today" in page and "<rect" in page
+    assert "Cost per day" in page and "Usage per day" in page and "<rect" in page
     assert "Globex" not in page
     assert 'hx-trigger="every 3s"' in page and "htmx" in page
 
