@@ -10,6 +10,7 @@ urlpatterns = [
     path("live/", views.live, name="live"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.logout_view, name="logout"),
+    path("as/leave/", views.view_as_leave, name="view-as-leave"),
     path("as/<id:customer_id>/", views.view_as, name="view-as"),
     path("events/", views.events, name="events"),
     path("events.csv", views.events_csv, name="events-csv"),

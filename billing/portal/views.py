@@ -58,8 +58,18 @@ class LoginView(auth_views.LoginView):
 
 
 def logout_view(request):
-    request.session.pop(VIEW_AS, None)
+    """Signs out; staff viewing as a customer only leave view-as and keep their session."""
+    if request.method == "POST" and request.session.get(VIEW_AS):
+        return view_as_leave(request)
     return auth_views.LogoutView.as_view(next_page="portal:login")(request)
+
+
+def view_as_leave(request):
+    """Back to the admin page of the customer being viewed; nothing else changes."""
+    customer_id = request.session.pop(VIEW_AS, None)
+    if customer_id is None or not request.user.is_staff:
+        return redirect("admin:index")
+    return redirect("admin:metering_customer_change", customer_id)
 
 
 @staff_member_required

@@ -127,7 +127,8 @@ def test_staff_view_as_customer_is_read_only(admin_client, demo):
     globex = Customer.objects.get(external_id="globex")
     response = admin_client.get(reverse("portal:view-as", args=[globex.pk]), follow=True)
     page = response.content.decode()
-    assert "Viewing Globex" in page and "$15.00" in page
+    assert "Viewing as Globex (read-only)" in page and "$15.00" in page
+    assert reverse("portal:view-as-leave") in page and "Back to admin" in page
     change = admin_client.get(reverse("admin:metering_customer_change", args=[globex.pk]))
     assert reverse("portal:view-as", args=[globex.pk]) in change.content.decode()
 
@@ -205,3 +206,30 @@ def test_the_csv_refuses_a_bad_filter_before_it_streams(acme, demo):
 def test_a_nul_in_a_portal_path_is_a_404(acme, demo, admin_client, path):
     assert acme.get(path).status_code == 404
     assert admin_client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize("leave", ["back", "sign-out"])
+def test_leaving_view_as_keeps_the_staff_session(admin_client, demo, leave):
+    globex = Customer.objects.get(external_id="globex")
+    admin_client.get(reverse("portal:view-as", args=[globex.pk]))
+    if leave == "back":
+        response = admin_client.get(reverse("portal:view-as-leave"))
+    else:
+        response = admin_client.post(reverse("portal:logout"))
+    assert response.status_code == 302
+    assert response.url == reverse("admin:metering_customer_change", args=[globex.pk])
+    assert admin_client.get(reverse("admin:index")).status_code == 200  # still signed in
+    # no longer viewing as globex: the admin user has no portal account of its own
+    assert admin_client.get(reverse("portal:home")).status_code == 404
+
+
+def test_a_customer_signing_out_is_signed_out(acme):
+    response = acme.post(reverse("portal:logout"))
+    assert response.status_code == 302 and response.url == reverse("portal:login")
+    assert acme.get(reverse("portal:home")).status_code == 302
+
+
+def test_view_as_leave_for_a_customer_changes_nothing(acme):
+    response = acme.get(reverse("portal:view-as-leave"))
+    assert response.status_code == 302
+    assert acme.get(reverse("portal:home")).status_code == 200  # still signed in
