@@ -10,6 +10,18 @@ urlpatterns = [
     path("live/", views.live, name="live"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.logout_view, name="logout"),
+    path("password-reset/", views.PasswordResetView.as_view(), name="password-reset"),
+    path("password-reset/sent/", views.PasswordResetSentView.as_view(), name="password-reset-sent"),
+    path(
+        "password-reset/done/",
+        views.PasswordResetCompleteView.as_view(),
+        name="password-reset-complete",
+    ),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
     path("as/leave/", views.view_as_leave, name="view-as-leave"),
     path("as/<id:customer_id>/", views.view_as, name="view-as"),
     path("events/", views.events, name="events"),

@@ -7,11 +7,13 @@ from functools import wraps
 
 from django import forms
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse_lazy
 
 from billing.charts import stacked_bars
 from billing.models import Invoice
@@ -322,3 +324,44 @@ def invoice_detail(request, customer, invoice_id):
             "is_draft": invoice.invoice_status == Invoice.Status.DRAFT,
         },
     )
+
+
+# --- password reset, by Django's own views --------------------------------------------
+
+
+class PortalPasswordResetForm(auth_forms.PasswordResetForm):
+    """Only portal users get a link: a staff-only account is reset in the admin, not here.
+    Unknown addresses get the same answer as known ones."""
+
+    def get_users(self, email):
+        return (user for user in super().get_users(email) if hasattr(user, "portal_account"))
+
+
+class BadFormIs400:
+    """A form sent back with its errors answers 400, as the portal's other pages do."""
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        response.status_code = 400
+        return response
+
+
+class PasswordResetView(BadFormIs400, auth_views.PasswordResetView):
+    form_class = PortalPasswordResetForm
+    template_name = "portal/password_reset_form.html"
+    email_template_name = "portal/password_reset_email.txt"
+    subject_template_name = "portal/password_reset_subject.txt"
+    success_url = reverse_lazy("portal:password-reset-sent")
+
+
+class PasswordResetSentView(auth_views.PasswordResetDoneView):
+    template_name = "portal/password_reset_sent.html"
+
+
+class PasswordResetConfirmView(BadFormIs400, auth_views.PasswordResetConfirmView):
+    template_name = "portal/password_reset_confirm.html"
+    success_url = reverse_lazy("portal:password-reset-complete")
+
+
+class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    template_name = "portal/password_reset_complete.html"
