@@ -222,3 +222,8 @@ def api_key_by_hash(hashed: str) -> ApiKey | None:
     if row is None:
         return None
     return ApiKey(id=row[0], revoked_at=row[1], last_used_at=row[2])
+
+
+def event_property_keys(*, events) -> list[str]:
+    """Every property key of the selected events (an Event queryset), sorted."""
+    return storage().property_keys(events=events)

@@ -1,5 +1,6 @@
 """What the customer portal shows. Every read takes the customer: nothing crosses customers."""
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -11,9 +12,9 @@ from billing.periods import usage_start
 from billing.selectors import is_late
 from catalog import pricing
 from catalog.models import Meter, Price
-from catalog.money import round_money
+from catalog.money import format_quantity, round_money
 from catalog.selectors import terms_summary
-from metering.aggregation import Partial, matches, quantity
+from metering.aggregation import Partial, matches, property_text, quantity
 from metering.matching import events_feeding
 from metering.models import Customer, Event
 from metering.selectors import usage_partials
@@ -148,6 +149,23 @@ def customer_events(
     if end is not None:
         events = events.filter(timestamp__lt=end)
     return events.order_by("-timestamp", "-id")
+
+
+def property_display(value) -> str:
+    """A property as the events page shows it: JSON numbers with thousands separators,
+    strings as sent (an id such as ``"12345"`` stays as it is), the rest as JSON."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format_quantity(Decimal(repr(value)) if isinstance(value, float) else value)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def property_csv(value) -> str:
+    """A property in a CSV cell: numbers written out in full as filters compare them,
+    strings as sent, null, objects and arrays as JSON."""
+    text = property_text(value)
+    return json.dumps(value, ensure_ascii=False) if text is None else text
 
 
 # --- whether an event is billed -------------------------------------------------------

@@ -20,7 +20,9 @@ from billing.models import Invoice
 from billing.portal import selectors
 from catalog.money import format_money, format_quantity
 from config.bounds import MAX_PAGE, day_check
+from metering.fence import usage_fence_peek
 from metering.models import Customer, Event
+from metering.selectors import event_property_keys
 
 VIEW_AS = "portal_view_as"
 PAGE_SIZE = 50
@@ -241,7 +243,10 @@ def events(request, customer):
         {
             "customer": customer,
             "form": form,
-            "events": list(zip(shown, marks, strict=True)),
+            "events": [
+                (event, mark, [(k, selectors.property_display(v)) for k, v in props(event)])
+                for event, mark in zip(shown, marks, strict=True)
+            ],
             "page": page,
             "has_next": len(rows) > PAGE_SIZE,
             "query": query.urlencode(),
@@ -262,18 +267,20 @@ def events_csv(request, customer):
         return HttpResponseBadRequest(form.errors.as_text(), content_type="text/plain")
     writer = csv.writer(_Echo())
     facts = selectors.billing_facts(customer=customer)
+    # One column per property key of the whole export, gathered before the first row; events
+    # stored meanwhile are left out, so none has a key the header lacks.
+    exported = form.events(customer).filter(id__lte=usage_fence_peek())
+    keys = event_property_keys(events=exported)
 
     def rows():
-        yield writer.writerow(["event_id", "event_name", "timestamp", "properties", "billing"])
-        for event in form.events(customer).iterator(chunk_size=2000):
+        header = ["event_id", "event_name", "timestamp"]
+        yield writer.writerow(header + [f"properties.{k}" for k in keys] + ["billing"])
+        for event in exported.iterator(chunk_size=2000):
+            properties = event.properties if isinstance(event.properties, dict) else {}
             yield writer.writerow(
-                [
-                    event.event_id,
-                    event.event_name,
-                    event.timestamp.isoformat(),
-                    _properties_text(event.properties),
-                    str(selectors.event_mark(facts=facts, event=event)),
-                ]
+                [event.event_id, event.event_name, event.timestamp.isoformat()]
+                + [selectors.property_csv(properties[k]) if k in properties else "" for k in keys]
+                + [str(selectors.event_mark(facts=facts, event=event))]
             )
 
     response = StreamingHttpResponse(rows(), content_type="text/csv")
@@ -295,8 +302,9 @@ def _day(day):
     return day
 
 
-def _properties_text(properties: dict) -> str:
-    return "; ".join(f"{k}={v}" for k, v in sorted(properties.items()))
+def props(event) -> list[tuple[str, object]]:
+    properties = event.properties if isinstance(event.properties, dict) else {}
+    return sorted(properties.items())
 
 
 @portal_view

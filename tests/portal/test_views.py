@@ -92,7 +92,15 @@ def test_events_are_newest_first_filterable_and_exported(acme, demo):
         acme.get(reverse("portal:events-csv"), {"feature": output.meter_id}).streaming_content
     ).decode()
     rows = list(csv.reader(io.StringIO(exported)))
-    assert rows[0] == ["event_id", "event_name", "timestamp", "properties", "billing"]
+    assert rows[0] == [
+        "event_id",
+        "event_name",
+        "timestamp",
+        "properties.model",
+        "properties.prompt_type",
+        "properties.tokens",
+        "billing",
+    ]
     assert sorted(r[0] for r in rows[1:]) == ["demo-e4", "demo-e5"]
 
 
