@@ -206,7 +206,7 @@ def test_view_as_then_back_to_admin_keeps_the_staff_session(page, live_server, d
     expect(page).to_have_url(f"{live_server.url}/admin/")  # still signed in, not sent to login
 
 
-def test_events_page_fits_a_phone_and_shows_whole_ids(browser, live_server, demo):
+def test_events_page_fits_a_phone_and_shows_whole_ids(browser, live_server, demo, tmp_path):
     long_id = "req-2026-11-28-0123456789abcdef0123456789abcdef-retry-3"
     send_event(
         live_server,
@@ -222,7 +222,8 @@ def test_events_page_fits_a_phone_and_shows_whole_ids(browser, live_server, demo
     page = context.new_page()
     try:
         sign_in(page, live_server, "acme@example.com", "acme-demo")
-        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # charts scale
+        page.screenshot(path=str(tmp_path / "home-390.png"), full_page=True)
         page.get_by_role("link", name="Events").click()
         expect(page.get_by_text(long_id)).to_be_visible()
         expect(page.get_by_text("tokens: 1,234,567")).to_be_visible()
@@ -236,6 +237,7 @@ def test_events_page_fits_a_phone_and_shows_whole_ids(browser, live_server, demo
         ):
             left, right, scroll_width, client_width = box
             assert left >= 0 and right <= 390 and scroll_width <= client_width
+        page.screenshot(path=str(tmp_path / "events-390.png"), full_page=True)
     finally:
         context.close()
 
