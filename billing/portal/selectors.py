@@ -10,14 +10,14 @@ from django.db.models import Q
 from billing.models import Invoice, InvoiceLineItem, Subscription
 from billing.periods import usage_start
 from billing.selectors import is_late
-from catalog import pricing
+from catalog import names, pricing
 from catalog.models import Meter, Price
 from catalog.money import format_quantity, round_money
 from catalog.selectors import terms_summary
 from metering.aggregation import Partial, matches, property_text, quantity
 from metering.matching import events_feeding
 from metering.models import Customer, Event
-from metering.selectors import usage_partials
+from metering.selectors import usage_partials, usage_partials_after
 
 
 @dataclass(frozen=True)
@@ -364,15 +364,24 @@ def line_days(*, invoice: Invoice, line: InvoiceLineItem, subscription: Subscrip
         period_start=line.period_start,
     )
     first = day_of(line.period_start)
-    by_day: dict[date, Partial] = {}
-    for moment, partial in usage_partials(
+    reading = dict(
         meter=meter,
         external_customer_id=invoice.customer.external_id,
         start=start,
         end=line.period_end,
-        window_size="DAY",
-    ):
+    )
+    by_day: dict[date, Partial] = {}
+    for moment, partial in usage_partials(**reading, window_size="DAY"):
         by_day.setdefault(max(day_of(moment), first), Partial()).merge(partial)
+
+    def total() -> Decimal:
+        return _as_stored(quantity(meter, _merged(by_day.values()), start, line.period_end))
+
+    if total() != line.quantity and _takes_out_late_usage(invoice, meter):
+        # Only when the reading moved since closing: late usage is rare, and reading it
+        # scans raw events.
+        for moment, late in usage_partials_after(**reading, after_id=invoice.usage_fence).items():
+            by_day.setdefault(max(day_of(moment), first), Partial()).merge(_negated(late))
     running, before = Partial(), Decimal(0)
     cost, usage = {}, {}
     for day, partial in sorted(by_day.items()):
@@ -381,11 +390,35 @@ def line_days(*, invoice: Invoice, line: InvoiceLineItem, subscription: Subscrip
         through = round_money(through, line.currency)
         cost[day], before = through - before, through
         usage[day] = quantity(meter, partial, start, line.period_end)
-    return LineDays(
-        name=line.display_name,
-        cost=cost,
-        usage=usage,
-        billed=quantity(meter, running, start, line.period_end) == line.quantity,
+    return LineDays(name=line.display_name, cost=cost, usage=usage, billed=total() == line.quantity)
+
+
+def _as_stored(value: Decimal) -> Decimal:
+    """A quantity as an invoice line stores it (12 decimal places)."""
+    return value.quantize(Decimal("1e-12"))
+
+
+def _merged(partials) -> Partial:
+    total = Partial()
+    for partial in partials:
+        total.merge(partial)
+    return total
+
+
+def _takes_out_late_usage(invoice: Invoice, meter: Meter) -> bool:
+    """A closed invoice's late events can be taken out of an additive reading; a MAX,
+    LATEST, AVG or COUNT_UNIQUE reading cannot be undone, and its days say so."""
+    return (
+        not invoice.is_draft
+        and invoice.usage_fence is not None
+        and meter.aggregation in names.ADDITIVE_AGGREGATIONS
+    )
+
+
+def _negated(partial: Partial) -> Partial:
+    """What takes ``partial`` back out of an additive aggregation."""
+    return Partial(
+        count=-partial.count, total=-partial.total, value_time_total=-partial.value_time_total
     )
 
 

@@ -187,3 +187,75 @@ def test_a_customer_without_a_subscription_sees_no_charts(client):
 def test_a_garbled_total_on_the_live_poll_is_no_cue_and_no_error(acme, total):
     response = acme.get(reverse("portal:live"), {"since": "old", "total": total})
     assert response.status_code == 200 and "live-changed" not in response.content.decode()
+
+
+def close_acme(o1_subscriptions):
+    subscription = o1_subscriptions["acme"]
+    closed = subscription_period_close(
+        subscription_id=subscription.pk, now=subscription.current_period_end
+    )
+    assert closed.invoice_status == "FINALIZED"
+    return closed
+
+
+def late(event_id, at, **properties):
+    ingest(
+        {
+            "event_id": event_id,
+            "event_name": "tokens",
+            "external_customer_id": "acme",
+            "timestamp": at.isoformat(),
+            "properties": properties,
+        }
+    )
+
+
+def test_late_usage_stays_out_of_a_closed_period(o1_subscriptions):
+    closed = close_acme(o1_subscriptions)
+    late(
+        "late-1",
+        closed.period_start + timedelta(minutes=1),
+        model="OpenAI O1",
+        prompt_type="output",
+        tokens=5_000_000,
+    )
+    figures = figures_of(closed)
+    assert figures.total_cost == Decimal("202.50") and figures.billed
+    assert sum(sum(values) for _, values in figures.usage) == Decimal(8_000_000)
+
+
+def test_late_usage_a_max_meter_cannot_take_out_is_said_so(db):
+    from catalog.models import Meter
+
+    meter_price = PriceFactory(
+        meter__aggregation=Meter.Aggregation.MAX, amount=Decimal(1), divide_by=1
+    )
+    customer = CustomerFactory(external_id="peak")
+    subscription = SubscriptionFactory(
+        customer=customer, plan=meter_price.plan, start_date=timezone.now() - timedelta(hours=1)
+    )
+    at = subscription.current_period_start + timedelta(minutes=1)
+    ingest(
+        {
+            "event_id": "p1",
+            "event_name": "tokens",
+            "external_customer_id": "peak",
+            "timestamp": at.isoformat(),
+            "properties": {"tokens": 3},
+        }
+    )
+    closed = subscription_period_close(
+        subscription_id=subscription.pk, now=subscription.current_period_end
+    )
+    assert closed.total == Decimal(3)
+    ingest(
+        {
+            "event_id": "p2",
+            "event_name": "tokens",
+            "external_customer_id": "peak",
+            "timestamp": at.isoformat(),
+            "properties": {"tokens": 9},
+        }
+    )
+    figures = figures_of(closed)
+    assert not figures.billed  # the page says usage arrived since
