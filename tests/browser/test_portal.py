@@ -68,6 +68,8 @@ def test_acme_sees_its_total_and_a_new_event_appears_without_reload(
         },
     )
     expect(total).to_have_text("$262.50", timeout=15_000)  # a third output package: +$60
+    expect(page.get_by_test_id("live-changed")).to_contain_text("Total updated")
+    expect(page.locator(".total-box.changed")).to_have_count(1)
     assert page.evaluate("window.notReloaded") is True
 
 
