@@ -244,7 +244,7 @@ def events(request, customer):
             "customer": customer,
             "form": form,
             "events": [
-                (event, mark, [(k, selectors.property_display(v)) for k, v in props(event)])
+                (event, mark, [(k, selectors.property_display(v)) for k, v in _properties(event)])
                 for event, mark in zip(shown, marks, strict=True)
             ],
             "page": page,
@@ -302,7 +302,7 @@ def _day(day):
     return day
 
 
-def props(event) -> list[tuple[str, object]]:
+def _properties(event) -> list[tuple[str, object]]:
     properties = event.properties if isinstance(event.properties, dict) else {}
     return sorted(properties.items())
 
