@@ -224,7 +224,7 @@ def test_late_usage_stays_out_of_a_closed_period(o1_subscriptions):
     assert sum(sum(values) for _, values in figures.usage) == Decimal(8_000_000)
 
 
-def test_late_usage_a_max_meter_cannot_take_out_is_said_so(db):
+def test_late_usage_a_max_meter_cannot_take_out_is_said_so(client):
     from catalog.models import Meter
 
     meter_price = PriceFactory(
@@ -258,4 +258,7 @@ def test_late_usage_a_max_meter_cannot_take_out_is_said_so(db):
         }
     )
     figures = figures_of(closed)
-    assert not figures.billed  # the page says usage arrived since
+    assert not figures.billed
+    client.force_login(CustomerUserFactory(customer=customer).user)
+    page = client.get(reverse("portal:home"), {"range": "last"}).content.decode()
+    assert "usage has arrived since these invoices were computed" in page
