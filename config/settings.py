@@ -97,6 +97,11 @@ AXES_VERBOSE = False  # no banner on every manage.py command
 LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:home"
 
+# Email (the portal's password reset): EMAIL_URL as django-environ reads it, such as
+# smtp+tls://user:password@smtp.example.com:587; the console by default.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Tally <billing@localhost>")
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

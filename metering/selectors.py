@@ -222,3 +222,18 @@ def api_key_by_hash(hashed: str) -> ApiKey | None:
     if row is None:
         return None
     return ApiKey(id=row[0], revoked_at=row[1], last_used_at=row[2])
+
+
+def event_property_keys(*, events) -> list[str]:
+    """Every property key of the selected events (an Event queryset), sorted."""
+    return storage().property_keys(events=events)
+
+
+def usage_partials_after(
+    *, meter: Meter, external_customer_id: str, start: datetime, end: datetime, after_id: int
+) -> dict[datetime, Partial]:
+    """Partials by hour of the events of ``[start, end)`` stored after event ``after_id``:
+    what a closed invoice did not read (late usage)."""
+    selection = Selection(customer=external_customer_id, start=start, end=end, after_id=after_id)
+    found = storage().hourly_partials(meter=meter, selection=selection)
+    return {bucket: partial for (_, bucket), partial in found.items()}

@@ -1,7 +1,8 @@
 """What the customer portal shows. Every read takes the customer: nothing crosses customers."""
 
+import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db.models import Q
@@ -9,61 +10,14 @@ from django.db.models import Q
 from billing.models import Invoice, InvoiceLineItem, Subscription
 from billing.periods import usage_start
 from billing.selectors import is_late
-from catalog import pricing
+from catalog import names, pricing
 from catalog.models import Meter, Price
+from catalog.money import format_quantity, round_money
 from catalog.selectors import terms_summary
-from metering.aggregation import matches
+from metering.aggregation import Partial, matches, property_text, quantity
 from metering.matching import events_feeding
 from metering.models import Customer, Event
-from metering.selectors import meter_usage_windows
-
-
-@dataclass(frozen=True)
-class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
-    label: str
-    value: Decimal
-
-
-@dataclass(frozen=True)
-class Chart:
-    title: str
-    bars: list[Bar]
-    width: int = 600
-    height: int = 120
-
-
-def bar_chart(
-    title: str,
-    points: list[tuple[datetime, Decimal]],
-    start: datetime,
-    step: timedelta,
-    count: int,
-    label_format: str,
-) -> Chart:
-    """``count`` bars of ``step`` from ``start``; windows without usage are zero."""
-    values = dict(points)
-    slots = [start + step * i for i in range(count)]
-    top = max([values.get(s, Decimal(0)) for s in slots] + [Decimal(1)])
-    chart = Chart(title=title, bars=[])
-    slot_width = chart.width / max(count, 1)
-    for i, slot in enumerate(slots):
-        value = values.get(slot, Decimal(0))
-        height = float(value / top) * (chart.height - 4)
-        chart.bars.append(
-            Bar(
-                x=i * slot_width + 1,
-                y=chart.height - height,
-                width=max(slot_width - 2, 1),
-                height=height,
-                label=slot.strftime(label_format),
-                value=value,
-            )
-        )
-    return chart
+from metering.selectors import usage_partials, usage_partials_after
 
 
 @dataclass(frozen=True)
@@ -74,7 +28,6 @@ class FeatureUsage:
     price: str
     amount: Decimal
     currency: str
-    charts: tuple[Chart, ...]  # the period by day, then today by hour
 
 
 def portal_subscription(customer: Customer) -> Subscription | None:
@@ -99,60 +52,20 @@ def proposed_invoice(subscription: Subscription | None) -> Invoice | None:
     )
 
 
-def feature_usage(invoice: Invoice, subscription: Subscription, now: datetime):
-    """Each usage line of the proposed invoice, with charts of the period and of today."""
-    start = subscription.current_period_start
-    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    days = -(-(subscription.current_period_end - day) // timedelta(days=1))  # the whole period
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    rows = []
-    for line in invoice.line_items.all():
-        meter = line.meter
-        if meter is None:
-            continue
-        feature = meter.feature
-        daily = meter_usage_windows(
-            meter=meter,
-            external_customer_id=subscription.customer.external_id,
-            start=start,
-            end=min(now, subscription.current_period_end),
-            window_size="DAY",
+def feature_usage(invoice: Invoice) -> list[FeatureUsage]:
+    """Each usage line of the proposed invoice."""
+    return [
+        FeatureUsage(
+            name=line.meter.feature.name,
+            quantity=line.quantity,
+            unit=line.meter.feature.unit_plural,
+            price=line_price_summary(line),
+            amount=line.amount,
+            currency=line.currency,
         )
-        hourly = (
-            meter_usage_windows(
-                meter=meter,
-                external_customer_id=subscription.customer.external_id,
-                start=max(start, today),
-                end=min(now, subscription.current_period_end),
-                window_size="HOUR",
-            )
-            if now > max(start, today)
-            else []
-        )
-        rows.append(
-            FeatureUsage(
-                name=feature.name,
-                quantity=line.quantity,
-                unit=feature.unit_plural,
-                price=line_price_summary(line),
-                amount=line.amount,
-                currency=line.currency,
-                charts=(
-                    bar_chart(
-                        f"{feature.name} per day", daily, day, timedelta(days=1), days, "%b %-d"
-                    ),
-                    bar_chart(
-                        f"{feature.name} per hour today",
-                        hourly,
-                        today,
-                        timedelta(hours=1),
-                        24,
-                        "%H:00",
-                    ),
-                ),
-            )
-        )
-    return rows
+        for line in invoice.line_items.all()
+        if line.meter is not None
+    ]
 
 
 def line_price_summary(line: InvoiceLineItem) -> str:
@@ -236,6 +149,23 @@ def customer_events(
     if end is not None:
         events = events.filter(timestamp__lt=end)
     return events.order_by("-timestamp", "-id")
+
+
+def property_display(value) -> str:
+    """A property as the events page shows it: JSON numbers with thousands separators,
+    strings as sent (an id such as ``"12345"`` stays as it is), the rest as JSON."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format_quantity(Decimal(repr(value)) if isinstance(value, float) else value)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def property_csv(value) -> str:
+    """A property in a CSV cell: numbers written out in full as filters compare them,
+    strings as sent, null, objects and arrays as JSON."""
+    text = property_text(value)
+    return json.dumps(value, ensure_ascii=False) if text is None else text
 
 
 # --- whether an event is billed -------------------------------------------------------
@@ -391,3 +321,183 @@ def event_marks(*, customer: Customer, events: list[Event]) -> list[EventMark]:
         return []
     facts = billing_facts(customer=customer, since=min(e.timestamp for e in events))
     return [event_mark(facts=facts, event=event) for event in events]
+
+
+# --- cost and usage per day -------------------------------------------------------------
+
+DAY = timedelta(days=1)
+
+
+def day_of(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+@dataclass(frozen=True)
+class LineDays:
+    """One usage line's figures per UTC day: what the day added to the line's amount, and
+    the meter's quantity over the day's events."""
+
+    name: str
+    cost: dict[date, Decimal]
+    usage: dict[date, Decimal]
+    billed: bool  # the days add up to the line as billed (false: usage arrived since)
+
+
+def _reading_meter(line: InvoiceLineItem) -> Meter:
+    """The meter as the line was priced: the saved one while its definition is unchanged
+    (it has rollups), else the line's snapshot, read from raw events."""
+    if line.meter is not None and line.meter.definition() == line.meter_definition:
+        return line.meter
+    return line.metered_by()
+
+
+def line_days(*, invoice: Invoice, line: InvoiceLineItem, subscription: Subscription) -> LineDays:
+    """A day's cost is cost(usage through the day) − cost(usage through the day before),
+    each priced by the line's own terms and rounded as the line is, so the days of a period
+    add up to the line's amount to the cent. Usage before the period (a meter that never
+    resets) counts on its first day."""
+    meter = _reading_meter(line)
+    terms = line.priced_terms()
+    start = usage_start(
+        reset_usage=meter.reset_usage,
+        subscription_start=subscription.start_date,
+        period_start=line.period_start,
+    )
+    first = day_of(line.period_start)
+    reading = dict(
+        meter=meter,
+        external_customer_id=invoice.customer.external_id,
+        start=start,
+        end=line.period_end,
+    )
+    by_day: dict[date, Partial] = {}
+    for moment, partial in usage_partials(**reading, window_size="DAY"):
+        by_day.setdefault(max(day_of(moment), first), Partial()).merge(partial)
+
+    def total() -> Decimal:
+        return _as_stored(quantity(meter, _merged(by_day.values()), start, line.period_end))
+
+    if total() != line.quantity and _takes_out_late_usage(invoice, meter):
+        # Only when the reading moved since closing: late usage is rare, and reading it
+        # scans raw events.
+        for moment, late in usage_partials_after(**reading, after_id=invoice.usage_fence).items():
+            by_day.setdefault(max(day_of(moment), first), Partial()).merge(_negated(late))
+    running, before = Partial(), Decimal(0)
+    cost, usage = {}, {}
+    for day, partial in sorted(by_day.items()):
+        running.merge(partial)
+        through = pricing.amount_for(terms, quantity(meter, running, start, line.period_end))
+        through = round_money(through, line.currency)
+        cost[day], before = through - before, through
+        usage[day] = quantity(meter, partial, start, line.period_end)
+    return LineDays(name=line.display_name, cost=cost, usage=usage, billed=total() == line.quantity)
+
+
+def _as_stored(value: Decimal) -> Decimal:
+    """A quantity as an invoice line stores it (12 decimal places)."""
+    return value.quantize(Decimal("1e-12"))
+
+
+def _merged(partials) -> Partial:
+    total = Partial()
+    for partial in partials:
+        total.merge(partial)
+    return total
+
+
+def _takes_out_late_usage(invoice: Invoice, meter: Meter) -> bool:
+    """A closed invoice's late events can be taken out of an additive reading; a MAX,
+    LATEST, AVG or COUNT_UNIQUE reading cannot be undone, and its days say so."""
+    return (
+        not invoice.is_draft
+        and invoice.usage_fence is not None
+        and meter.aggregation in names.ADDITIVE_AGGREGATIONS
+    )
+
+
+def _negated(partial: Partial) -> Partial:
+    """What takes ``partial`` back out of an additive aggregation."""
+    return Partial(
+        count=-partial.count, total=-partial.total, value_time_total=-partial.value_time_total
+    )
+
+
+@dataclass(frozen=True)
+class DailyFigures:
+    days: list[date]
+    currency: str
+    cost: list[tuple[str, list[Decimal]]]  # one series a feature
+    usage: list[tuple[str, list[Decimal]]]
+    billed: bool  # every day adds up to the invoices as they stand
+
+    @property
+    def total_cost(self) -> Decimal:
+        return sum((sum(values, Decimal(0)) for _, values in self.cost), Decimal(0))
+
+
+def daily_figures(
+    *, subscription: Subscription, invoices: list[Invoice], first: date, last: date
+) -> DailyFigures:
+    """Cost and usage per day from ``first`` to ``last`` (inclusive), from the usage lines
+    of the ``invoices`` whose periods they fall in; days outside them are zero."""
+    days = [first + DAY * n for n in range((last - first).days + 1)]
+    cost: dict[str, dict[date, Decimal]] = {}
+    usage: dict[str, dict[date, Decimal]] = {}
+    billed = True
+    for invoice in invoices:
+        for line in invoice.line_items.all():
+            if line.price_type != Price.Type.USAGE or line.meter_definition is None:
+                continue
+            figures = line_days(invoice=invoice, line=line, subscription=subscription)
+            billed = billed and figures.billed
+            for day in days:
+                if day in figures.cost:
+                    series = cost.setdefault(figures.name, {})
+                    series[day] = series.get(day, Decimal(0)) + figures.cost[day]
+                    series = usage.setdefault(figures.name, {})
+                    series[day] = series.get(day, Decimal(0)) + figures.usage[day]
+            cost.setdefault(figures.name, {})
+            usage.setdefault(figures.name, {})
+    zero = Decimal(0)
+    return DailyFigures(
+        days=days,
+        currency=subscription.currency,
+        cost=[(name, [v.get(d, zero) for d in days]) for name, v in cost.items()],
+        usage=[(name, [v.get(d, zero) for d in days]) for name, v in usage.items()],
+        billed=billed,
+    )
+
+
+def subscription_invoices(*, subscription: Subscription, first: date, last: date):
+    """The subscription's cycle invoices, voided aside, whose periods meet the days."""
+    return list(
+        Invoice.objects.filter(
+            subscription=subscription,
+            billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+            period_start__lt=datetime.combine(last + DAY, time(), UTC),
+            period_end__gt=datetime.combine(first, time(), UTC),
+        )
+        .exclude(invoice_status=Invoice.Status.VOIDED)
+        .select_related("customer")
+        .prefetch_related("line_items__meter__feature")
+        .order_by("period_start")
+    )
+
+
+def previous_invoice(subscription: Subscription) -> Invoice | None:
+    """The invoice of the period before the current one, as it was closed."""
+    return (
+        Invoice.objects.filter(
+            subscription=subscription,
+            billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+            period_end=subscription.current_period_start,
+        )
+        .select_related("customer")
+        .prefetch_related("line_items__meter__feature")
+        .first()
+    )
+
+
+def period_days(invoice: Invoice) -> tuple[date, date]:
+    """The first and last UTC day of the invoice's period."""
+    return day_of(invoice.period_start), day_of(invoice.period_end - timedelta(microseconds=1))

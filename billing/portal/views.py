@@ -2,21 +2,27 @@
 
 import csv
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
 from functools import wraps
 
 from django import forms
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
+from django.urls import reverse_lazy
 
+from billing.charts import stacked_bars
 from billing.models import Invoice
 from billing.portal import selectors
+from catalog.money import format_money, format_quantity
 from config.bounds import MAX_PAGE, day_check
+from metering.fence import usage_fence_peek
 from metering.models import Customer, Event
+from metering.selectors import event_property_keys
 
 VIEW_AS = "portal_view_as"
 PAGE_SIZE = 50
@@ -56,8 +62,18 @@ class LoginView(auth_views.LoginView):
 
 
 def logout_view(request):
-    request.session.pop(VIEW_AS, None)
+    """Signs out; staff viewing as a customer only leave view-as and keep their session."""
+    if request.method == "POST" and request.session.get(VIEW_AS):
+        return view_as_leave(request)
     return auth_views.LogoutView.as_view(next_page="portal:login")(request)
+
+
+def view_as_leave(request):
+    """Back to the admin page of the customer being viewed; nothing else changes."""
+    customer_id = request.session.pop(VIEW_AS, None)
+    if customer_id is None or not request.user.is_staff:
+        return redirect("admin:index")
+    return redirect("admin:metering_customer_change", customer_id)
 
 
 @staff_member_required
@@ -71,15 +87,93 @@ def view_as(request, customer_id):
 def _live_context(customer) -> dict:
     subscription = selectors.portal_subscription(customer)
     invoice = selectors.proposed_invoice(subscription)
-    usage = []
-    if invoice is not None:
-        usage = selectors.feature_usage(invoice, subscription, timezone.now())
+    usage = selectors.feature_usage(invoice) if invoice is not None else []
     return {"subscription": subscription, "invoice": invoice, "usage": usage}
+
+
+MAX_RANGE_DAYS = 366
+
+
+class RangeForm(forms.Form):
+    """Which days the home page's charts show: this period, the last one, or chosen dates."""
+
+    range = forms.ChoiceField(
+        choices=[("this", "This period"), ("last", "Last period"), ("custom", "Custom dates")],
+        required=False,
+    )
+    start = forms.DateField(required=False, label="From")
+    end = forms.DateField(required=False, label="To")
+
+    def clean_start(self):
+        return _day(self.cleaned_data["start"])
+
+    def clean_end(self):
+        return _day(self.cleaned_data["end"])
+
+    def clean(self):
+        data = super().clean()
+        if data.get("range") != "custom" or self.errors:
+            return data
+        start, end = data.get("start"), data.get("end")
+        if start is None or end is None:
+            raise forms.ValidationError("Custom dates need both From and To.")
+        if end < start:
+            raise forms.ValidationError("To must not be before From.")
+        if (end - start).days + 1 > MAX_RANGE_DAYS:
+            raise forms.ValidationError(f"Pick at most {MAX_RANGE_DAYS} days.")
+        return data
+
+
+def _charts(subscription, form: RangeForm) -> dict:
+    """The days the form chose, their invoices, and charts of cost and usage per day."""
+    choice = form.cleaned_data.get("range") or "this"
+    if choice == "custom":
+        first, last = form.cleaned_data["start"], form.cleaned_data["end"]
+        invoices = selectors.subscription_invoices(
+            subscription=subscription, first=first, last=last
+        )
+    else:
+        invoice = (
+            selectors.previous_invoice(subscription)
+            if choice == "last"
+            else selectors.proposed_invoice(subscription)
+        )
+        if invoice is None:
+            return {"range": choice, "no_period": True}
+        invoices = [invoice]
+        first, last = selectors.period_days(invoice)
+    figures = selectors.daily_figures(
+        subscription=subscription, invoices=invoices, first=first, last=last
+    )
+    labels = [f"{day:%b} {day.day}" for day in figures.days]
+    span = f"{first:%b} {first.day}, {first.year} – {last:%b} {last.day}, {last.year}"
+    return {
+        "range": choice,
+        "figures": figures,
+        "span": span,
+        "cost_chart": stacked_bars(
+            labels=labels,
+            series=figures.cost,
+            fmt=lambda value: format_money(value, figures.currency),
+            caption=f"Cost per day, {span}",
+        ),
+        "usage_chart": stacked_bars(
+            labels=labels,
+            series=figures.usage,
+            fmt=format_quantity,
+            caption=f"Usage per day, {span}",
+        ),
+    }
 
 
 @portal_view
 def home(request, customer):
-    return render(request, "portal/home.html", {"customer": customer, **_live_context(customer)})
+    live = _live_context(customer)
+    form = RangeForm(request.GET or {"range": "this"})
+    context = {"customer": customer, "form": form, **live}
+    if form.is_valid() and live["subscription"] is not None:
+        context.update(_charts(live["subscription"], form))
+    return render(request, "portal/home.html", context, status=400 if form.errors else 200)
 
 
 @portal_view
@@ -90,7 +184,12 @@ def live(request, customer):
     stamp = invoice.last_computed_at.isoformat() if invoice and invoice.last_computed_at else ""
     if request.GET.get("since") == stamp:
         return HttpResponse(status=204)
-    return render(request, "portal/_live.html", {"customer": customer, **_live_context(customer)})
+    context = _live_context(customer)
+    shown = _decimal(request.GET.get("total"))  # the total on the page: a cue when it moves
+    changed = invoice is not None and shown is not None and shown != invoice.total
+    return render(
+        request, "portal/_live.html", {"customer": customer, "changed": changed, **context}
+    )
 
 
 class EventFilter(forms.Form):
@@ -144,7 +243,10 @@ def events(request, customer):
         {
             "customer": customer,
             "form": form,
-            "events": list(zip(shown, marks, strict=True)),
+            "events": [
+                (event, mark, [(k, selectors.property_display(v)) for k, v in _properties(event)])
+                for event, mark in zip(shown, marks, strict=True)
+            ],
             "page": page,
             "has_next": len(rows) > PAGE_SIZE,
             "query": query.urlencode(),
@@ -165,23 +267,33 @@ def events_csv(request, customer):
         return HttpResponseBadRequest(form.errors.as_text(), content_type="text/plain")
     writer = csv.writer(_Echo())
     facts = selectors.billing_facts(customer=customer)
+    # One column per property key of the whole export, gathered before the first row; events
+    # stored meanwhile are left out, so none has a key the header lacks.
+    exported = form.events(customer).filter(id__lte=usage_fence_peek())
+    keys = event_property_keys(events=exported)
 
     def rows():
-        yield writer.writerow(["event_id", "event_name", "timestamp", "properties", "billing"])
-        for event in form.events(customer).iterator(chunk_size=2000):
+        header = ["event_id", "event_name", "timestamp"]
+        yield writer.writerow(header + [f"properties.{k}" for k in keys] + ["billing"])
+        for event in exported.iterator(chunk_size=2000):
+            properties = event.properties if isinstance(event.properties, dict) else {}
             yield writer.writerow(
-                [
-                    event.event_id,
-                    event.event_name,
-                    event.timestamp.isoformat(),
-                    _properties_text(event.properties),
-                    str(selectors.event_mark(facts=facts, event=event)),
-                ]
+                [event.event_id, event.event_name, event.timestamp.isoformat()]
+                + [selectors.property_csv(properties[k]) if k in properties else "" for k in keys]
+                + [str(selectors.event_mark(facts=facts, event=event))]
             )
 
     response = StreamingHttpResponse(rows(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{customer.external_id}-events.csv"'
     return response
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    try:
+        number = Decimal(text) if text else None
+        return number if number is not None and number.is_finite() else None
+    except InvalidOperation:
+        return None
 
 
 def _day(day):
@@ -190,8 +302,9 @@ def _day(day):
     return day
 
 
-def _properties_text(properties: dict) -> str:
-    return "; ".join(f"{k}={v}" for k, v in sorted(properties.items()))
+def _properties(event) -> list[tuple[str, object]]:
+    properties = event.properties if isinstance(event.properties, dict) else {}
+    return sorted(properties.items())
 
 
 @portal_view
@@ -219,3 +332,44 @@ def invoice_detail(request, customer, invoice_id):
             "is_draft": invoice.invoice_status == Invoice.Status.DRAFT,
         },
     )
+
+
+# --- password reset, by Django's own views --------------------------------------------
+
+
+class PortalPasswordResetForm(auth_forms.PasswordResetForm):
+    """Only portal users get a link: a staff-only account is reset in the admin, not here.
+    Unknown addresses get the same answer as known ones."""
+
+    def get_users(self, email):
+        return (user for user in super().get_users(email) if hasattr(user, "portal_account"))
+
+
+class BadFormIs400:
+    """A form sent back with its errors answers 400, as the portal's other pages do."""
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        response.status_code = 400
+        return response
+
+
+class PasswordResetView(BadFormIs400, auth_views.PasswordResetView):
+    form_class = PortalPasswordResetForm
+    template_name = "portal/password_reset_form.html"
+    email_template_name = "portal/password_reset_email.txt"
+    subject_template_name = "portal/password_reset_subject.txt"
+    success_url = reverse_lazy("portal:password-reset-sent")
+
+
+class PasswordResetSentView(auth_views.PasswordResetDoneView):
+    template_name = "portal/password_reset_sent.html"
+
+
+class PasswordResetConfirmView(BadFormIs400, auth_views.PasswordResetConfirmView):
+    template_name = "portal/password_reset_confirm.html"
+    success_url = reverse_lazy("portal:password-reset-complete")
+
+
+class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    template_name = "portal/password_reset_complete.html"

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
-from django.db.models import F, Max, Sum
+from django.db.models import F, Max, QuerySet, Sum
 from django.db.models.functions import Trunc
 
 from catalog.models import Meter
@@ -164,6 +164,10 @@ class EventStore(ABC):
     @abstractmethod
     def usage_fence_lock(self, *, slot: int) -> None:
         """In a closing transaction: hold this slot exclusively until the commit."""
+
+    @abstractmethod
+    def property_keys(self, *, events: QuerySet) -> list[str]:
+        """Every property key of the selected events, sorted: a CSV export's columns."""
 
     def estimated_event_count(self) -> int | None:
         """A cheap estimate of how many events are stored; None where there is none."""

@@ -10,6 +10,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from django.db import connection
+from django.db.models import QuerySet
 
 from catalog.models import Meter
 from metering.aggregation import property_text
@@ -122,6 +123,13 @@ class PortableStore(EventStore):
             selection=selection,
             key=lambda customer, moment: (customer, hour_of(moment)),
         )
+
+    def property_keys(self, *, events: QuerySet) -> list[str]:
+        keys: set[str] = set()
+        for properties in events.order_by().values_list("properties", flat=True).iterator(2000):
+            if isinstance(properties, dict):
+                keys.update(properties)
+        return sorted(keys)
 
     def ingest_fence_share(self, *, slots: list[int]) -> None:
         """Nothing to do: SQLite lets one transaction write at a time."""

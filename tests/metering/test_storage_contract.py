@@ -261,3 +261,19 @@ def test_property_filters_in_the_database_match_the_python_rule(store):
     assert sorted(fed.values_list("event_id", flat=True)) == sorted(
         r["event_id"] for r in EVENTS if r["properties"]["model"] == "gpt"
     )
+
+
+def test_property_keys_are_every_key_of_the_selected_events_sorted(store):
+    make_meter(A.SUM, "tokens")
+    insert(store, [*EVENTS, raw("k1", START, customer="globex", tokens=1, model="gpt", Zeta=1)])
+    insert(store, [raw("k2", START, customer="initech", tokens=1, model="gpt", **{"a,b": "x"})])
+    acme = Event.objects.filter(external_customer_id="acme").order_by("-timestamp")
+    assert store.property_keys(events=acme) == ["model", "tokens", "user"]
+    globex = Event.objects.filter(external_customer_id="globex")
+    assert store.property_keys(events=globex) == ["Zeta", "model", "tokens", "user"]
+    assert store.property_keys(events=Event.objects.filter(event_id="k2")) == [
+        "a,b",
+        "model",
+        "tokens",
+    ]
+    assert store.property_keys(events=Event.objects.none()) == []

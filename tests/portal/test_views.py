@@ -61,7 +61,7 @@ def test_home_shows_period_total_usage_and_charts(acme, demo):
     assert "$202.50" in page
     assert "5,000,000" in page and "$15.00 per 1,000,000 tokens" in page
     assert "$75.00" in page and "$120.00" in page and "$7.50" in page
-    assert "per day" in page and "per hour today" in page and "<rect" in page
+    assert "Cost per day" in page and "Usage per day" in page and "<rect" in page
     assert "Globex" not in page
     assert 'hx-trigger="every 3s"' in page and "htmx" in page
 
@@ -92,7 +92,15 @@ def test_events_are_newest_first_filterable_and_exported(acme, demo):
         acme.get(reverse("portal:events-csv"), {"feature": output.meter_id}).streaming_content
     ).decode()
     rows = list(csv.reader(io.StringIO(exported)))
-    assert rows[0] == ["event_id", "event_name", "timestamp", "properties", "billing"]
+    assert rows[0] == [
+        "event_id",
+        "event_name",
+        "timestamp",
+        "properties.model",
+        "properties.prompt_type",
+        "properties.tokens",
+        "billing",
+    ]
     assert sorted(r[0] for r in rows[1:]) == ["demo-e4", "demo-e5"]
 
 
@@ -127,7 +135,8 @@ def test_staff_view_as_customer_is_read_only(admin_client, demo):
     globex = Customer.objects.get(external_id="globex")
     response = admin_client.get(reverse("portal:view-as", args=[globex.pk]), follow=True)
     page = response.content.decode()
-    assert "Viewing Globex" in page and "$15.00" in page
+    assert "Viewing as Globex (read-only)" in page and "$15.00" in page
+    assert reverse("portal:view-as-leave") in page and "Back to admin" in page
     change = admin_client.get(reverse("admin:metering_customer_change", args=[globex.pk]))
     assert reverse("portal:view-as", args=[globex.pk]) in change.content.decode()
 
@@ -205,3 +214,30 @@ def test_the_csv_refuses_a_bad_filter_before_it_streams(acme, demo):
 def test_a_nul_in_a_portal_path_is_a_404(acme, demo, admin_client, path):
     assert acme.get(path).status_code == 404
     assert admin_client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize("leave", ["back", "sign-out"])
+def test_leaving_view_as_keeps_the_staff_session(admin_client, demo, leave):
+    globex = Customer.objects.get(external_id="globex")
+    admin_client.get(reverse("portal:view-as", args=[globex.pk]))
+    if leave == "back":
+        response = admin_client.get(reverse("portal:view-as-leave"))
+    else:
+        response = admin_client.post(reverse("portal:logout"))
+    assert response.status_code == 302
+    assert response.url == reverse("admin:metering_customer_change", args=[globex.pk])
+    assert admin_client.get(reverse("admin:index")).status_code == 200  # still signed in
+    # no longer viewing as globex: the admin user has no portal account of its own
+    assert admin_client.get(reverse("portal:home")).status_code == 404
+
+
+def test_a_customer_signing_out_is_signed_out(acme):
+    response = acme.post(reverse("portal:logout"))
+    assert response.status_code == 302 and response.url == reverse("portal:login")
+    assert acme.get(reverse("portal:home")).status_code == 302
+
+
+def test_view_as_leave_for_a_customer_changes_nothing(acme):
+    response = acme.get(reverse("portal:view-as-leave"))
+    assert response.status_code == 302
+    assert acme.get(reverse("portal:home")).status_code == 200  # still signed in
