@@ -13,7 +13,6 @@ from django.http import Http404, HttpResponse, HttpResponseBadRequest, Streaming
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
-from billing.models import Invoice
 from billing.portal import selectors
 from config.bounds import MAX_PAGE, day_check
 from metering.models import Customer, Event
@@ -200,22 +199,4 @@ def invoices(request, customer):
         request,
         "portal/invoices.html",
         {"customer": customer, "invoices": selectors.customer_invoices(customer)},
-    )
-
-
-@portal_view
-def invoice_detail(request, customer, invoice_id):
-    invoice = get_object_or_404(
-        selectors.customer_invoices(customer).prefetch_related("line_items"),
-        pk=invoice_id,
-    )
-    return render(
-        request,
-        "portal/invoice_detail.html",
-        {
-            "customer": customer,
-            "invoice": invoice,
-            "rows": selectors.invoice_rows(invoice),
-            "is_draft": invoice.invoice_status == Invoice.Status.DRAFT,
-        },
     )
