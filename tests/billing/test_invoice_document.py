@@ -302,6 +302,11 @@ def test_another_customers_pdf_is_a_404(acme, demo):
     assert acme.get("/portal/invoices/%00.pdf").status_code == 404
 
 
+def test_the_invoice_list_links_each_pdf(acme, finalized):
+    page = acme.get(reverse("portal:invoices")).content.decode()
+    assert f'href="{reverse("portal:invoice-pdf", args=[finalized.pk])}" download>PDF' in page
+
+
 def test_signed_out_visitors_are_sent_to_sign_in(client, finalized):
     response = client.get(reverse("portal:invoice-pdf", args=[finalized.pk]))
     assert response.status_code == 302
