@@ -200,6 +200,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
+    "loggers": {"weasyprint.progress": {"level": "WARNING"}},  # a line per PDF step otherwise
 }
 
 CELERY_BEAT_SCHEDULE = {
