@@ -6,13 +6,16 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
+from solo.admin import SingletonModelAdmin
 
-from billing.models import Invoice, InvoiceLineItem, Subscription
+from billing.models import Invoice, InvoiceLineItem, Issuer, Subscription
+from billing.portal import documents
 from billing.portal.selectors import line_price_summary
 from billing.selectors import late_events, late_usage
 from billing.services import (
@@ -315,13 +318,19 @@ class InvoiceAdmin(TallyAdmin):
     search_fields = ["^invoice_number", "=customer__external_id"]
     list_select_related = ["customer"]
     change_list_template = "admin/billing/invoice/change_list.html"
+    change_form_template = "admin/billing/invoice/change_form.html"
     actions = ["recompute", "finalize", "void"]
     inlines = [InvoiceLineItemInline]
     fieldsets = [
         (None, {"fields": ["id", "number", "customer", "subscription", "billing_reason"]}),
         (
             "Status",
-            {"fields": [("invoice_status", "payment_status"), ("finalized_at", "voided_at")]},
+            {
+                "fields": [
+                    ("invoice_status", "payment_status"),
+                    ("finalized_at", "due_date", "voided_at"),
+                ]
+            },
         ),
         (
             "Amounts",
@@ -339,6 +348,7 @@ class InvoiceAdmin(TallyAdmin):
         "invoice_status",
         "payment_status",
         "finalized_at",
+        "due_date",
         "voided_at",
         "currency",
         "subtotal",
@@ -356,7 +366,21 @@ class InvoiceAdmin(TallyAdmin):
             self.admin_site.admin_view(self.late_usage_view),
             name="billing_invoice_late_usage",
         )
-        return [report, *super().get_urls()]
+        pdf = path(
+            "<path:object_id>/pdf/",
+            self.admin_site.admin_view(self.pdf_view),
+            name="billing_invoice_pdf",
+        )
+        return [report, pdf, *super().get_urls()]
+
+    def pdf_view(self, request, object_id):
+        """The invoice document as the customer downloads it."""
+        invoice = self.get_object(request, object_id)
+        if invoice is None:
+            raise Http404
+        if not self.has_view_permission(request, invoice):
+            raise PermissionDenied
+        return documents.pdf_response(invoice)
 
     def has_add_permission(self, request):
         return False
@@ -471,3 +495,8 @@ class InvoiceAdmin(TallyAdmin):
             "truncated": shown < sum(g["late"].event_count for g in groups),
         }
         return TemplateResponse(request, "admin/billing/late_usage.html", context)
+
+
+@admin.register(Issuer)
+class IssuerAdmin(SingletonModelAdmin, TallyAdmin):
+    """The company named on every invoice; a blank field falls back to its setting."""

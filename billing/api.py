@@ -1,7 +1,5 @@
 """Subscriptions and invoices under /v1/, in Flexprice's wire format."""
 
-from decimal import Decimal
-
 import django_filters
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -345,6 +343,7 @@ PREVIEW_EXAMPLE = {
     "period_end": "2026-12-01T00:00:00Z",
     "invoice_number": None,
     "finalized_at": None,
+    "due_date": None,
     "voided_at": None,
     "last_computed_at": None,
     "line_items": [
@@ -376,6 +375,7 @@ INVOICE_EXAMPLE = {
     "invoice_status": "FINALIZED",
     "invoice_number": "INV-202612-0001",
     "finalized_at": "2026-12-01T00:05:00Z",
+    "due_date": "2026-12-31T00:05:00Z",
     "last_computed_at": "2026-12-01T00:05:00Z",
     "line_items": [{**PREVIEW_EXAMPLE["line_items"][0], "id": "li_1"}],
 }
@@ -416,6 +416,7 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "period_end",
             "invoice_number",
             "finalized_at",
+            "due_date",
             "voided_at",
             "last_computed_at",
             "line_items",
@@ -427,8 +428,7 @@ class InvoiceSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(DECIMAL_SCHEMA)
     def get_amount_due(self, invoice) -> str:
-        closed = invoice.invoice_status in (Invoice.Status.VOIDED, Invoice.Status.SKIPPED)
-        return format(round_money(Decimal(0) if closed else invoice.total, invoice.currency), "f")
+        return format(round_money(invoice.amount_due, invoice.currency), "f")
 
     @extend_schema_field(DECIMAL_SCHEMA)
     def get_amount_remaining(self, invoice) -> str:

@@ -1,6 +1,10 @@
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
+from solo.models import SingletonModel
 
 from catalog import pricing
 from catalog.ids import id_factory
@@ -88,6 +92,7 @@ class Invoice(models.Model):
     period_end = models.DateTimeField()
     invoice_number = models.CharField(max_length=32, unique=True, null=True, blank=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
+    due_date = models.DateTimeField(null=True, blank=True)  # set on finalizing
     voided_at = models.DateTimeField(null=True, blank=True)
     last_computed_at = models.DateTimeField(null=True, blank=True)
     # The customer's events with an id up to this were all read by the last computation;
@@ -111,6 +116,18 @@ class Invoice(models.Model):
     @property
     def is_draft(self) -> bool:
         return self.invoice_status == self.Status.DRAFT
+
+    @staticmethod
+    def due_date_for(*, finalized_at: datetime) -> datetime:
+        """Payment is due TALLY_PAYMENT_TERMS_DAYS after the invoice is finalized."""
+        return finalized_at + timedelta(days=settings.TALLY_PAYMENT_TERMS_DAYS)
+
+    @property
+    def amount_due(self) -> Decimal:
+        """What the customer owes on it: nothing once voided or skipped."""
+        if self.invoice_status in (self.Status.VOIDED, self.Status.SKIPPED):
+            return Decimal(0)
+        return self.total
 
 
 class InvoiceLineItem(models.Model):
@@ -158,3 +175,36 @@ class InvoiceSequence(models.Model):
 
     prefix = models.CharField(max_length=16, primary_key=True)
     last = models.PositiveIntegerField(default=0)
+
+
+@dataclass(frozen=True)
+class IssuerDetails:
+    name: str
+    address_lines: tuple[str, ...]
+    email: str
+    tax_id: str
+
+
+class Issuer(SingletonModel):
+    """The operator's company as its invoices name it, edited in the admin. A blank field
+    falls back to its TALLY_ISSUER_* setting."""
+
+    name = models.CharField(max_length=255, blank=True)
+    address = models.TextField(blank=True, help_text="As printed, one line per line.")
+    email = models.EmailField(blank=True)
+    tax_id = models.CharField("Tax ID", max_length=64, blank=True)
+
+    class Meta:
+        verbose_name = "invoice issuer"
+
+    def __str__(self):
+        return "Invoice issuer"
+
+    def details(self) -> IssuerDetails:
+        address = self.address or "\n".join(settings.TALLY_ISSUER_ADDRESS)
+        return IssuerDetails(
+            name=self.name or settings.TALLY_ISSUER_NAME,
+            address_lines=tuple(line.strip() for line in address.splitlines() if line.strip()),
+            email=self.email or settings.TALLY_ISSUER_EMAIL,
+            tax_id=self.tax_id or settings.TALLY_ISSUER_TAX_ID,
+        )

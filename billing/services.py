@@ -263,6 +263,7 @@ def invoice_finalize(*, invoice: Invoice) -> Invoice:
     else:
         invoice.invoice_status = Invoice.Status.FINALIZED
         invoice.invoice_number = _next_number(now)
+        invoice.due_date = Invoice.due_date_for(finalized_at=now)
     invoice.finalized_at = now
     invoice.save()
     return invoice

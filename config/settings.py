@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "axes",
+    "solo",
     "catalog",
     "metering",
     "billing",
@@ -166,6 +167,16 @@ if not re.fullmatch(r"(?i)off|none|[1-9][0-9]*/(s|m|h|d)[a-z]*", TALLY_API_RATE.
 # Bulk ingestion takes up to 1,000 events; bodies beyond this are refused with 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("TALLY_MAX_BODY_BYTES", default=5 * 1024 * 1024)
 
+# Invoices. The issuer's details where the admin's "Invoice issuer" leaves them blank (address
+# lines separated by ";"), and the days from finalizing an invoice to its due date.
+TALLY_ISSUER_NAME = env.str("TALLY_ISSUER_NAME", default="")
+TALLY_ISSUER_ADDRESS = env.str("TALLY_ISSUER_ADDRESS", default="").split(";")
+TALLY_ISSUER_EMAIL = env.str("TALLY_ISSUER_EMAIL", default="")
+TALLY_ISSUER_TAX_ID = env.str("TALLY_ISSUER_TAX_ID", default="")
+TALLY_PAYMENT_TERMS_DAYS = env.int("TALLY_PAYMENT_TERMS_DAYS", default=30)
+if not 0 <= TALLY_PAYMENT_TERMS_DAYS <= 365:
+    raise ImproperlyConfigured("TALLY_PAYMENT_TERMS_DAYS must be a whole number from 0 to 365.")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Tally API",
     "DESCRIPTION": "Usage-based billing. Flexprice v1 wire format.",
@@ -194,6 +205,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
+    "loggers": {"weasyprint.progress": {"level": "WARNING"}},  # a line per PDF step otherwise
 }
 
 CELERY_BEAT_SCHEDULE = {

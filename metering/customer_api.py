@@ -1,6 +1,7 @@
 """Customers under /v1/customers, in Flexprice's wire format."""
 
 import django_filters
+from django_countries import countries
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import generics, serializers
 
@@ -20,6 +21,12 @@ CUSTOMER_EXAMPLE = {
     "external_id": "user_42",
     "name": "Acme Inc",
     "email": "billing@acme.test",
+    "address_line1": "1 Market St",
+    "address_line2": "Suite 300",
+    "address_city": "San Francisco",
+    "address_state": "CA",
+    "address_postal_code": "94105",
+    "address_country": "US",
     "metadata": {"segment": "startup"},
     "status": "published",
     "created_at": "2026-11-27T10:00:00Z",
@@ -27,17 +34,28 @@ CUSTOMER_EXAMPLE = {
 }
 
 
+ADDRESS = [
+    "address_line1",
+    "address_line2",
+    "address_city",
+    "address_state",
+    "address_postal_code",
+    "address_country",
+]
+
+
 @extend_schema_serializer(
     examples=[OpenApiExample("A customer", value=CUSTOMER_EXAMPLE, response_only=True)]
 )
 class CustomerSerializer(serializers.ModelSerializer):
     email = serializers.CharField(help_text="An email address, or empty when none was given.")
+    address_country = serializers.CharField(help_text="ISO 3166-1 alpha-2, or empty.")
     metadata = Metadata()
     status = Constant("published")
 
     class Meta:
         model = Customer
-        fields = ["id", "external_id", "name", "email", "metadata", "status"]
+        fields = ["id", "external_id", "name", "email", *ADDRESS, "metadata", "status"]
         fields += ["created_at", "updated_at"]
         read_only_fields = fields
 
@@ -55,6 +73,21 @@ class CustomerCreateSerializer(serializers.Serializer):
     external_id = serializers.CharField(allow_blank=True)
     name = serializers.CharField(allow_blank=True)
     email = serializers.CharField(required=False, allow_blank=True)
+    # Flexprice's bounds; the model checks them again.
+    address_line1 = serializers.CharField(required=False, allow_blank=True, max_length=255)
+    address_line2 = serializers.CharField(required=False, allow_blank=True, max_length=255)
+    address_city = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    address_state = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    address_postal_code = serializers.CharField(required=False, allow_blank=True, max_length=20)
+    address_country = serializers.ChoiceField(
+        [code for code, _ in countries],
+        required=False,
+        allow_blank=True,
+        help_text="ISO 3166-1 alpha-2, in capitals: US, DE, IN.",
+        error_messages={
+            "invalid_choice": '"{input}" is not an ISO 3166-1 alpha-2 country code, e.g. US.'
+        },
+    )
     metadata = Metadata(required=False)
 
 

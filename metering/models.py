@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 
 from django.db import models
 from django.utils import timezone
+from django_countries.fields import CountryField
 
 from catalog.ids import id_factory
 from catalog.models import Meter
@@ -23,6 +24,13 @@ class Customer(models.Model):
     )
     name = models.CharField(max_length=255)
     email = models.EmailField(blank=True)
+    # The billing address, in Flexprice's names and lengths; invoices print it.
+    address_line1 = models.CharField(max_length=255, blank=True)
+    address_line2 = models.CharField(max_length=255, blank=True)
+    address_city = models.CharField(max_length=100, blank=True)
+    address_state = models.CharField(max_length=100, blank=True)
+    address_postal_code = models.CharField(max_length=20, blank=True)
+    address_country = CountryField(blank=True, help_text="ISO 3166-1 alpha-2, e.g. US.")
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

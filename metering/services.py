@@ -30,9 +30,12 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
 
 @transaction.atomic
 def customer_create(
-    *, external_id: str, name: str, email: str = "", metadata: dict | None = None
+    *, external_id: str, name: str, email: str = "", metadata: dict | None = None, **address: str
 ) -> Customer:
-    customer = Customer(external_id=external_id, name=name, email=email, metadata=metadata or {})
+    """``address`` takes the ``address_*`` fields of the billing address."""
+    customer = Customer(
+        external_id=external_id, name=name, email=email, metadata=metadata or {}, **address
+    )
     customer.full_clean()
     customer.save()
     return customer

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing.portal import views
+from billing.portal import documents, views
 from config import resources  # noqa: F401  (registers the <id:> converter)
 
 app_name = "portal"
@@ -27,5 +27,6 @@ urlpatterns = [
     path("events/", views.events, name="events"),
     path("events.csv", views.events_csv, name="events-csv"),
     path("invoices/", views.invoices, name="invoices"),
-    path("invoices/<id:invoice_id>/", views.invoice_detail, name="invoice"),
+    path("invoices/<id:invoice_id>/", documents.invoice_detail, name="invoice"),
+    path("invoices/<id:invoice_id>.pdf", documents.invoice_pdf_download, name="invoice-pdf"),
 ]

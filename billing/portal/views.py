@@ -16,7 +16,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
 
 from billing.charts import stacked_bars
-from billing.models import Invoice
 from billing.portal import selectors
 from catalog.money import format_money, format_quantity
 from config.bounds import MAX_PAGE, day_check
@@ -313,24 +312,6 @@ def invoices(request, customer):
         request,
         "portal/invoices.html",
         {"customer": customer, "invoices": selectors.customer_invoices(customer)},
-    )
-
-
-@portal_view
-def invoice_detail(request, customer, invoice_id):
-    invoice = get_object_or_404(
-        selectors.customer_invoices(customer).prefetch_related("line_items"),
-        pk=invoice_id,
-    )
-    return render(
-        request,
-        "portal/invoice_detail.html",
-        {
-            "customer": customer,
-            "invoice": invoice,
-            "rows": selectors.invoice_rows(invoice),
-            "is_draft": invoice.invoice_status == Invoice.Status.DRAFT,
-        },
     )
 
 

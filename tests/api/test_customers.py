@@ -70,10 +70,70 @@ def test_create_answers_201_with_the_customer(api_client):
 
 
 def test_create_ignores_flexprice_fields_tally_does_not_keep(api_client):
-    response = create(api_client, external_id="u1", name="A", timezone="UTC", address_city="X")
+    response = create(api_client, external_id="u1", name="A", timezone="UTC")
     assert response.status_code == 201
     assert response.json()["email"] == ""
     assert response.json()["metadata"] == {}
+    assert response.json()["address_city"] == ""
+
+
+ADDRESS = {
+    "address_line1": "1 Market St",
+    "address_line2": "Suite 300",
+    "address_city": "San Francisco",
+    "address_state": "CA",
+    "address_postal_code": "94105",
+    "address_country": "US",
+}
+
+
+def test_the_billing_address_round_trips(api_client):
+    created = create(api_client, external_id="u1", name="A", **ADDRESS)
+    assert created.status_code == 201, created.content
+    assert {k: created.json()[k] for k in ADDRESS} == ADDRESS
+    stored = Customer.objects.get()
+    assert {k: str(getattr(stored, k)) for k in ADDRESS} == ADDRESS
+    fetched = api_client.get(f"/v1/customers/{stored.id}").json()
+    assert {k: fetched[k] for k in ADDRESS} == ADDRESS
+
+
+def test_the_address_at_its_flexprice_bounds_is_kept(api_client):
+    longest = {
+        "address_line1": "a" * 255,
+        "address_line2": "b" * 255,
+        "address_city": "c" * 100,
+        "address_state": "d" * 100,
+        "address_postal_code": "e" * 20,
+    }
+    response = create(api_client, external_id="u1", name="A", **longest)
+    assert response.status_code == 201, response.content
+    assert {k: response.json()[k] for k in longest} == longest
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("address_line1", "a" * 256),
+        ("address_line2", "b" * 256),
+        ("address_city", "c" * 101),
+        ("address_state", "d" * 101),
+        ("address_postal_code", "9" * 21),
+        ("address_country", "USA"),
+        ("address_country", "us"),
+        ("address_country", "XX"),
+        ("address_country", "United States"),
+        ("address_country", ["US"]),
+        ("address_city", {"name": "X"}),
+        ("address_line1", "a\x00b"),
+    ],
+)
+def test_a_bad_address_is_a_400_naming_the_field(api_client, field, value):
+    body = assert_error(
+        create(api_client, external_id="u1", name="A", **{field: value}), 400, field
+    )
+    if field == "address_country" and isinstance(value, str):
+        assert "ISO 3166-1 alpha-2" in str(body["error"]["details"])
+    assert not Customer.objects.exists()
 
 
 def test_duplicate_external_id_is_a_400_already_exists(api_client):
