@@ -8,7 +8,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import Subscription
+from billing.models import Issuer, Subscription
 from billing.services import invoice_propose, subscription_create
 from catalog.models import Feature, Plan, Price
 from catalog.services import feature_create, plan_create, price_create
@@ -18,6 +18,30 @@ from metering.services import portal_user_create
 from metering.tasks import rollups_refresh
 
 SCENARIO = Path(__file__).resolve().parent / "data" / "openai_o1.json"
+
+
+# Invoice paper for the demo; the reference scenario itself carries only pricing and usage.
+DEMO_ISSUER = {
+    "name": "Tally Demo Models, Inc.",
+    "address": "1 Market Street\nSan Francisco, CA 94105\nUnited States",
+    "email": "billing@example.com",
+    "tax_id": "US 00-0000000",
+}
+DEMO_ADDRESSES = {
+    "acme": {
+        "address_line1": "500 Acme Way",
+        "address_city": "Austin",
+        "address_state": "TX",
+        "address_postal_code": "78701",
+        "address_country": "US",
+    },
+    "globex": {
+        "address_line1": "42 Globex Plaza",
+        "address_city": "Springfield",
+        "address_postal_code": "12345",
+        "address_country": "US",
+    },
+}
 
 
 def scenario_load(path: Path = SCENARIO) -> dict:
@@ -87,7 +111,11 @@ def demo_customers_load(*, scenario: dict, plan: Plan) -> list[Subscription]:
     for spec in scenario["customers"]:
         customer, _ = Customer.objects.get_or_create(
             external_id=spec["external_id"],
-            defaults={"name": spec["name"], "email": f"{spec['external_id']}@example.com"},
+            defaults={
+                "name": spec["name"],
+                "email": f"{spec['external_id']}@example.com",
+                **DEMO_ADDRESSES.get(spec["external_id"], {}),
+            },
         )
         subscription = Subscription.objects.filter(
             customer=customer, plan=plan, status=Subscription.Status.ACTIVE
@@ -111,6 +139,15 @@ def demo_customers_load(*, scenario: dict, plan: Plan) -> list[Subscription]:
         invoice_propose(subscription=subscription)
         _demo_portal_user(subscription.customer)
     return list(subscriptions.values())
+
+
+def demo_issuer_load() -> None:
+    """The demo's company on invoices, unless the operator already named theirs."""
+    issuer = Issuer.get_solo()
+    if not issuer.name:
+        for field, value in DEMO_ISSUER.items():
+            setattr(issuer, field, value)
+        issuer.save()
 
 
 def demo_password(customer: Customer) -> str:

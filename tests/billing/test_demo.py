@@ -44,3 +44,19 @@ def test_the_demo_data_is_the_reference_scenario(o1_scenario):
     from billing.demo import scenario_load
 
     assert scenario_load() == o1_scenario
+
+
+def test_seed_demo_names_the_issuer_and_bills_to_addresses_but_keeps_an_operators_issuer():
+    from billing.demo import DEMO_ISSUER
+    from billing.models import Issuer
+    from metering.models import Customer
+
+    call_command("seed_demo")
+    assert Issuer.get_solo().details().name == DEMO_ISSUER["name"]
+    assert Customer.objects.get(external_id="acme").address_city == "Austin"
+
+    issuer = Issuer.get_solo()
+    issuer.name = "Operator Co"
+    issuer.save()
+    call_command("seed_demo")
+    assert Issuer.get_solo().name == "Operator Co"

@@ -1,6 +1,12 @@
 from django.core.management.base import BaseCommand
 
-from billing.demo import demo_catalog_load, demo_customers_load, demo_password, scenario_load
+from billing.demo import (
+    demo_catalog_load,
+    demo_customers_load,
+    demo_issuer_load,
+    demo_password,
+    scenario_load,
+)
 from billing.models import Invoice
 
 
@@ -10,6 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         scenario = scenario_load()
         plan = demo_catalog_load(scenario=scenario)
+        demo_issuer_load()
         self.stdout.write(f"Demo plan {plan.name!r} has {plan.prices.count()} prices.")
         for subscription in demo_customers_load(scenario=scenario, plan=plan):
             draft = Invoice.objects.get(
