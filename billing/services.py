@@ -156,6 +156,18 @@ def _line(
     )
 
 
+def _cycle_continued(*, subscription: Subscription, period_start: datetime) -> datetime | None:
+    """The start of the cycle a period continues: that of the part closed early where it
+    starts. None for a period that starts a cycle."""
+    return (
+        Invoice.objects.filter(
+            subscription=subscription, closed_early=True, period_end=period_start
+        )
+        .values_list("cycle_start", flat=True)
+        .first()
+    )
+
+
 def _cycle_billed(
     *, subscription: Subscription, cycle_start: datetime, before: datetime
 ) -> dict[str, Decimal]:
@@ -182,7 +194,6 @@ def invoice_compute(
     period_start: datetime,
     period_end: datetime,
     billing_reason: str = Invoice.BillingReason.SUBSCRIPTION_CYCLE,
-    cycle_start: datetime | None = None,
     closed_early: bool = False,
 ) -> Proposal:
     """Every line of the invoice for one period, live from usage; persists nothing.
@@ -192,13 +203,17 @@ def invoice_compute(
     invoice bills only the ADVANCE fees of the first period.
 
     A cycle closed early (``subscription_period_close_early``) is billed in parts that add up
-    to the unsplit invoice, to the cent: each part prices the usage of the whole cycle so far,
-    from ``cycle_start``, less what the earlier parts billed; a part ``closed_early`` bills no
-    fixed fee, so the part that ends the cycle bills them as the unsplit invoice would.
+    to the unsplit invoice, to the cent: a period that starts where a part closed early ends
+    prices the usage of the whole cycle so far, less what the earlier parts billed; a part
+    ``closed_early`` bills no fixed fee, so the part that ends the cycle bills them as the
+    unsplit invoice would. The preview and the draft agree, as both derive this.
     """
     cycle = billing_reason == Invoice.BillingReason.SUBSCRIPTION_CYCLE
+    cycle_start = None
+    if cycle:
+        cycle_start = _cycle_continued(subscription=subscription, period_start=period_start)
     billed = {}
-    if cycle and cycle_start is not None:
+    if cycle_start is not None:
         billed = _cycle_billed(
             subscription=subscription, cycle_start=cycle_start, before=period_start
         )
@@ -256,7 +271,6 @@ def _draft_recompute(*, invoice: Invoice, fence: int | None = None) -> Invoice:
         period_start=invoice.period_start,
         period_end=invoice.period_end,
         billing_reason=invoice.billing_reason,
-        cycle_start=invoice.cycle_start,
         closed_early=invoice.closed_early,
     )
     invoice.line_items.all().delete()

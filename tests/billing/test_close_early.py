@@ -491,3 +491,43 @@ def test_a_draft_whose_period_ended_finalizes_as_before(admin_client, plan):
 
     html = page.content.decode()
     assert "Yes, I’m sure" in html and "Finalize anyway" not in html
+
+
+def test_the_preview_of_the_remainder_is_its_draft(running):
+    from rest_framework.test import APIClient
+
+    from metering.services import api_key_create
+
+    ingest(event(1, 2_500_000))
+    early = subscription_period_close_early(subscription=running, now=timezone.now())
+    ingest(event(2, 1_000_000, ago=-timedelta(seconds=1)))
+    draft = recompute(running)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=api_key_create(name="t")[1])
+
+    preview = client.post("/v1/invoices/preview", {"subscription_id": running.pk}, format="json")
+
+    lines = preview.json()["line_items"]
+    by_name = {line["display_name"]: Decimal(line["amount"]) for line in lines}
+    assert by_name == {li.display_name: li.amount for li in draft.line_items.all()}
+    assert by_name["Tokens"] == Decimal(15) and early.total == Decimal(45)
+
+
+def test_usage_of_the_early_part_that_arrives_later_is_billed_or_late_once(plan):
+    sub = subscribe(plan)
+    use("acme", 1, at(2028, 2, 10), 2_500_000)
+    early = close_early(sub)
+    with time_machine.travel(at(2028, 2, 16), tick=False):
+        use("acme", 2, at(2028, 2, 11), 1_000_000)  # before the split, stored after it
+
+    tokens = recompute(sub).line_items.get(display_name="Tokens")
+    assert (tokens.quantity, tokens.amount) == (3_500_000, Decimal(15))  # on the remainder
+    assert invoice_late_usage(invoice=early).event_count == 0
+
+    remainder = close(sub, P0[1])
+    with time_machine.travel(at(2028, 3, 1), tick=False):
+        use("acme", 3, at(2028, 2, 12), 600_000)  # after both parts closed
+    [report] = late_usage()
+    assert report.invoice == remainder  # once, on the part that read the whole cycle last
+    [line] = report.lines
+    assert (line.event_count, line.quantity, line.amount) == (1, 600_000, Decimal(15))
