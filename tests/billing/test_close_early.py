@@ -531,3 +531,17 @@ def test_usage_of_the_early_part_that_arrives_later_is_billed_or_late_once(plan)
     assert report.invoice == remainder  # once, on the part that read the whole cycle last
     [line] = report.lines
     assert (line.event_count, line.quantity, line.amount) == (1, 600_000, Decimal(15))
+
+
+def test_the_confirmation_names_lines_whose_value_does_not_add_up(admin_client, wide_plan):
+    day_ago = timezone.now() - timedelta(days=1)
+    customer = Customer.objects.create(external_id="acme", name="Acme")
+    sub = subscription_create(
+        customer=customer, plan=wide_plan, start_date=day_ago, billing_anchor=day_ago
+    )
+
+    html = re.sub(r"\s+", " ", act(admin_client, draft_of(sub)).content.decode())
+
+    assert "1 draft bills a period that has not ended yet" in html
+    assert "Closing early: Peak, Gauge, Users are a maximum, latest value" in html
+    assert "the period's total does not change" in html
