@@ -206,7 +206,9 @@ def invoice_compute(
     to the unsplit invoice, to the cent: a period that starts where a part closed early ends
     prices the usage of the whole cycle so far, less what the earlier parts billed; a part
     ``closed_early`` bills no fixed fee, so the part that ends the cycle bills them as the
-    unsplit invoice would. The preview and the draft agree, as both derive this.
+    unsplit invoice would. The preview and the draft agree, as both derive this. Where a
+    value does not add up over parts (MAX, LATEST, COUNT_UNIQUE, AVG) or a price falls with
+    volume, a later part's line can be negative: a credit that keeps the cycle's total.
     """
     cycle = billing_reason == Invoice.BillingReason.SUBSCRIPTION_CYCLE
     cycle_start = None
@@ -249,6 +251,9 @@ def invoice_compute(
 @transaction.atomic
 def invoice_propose(*, subscription: Subscription) -> Invoice:
     """Upsert the DRAFT for the subscription's current period. Idempotent, safe concurrently."""
+    # The period as it is now: one read before an early close or a cancellation moved it
+    # would open a second draft for the old period.
+    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
     invoice, _ = Invoice.objects.get_or_create(
         subscription=subscription,
         period_start=subscription.current_period_start,

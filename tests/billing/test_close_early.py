@@ -18,7 +18,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing.models import Invoice, InvoiceLineItem
+from billing.models import Invoice, InvoiceLineItem, Subscription
 from billing.selectors import invoice_late_usage, late_usage
 from billing.services import (
     InvalidTransition,
@@ -545,3 +545,17 @@ def test_the_confirmation_names_lines_whose_value_does_not_add_up(admin_client, 
     assert "1 draft bills a period that has not ended yet" in html
     assert "Closing early: Peak, Gauge, Users are a maximum, latest value" in html
     assert "the period's total does not change" in html
+
+
+def test_a_recompute_that_read_the_subscription_before_the_early_close_opens_no_second_draft(
+    plan,
+):
+    sub = subscribe(plan)
+    read_before = Subscription.objects.get(pk=sub.pk)  # as a recompute task had loaded it
+    use("acme", 1, at(2028, 2, 10), 2_500_000)
+    close_early(sub)
+
+    draft = invoice_propose(subscription=read_before)
+
+    assert (draft.period_start, draft.period_end) == (SPLIT, P0[1])
+    assert Invoice.objects.filter(subscription=sub, invoice_status="DRAFT").count() == 1
