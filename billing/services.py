@@ -252,12 +252,15 @@ def invoice_compute(
 def invoice_propose(*, subscription: Subscription) -> Invoice:
     """Upsert the DRAFT for the subscription's current period. Idempotent, safe concurrently."""
     # The period as it is now: one read before an early close or a cancellation moved it
-    # would open a second draft for the old period.
-    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    # would open a second draft for the old period. (Read, not locked: a lock here deadlocks
+    # with finalization's foreign-key checks.)
+    period_start, period_end = Subscription.objects.values_list(
+        "current_period_start", "current_period_end"
+    ).get(pk=subscription.pk)
     invoice, _ = Invoice.objects.get_or_create(
         subscription=subscription,
-        period_start=subscription.current_period_start,
-        period_end=subscription.current_period_end,
+        period_start=period_start,
+        period_end=period_end,
         billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
         defaults={"customer_id": subscription.customer_id, "currency": subscription.currency},
     )
