@@ -17,13 +17,14 @@ from solo.admin import SingletonModelAdmin
 from billing.models import Invoice, InvoiceLineItem, Issuer, Subscription
 from billing.portal import documents
 from billing.portal.selectors import line_price_summary
-from billing.selectors import late_events, late_usage
+from billing.selectors import late_events, late_usage, running_period
 from billing.services import (
     draft_recompute,
     invoice_finalize,
     invoice_void,
     subscription_cancel,
     subscription_create,
+    subscription_period_close_early,
 )
 from catalog.models import BillingPeriod
 from catalog.money import format_money
@@ -423,7 +424,23 @@ class InvoiceAdmin(TallyAdmin):
 
     @admin.action(description="Finalize", permissions=["operate"])
     def finalize(self, request, queryset):
-        queryset = queryset.select_related("customer")
+        queryset = queryset.select_related("customer", "subscription")
+        now = timezone.now()
+        running = [r for i in queryset if (r := running_period(invoice=i, now=now))]
+        if request.POST.get("post") == "close_early":
+            self._close_early(request, queryset, {r.invoice.pk for r in running}, now)
+            return None
+        if running and request.POST.get("post") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Finalize these invoices?",
+                "running": running,
+                "others": [i for i in queryset if i.pk not in {r.invoice.pk for r in running}],
+                "now": now,
+                "opts": self.opts,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/billing/finalize_running.html", context)
         confirm = _confirm(
             self,
             request,
@@ -437,6 +454,16 @@ class InvoiceAdmin(TallyAdmin):
         if confirm is not None:
             return confirm
         self._run(request, queryset, invoice_finalize, "Finalized")
+
+    def _close_early(self, request, queryset, running: set, now):
+        """Drafts of running periods close early; the others finalize as usual."""
+
+        def close_or_finalize(*, invoice):
+            if invoice.pk not in running:
+                return invoice_finalize(invoice=invoice)
+            return subscription_period_close_early(subscription=invoice.subscription, now=now)
+
+        self._run(request, queryset, close_or_finalize, "Finalized")
 
     @admin.action(description="Void", permissions=["operate"])
     def void(self, request, queryset):

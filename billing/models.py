@@ -98,6 +98,10 @@ class Invoice(models.Model):
     # The customer's events with an id up to this were all read by the last computation;
     # on a finalized invoice, those above it are late usage.
     usage_fence = models.BigIntegerField(null=True, blank=True, editable=False)
+    # An early close splits a billing cycle in parts: the part closed early bills the usage so
+    # far and no fixed fee; the draft it opens continues the cycle from ``cycle_start``.
+    closed_early = models.BooleanField(default=False, editable=False)
+    cycle_start = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -153,6 +157,9 @@ class InvoiceLineItem(models.Model):
     unit_plural = models.CharField(max_length=64, blank=True)
     packages = models.DecimalField(max_digits=40, decimal_places=12, null=True, blank=True)
     event_count = models.BigIntegerField(default=0)
+    # On the draft continuing a cycle closed early: what the earlier parts billed for this
+    # price. ``amount`` is what the cycle's whole quantity costs, less this.
+    billed_before = models.DecimalField(**AMOUNT, default=Decimal(0))
 
     class Meta:
         ordering = ["id"]

@@ -11,6 +11,7 @@ from billing.periods import usage_start
 from catalog import pricing
 from catalog.models import Meter
 from catalog.money import round_money
+from catalog.names import ADDITIVE_AGGREGATIONS
 from metering.models import Event
 from metering.selectors import meter_reading, meter_reading_after
 
@@ -77,7 +78,8 @@ def _late_line(invoice: Invoice, line: InvoiceLineItem) -> LateLine:
         added = reading.quantity - line.quantity
     terms = line.priced_terms()
     billed = round_money(pricing.amount_for(terms, line.quantity + added), line.currency)
-    return LateLine(line=line, event_count=count, quantity=added, amount=billed - line.amount)
+    already = line.amount + line.billed_before  # a cycle's later part counts its earlier ones
+    return LateLine(line=line, event_count=count, quantity=added, amount=billed - already)
 
 
 def invoice_late_usage(*, invoice: Invoice) -> LateUsage:
@@ -86,6 +88,8 @@ def invoice_late_usage(*, invoice: Invoice) -> LateUsage:
     committed after finalization read). Each such event is late or billed, never both."""
     lines = [line for line in invoice.line_items.all() if line.meter_definition is not None]
     if invoice.invoice_status not in CLOSED_STATUSES or not was_finalized(invoice):
+        return LateUsage(invoice=invoice, lines=[])
+    if invoice.closed_early:  # the draft continuing its cycle reads its period again
         return LateUsage(invoice=invoice, lines=[])
     return LateUsage(invoice=invoice, lines=[_late_line(invoice, line) for line in lines])
 
@@ -178,3 +182,38 @@ def stale_draft_subscription_ids() -> list[str]:
         invoice_status=Invoice.Status.DRAFT, subscription__status=Subscription.Status.ACTIVE
     ).filter(Q(usage_fence__isnull=True) | Exists(newer))
     return list(drafts.values_list("subscription_id", flat=True))
+
+
+@dataclass(frozen=True)
+class RunningPeriod:
+    """A draft whose period is still running: finalizing it now leaves the rest of the period
+    unbilled, where closing it early (``subscription_period_close_early``) does not."""
+
+    invoice: Invoice
+    events_after: int  # events of the customer already stored from now to the period's end
+    not_additive: list[str]  # lines whose meter's value does not add up over parts (MAX, ...)
+
+
+def running_period(*, invoice: Invoice, now: datetime) -> RunningPeriod | None:
+    """For the current draft of an active subscription whose period ends after ``now``."""
+    subscription = invoice.subscription
+    if (
+        not invoice.is_draft
+        or subscription is None
+        or subscription.status != Subscription.Status.ACTIVE
+        or invoice.period_start != subscription.current_period_start
+        or not invoice.period_start < now < invoice.period_end
+    ):
+        return None
+    events_after = Event.objects.filter(
+        external_customer_id=invoice.customer.external_id,
+        timestamp__gte=now,
+        timestamp__lt=invoice.period_end,
+    ).count()
+    not_additive = [
+        line.display_name
+        for line in invoice.line_items.all()
+        if line.meter_definition is not None
+        and line.meter_definition["aggregation"] not in ADDITIVE_AGGREGATIONS
+    ]
+    return RunningPeriod(invoice=invoice, events_after=events_after, not_additive=not_additive)

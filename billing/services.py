@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from billing.models import Invoice, InvoiceLineItem, InvoiceSequence, Subscription
@@ -34,6 +35,7 @@ class Line:
     period_start: datetime
     period_end: datetime
     event_count: int = 0
+    billed_before: Decimal = Decimal(0)  # by earlier parts of a cycle closed early
 
     def as_item(self, *, invoice: Invoice | None = None) -> InvoiceLineItem:
         """The line with a snapshot of everything that priced it."""
@@ -61,6 +63,7 @@ class Line:
                 else None
             ),
             event_count=self.event_count,
+            billed_before=self.billed_before,
         )
 
 
@@ -116,7 +119,13 @@ def billed_in_advance(price: Price) -> bool:
     return price.type == Price.Type.FIXED and price.invoice_cadence == Price.Cadence.ADVANCE
 
 
-def _line(*, subscription: Subscription, price: Price, period: tuple[datetime, datetime]) -> Line:
+def _line(
+    *,
+    subscription: Subscription,
+    price: Price,
+    period: tuple[datetime, datetime],
+    billed_before: Decimal = Decimal(0),
+) -> Line:
     period_start, period_end = period
     terms = price.terms()
     meter, reading = None, Reading(quantity=Decimal(1), event_count=0)
@@ -138,11 +147,45 @@ def _line(*, subscription: Subscription, price: Price, period: tuple[datetime, d
         meter=meter,
         terms=terms,
         quantity=reading.quantity,
-        amount=round_money(pricing.amount_for(terms, reading.quantity), price.currency),
+        amount=round_money(pricing.amount_for(terms, reading.quantity), price.currency)
+        - billed_before,
         period_start=period_start,
         period_end=period_end,
         event_count=reading.event_count,
+        billed_before=billed_before,
     )
+
+
+def _cycle_continued(*, subscription: Subscription, period_start: datetime) -> datetime | None:
+    """The start of the cycle a period continues: that of the part closed early where it
+    starts. None for a period that starts a cycle."""
+    return (
+        Invoice.objects.filter(
+            subscription=subscription, closed_early=True, period_end=period_start
+        )
+        .values_list("cycle_start", flat=True)
+        .first()
+    )
+
+
+def _cycle_billed(
+    *, subscription: Subscription, cycle_start: datetime, before: datetime
+) -> dict[str, Decimal]:
+    """Per price, what the parts of a cycle closed early before ``before`` billed. A voided
+    part counts nothing: what it billed falls to the part that continues the cycle."""
+    rows = (
+        InvoiceLineItem.objects.filter(
+            invoice__subscription=subscription,
+            invoice__billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+            invoice__closed_early=True,
+            invoice__invoice_status__in=(Invoice.Status.FINALIZED, Invoice.Status.SKIPPED),
+            invoice__period_start__gte=cycle_start,
+            invoice__period_end__lte=before,
+        )
+        .values("price_id")
+        .annotate(billed=Sum("amount"))
+    )
+    return {row["price_id"]: row["billed"] for row in rows}
 
 
 def invoice_compute(
@@ -151,24 +194,50 @@ def invoice_compute(
     period_start: datetime,
     period_end: datetime,
     billing_reason: str = Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+    closed_early: bool = False,
 ) -> Proposal:
     """Every line of the invoice for one period, live from usage; persists nothing.
 
     The invoice closing a period bills its usage and ARREAR fees, and the ADVANCE fees of
     the period that starts as it ends (none if the subscription ends then). The creation
     invoice bills only the ADVANCE fees of the first period.
+
+    A cycle closed early (``subscription_period_close_early``) is billed in parts that add up
+    to the unsplit invoice, to the cent: a period that starts where a part closed early ends
+    prices the usage of the whole cycle so far, less what the earlier parts billed; a part
+    ``closed_early`` bills no fixed fee, so the part that ends the cycle bills them as the
+    unsplit invoice would. The preview and the draft agree, as both derive this. Where a
+    value does not add up over parts (MAX, LATEST, COUNT_UNIQUE, AVG) or a price falls with
+    volume, a later part's line can be negative: a credit that keeps the cycle's total.
     """
     cycle = billing_reason == Invoice.BillingReason.SUBSCRIPTION_CYCLE
+    cycle_start = None
+    if cycle:
+        cycle_start = _cycle_continued(subscription=subscription, period_start=period_start)
+    billed = {}
+    if cycle_start is not None:
+        billed = _cycle_billed(
+            subscription=subscription, cycle_start=cycle_start, before=period_start
+        )
     lines = []
     for price in _plan_prices(subscription):
-        if billed_in_advance(price):
+        if closed_early and price.type == Price.Type.FIXED:
+            period = None
+        elif billed_in_advance(price):
             period = period_from(
                 subscription=subscription, start=period_end if cycle else period_start
             )
         else:
-            period = (period_start, period_end) if cycle else None
+            period = (cycle_start or period_start, period_end) if cycle else None
         if period is not None:
-            lines.append(_line(subscription=subscription, price=price, period=period))
+            lines.append(
+                _line(
+                    subscription=subscription,
+                    price=price,
+                    period=period,
+                    billed_before=billed.get(price.pk, Decimal(0)),
+                )
+            )
     return Proposal(
         subscription=subscription,
         currency=subscription.currency,
@@ -182,10 +251,16 @@ def invoice_compute(
 @transaction.atomic
 def invoice_propose(*, subscription: Subscription) -> Invoice:
     """Upsert the DRAFT for the subscription's current period. Idempotent, safe concurrently."""
+    # The period as it is now: one read before an early close or a cancellation moved it
+    # would open a second draft for the old period. (Read, not locked: a lock here deadlocks
+    # with finalization's foreign-key checks.)
+    period_start, period_end = Subscription.objects.values_list(
+        "current_period_start", "current_period_end"
+    ).get(pk=subscription.pk)
     invoice, _ = Invoice.objects.get_or_create(
         subscription=subscription,
-        period_start=subscription.current_period_start,
-        period_end=subscription.current_period_end,
+        period_start=period_start,
+        period_end=period_end,
         billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
         defaults={"customer_id": subscription.customer_id, "currency": subscription.currency},
     )
@@ -204,6 +279,7 @@ def _draft_recompute(*, invoice: Invoice, fence: int | None = None) -> Invoice:
         period_start=invoice.period_start,
         period_end=invoice.period_end,
         billing_reason=invoice.billing_reason,
+        closed_early=invoice.closed_early,
     )
     invoice.line_items.all().delete()
     InvoiceLineItem.objects.bulk_create(line.as_item(invoice=invoice) for line in proposal.lines)
@@ -410,6 +486,43 @@ def subscription_period_close(*, subscription_id: str, now: datetime) -> Invoice
         return invoice
     subscription.current_period_start, subscription.current_period_end = following
     subscription.save()
+    invoice_propose(subscription=subscription)
+    return invoice
+
+
+@transaction.atomic
+def subscription_period_close_early(*, subscription: Subscription, now: datetime) -> Invoice:
+    """Close the current period at ``now`` and open a draft from ``now`` to the period's end,
+    so usage after ``now`` is billed there, not late. The two parts bill what closing the
+    whole period once would (see ``invoice_compute``); the boundaries do not move, and the
+    next period opens when the draft's period ends, as usual."""
+    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    if subscription.status != Subscription.Status.ACTIVE:
+        raise InvalidTransition("Only an active subscription's period can be closed early.")
+    start, end = subscription.current_period_start, subscription.current_period_end
+    if not start < now < end:
+        raise InvalidTransition(
+            f"Only a period that is running can be closed early; it runs {start} to {end}."
+        )
+    draft = invoice_propose(subscription=subscription)
+    if not draft.is_draft:
+        raise InvalidTransition(
+            f"The period's invoice is already {draft.invoice_status}; nothing to close."
+        )
+    draft.period_end, draft.closed_early = now, True
+    draft.cycle_start = draft.cycle_start or draft.period_start
+    draft.save()
+    invoice = invoice_finalize(invoice=draft)
+    subscription.current_period_start = now
+    subscription.save()
+    Invoice.objects.create(
+        subscription=subscription,
+        customer_id=subscription.customer_id,
+        currency=subscription.currency,
+        period_start=now,
+        period_end=end,
+        cycle_start=invoice.cycle_start,
+    )
     invoice_propose(subscription=subscription)
     return invoice
 

@@ -179,7 +179,8 @@ if not 0 <= TALLY_PAYMENT_TERMS_DAYS <= 365:
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Tally API",
-    "DESCRIPTION": "Usage-based billing. Flexprice v1 wire format.",
+    # The first page an integrating engineer reads; tests/api/test_docs.py runs its curls.
+    "DESCRIPTION": (BASE_DIR / "config" / "api_guide.md").read_text(encoding="utf-8"),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI's assets come from a package, so the docs work without a CDN.

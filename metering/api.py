@@ -138,6 +138,16 @@ EVENT_EXAMPLE = {
 INGEST_EXAMPLES = [
     OpenApiExample("One event", value=EVENT_EXAMPLE, request_only=True),
     OpenApiExample(
+        "The least to send",
+        summary="No event_id or timestamp: the server generates the id, and the event is now.",
+        value={
+            "event_name": "llm.tokens",
+            "external_customer_id": "user_42",
+            "properties": {"tokens": 1500, "model": "gpt-4o"},
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
         "Accepted",
         value={"message": "Event accepted for processing", "event_id": "evt_2026_11_27_0001"},
         response_only=True,
@@ -159,6 +169,37 @@ BULK_EXAMPLES = [
 ]
 BATCH_EXAMPLES = [
     BULK_EXAMPLES[0],
+    OpenApiExample(
+        "A good event and one without its tokens",
+        value={
+            "events": [
+                {**EVENT_EXAMPLE, "event_id": "evt_2026_11_27_0003"},
+                {
+                    **EVENT_EXAMPLE,
+                    "event_id": "evt_2026_11_27_0004",
+                    "properties": {"model": "gpt-4o"},
+                },
+            ]
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "The good one stored and the bad one rejected",
+        value={
+            "accepted": 1,
+            "duplicates": 0,
+            "rejected": 1,
+            "results": [
+                {"index": 0, "event_id": "evt_2026_11_27_0003", "status": "accepted"},
+                {
+                    "index": 1,
+                    "status": "rejected",
+                    "reason": "property 'tokens' is missing (meter of 'llm_tokens')",
+                },
+            ],
+        },
+        response_only=True,
+    ),
     OpenApiExample(
         "One stored, one already stored",
         value={
