@@ -15,7 +15,7 @@ SQLITE_NO_TRIGGERS = {"sqlite": frozen.SQLITE_REVERSE}
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0004_closed_invoices_frozen"),
+        ("billing", "0005_issuer_invoice_due_date"),
     ]
 
     operations = [
