@@ -249,21 +249,41 @@ def invoice_compute(
 
 
 @transaction.atomic
+def _current_period(subscription: Subscription) -> tuple[datetime, datetime]:
+    return Subscription.objects.values_list("current_period_start", "current_period_end").get(
+        pk=subscription.pk
+    )
+
+
 def invoice_propose(*, subscription: Subscription) -> Invoice:
     """Upsert the DRAFT for the subscription's current period. Idempotent, safe concurrently."""
-    # The period as it is now: one read before an early close or a cancellation moved it
-    # would open a second draft for the old period. (Read, not locked: a lock here deadlocks
-    # with finalization's foreign-key checks.)
-    period_start, period_end = Subscription.objects.values_list(
-        "current_period_start", "current_period_end"
-    ).get(pk=subscription.pk)
-    invoice, _ = Invoice.objects.get_or_create(
+    # The period as it is now, read rather than locked: a lock here deadlocks with
+    # finalization's foreign-key checks.
+    period_start, period_end = _current_period(subscription)
+    invoice, created = Invoice.objects.get_or_create(
         subscription=subscription,
         period_start=period_start,
         period_end=period_end,
         billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
         defaults={"customer_id": subscription.customer_id, "currency": subscription.currency},
     )
+    # An early close or a cancellation that committed after the read above moved the period
+    # (or ended it): the draft just made is for a period that no longer exists.
+    if (
+        created
+        and not Subscription.objects.filter(
+            pk=subscription.pk,
+            status=Subscription.Status.ACTIVE,
+            current_period_start=period_start,
+            current_period_end=period_end,
+        ).exists()
+    ):
+        invoice.delete()
+        if not Subscription.objects.filter(
+            pk=subscription.pk, status=Subscription.Status.ACTIVE
+        ).exists():
+            return Invoice.objects.filter(subscription=subscription).latest("created_at")
+        return invoice_propose(subscription=subscription)
     return _draft_recompute(invoice=invoice)
 
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from billing import services
 from billing.models import Invoice, InvoiceLineItem, Subscription
 from billing.selectors import invoice_late_usage, late_usage
 from billing.services import (
@@ -559,3 +560,38 @@ def test_a_recompute_that_read_the_subscription_before_the_early_close_opens_no_
 
     assert (draft.period_start, draft.period_end) == (SPLIT, P0[1])
     assert Invoice.objects.filter(subscription=sub, invoice_status="DRAFT").count() == 1
+
+
+@pytest.mark.parametrize("ending", ["close early", "cancel now"])
+def test_a_propose_whose_period_read_preceded_the_commit_leaves_no_stray_draft(
+    plan, monkeypatch, ending
+):
+    """The recompute read the period, then the early close (or an immediate cancel)
+    committed, then the recompute went on to upsert a draft for the period it had read."""
+    sub = subscribe(plan)
+    use("acme", 1, at(2028, 2, 10), 2_500_000)
+    stale = services._current_period(sub)
+    if ending == "close early":
+        close_early(sub)
+    else:
+        with time_machine.travel(SPLIT, tick=False):
+            subscription_cancel(subscription=sub, cancellation_type="immediate")
+    reads = iter([stale])
+    real = services._current_period
+    monkeypatch.setattr(services, "_current_period", lambda s: next(reads, None) or real(s))
+
+    with time_machine.travel(SPLIT + timedelta(minutes=1), tick=False):
+        proposed = invoice_propose(subscription=sub)
+
+    assert not Invoice.objects.filter(
+        subscription=sub,
+        period_start=stale[0],
+        period_end=stale[1],
+        billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+    ).exists()
+    drafts = Invoice.objects.filter(subscription=sub, invoice_status="DRAFT")
+    if ending == "close early":
+        assert list(drafts) == [proposed]
+        assert (proposed.period_start, proposed.period_end) == (SPLIT, P0[1])
+    else:
+        assert not drafts.exists()
