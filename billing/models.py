@@ -5,6 +5,7 @@ from django.db import models
 from catalog import pricing
 from catalog.ids import id_factory
 from catalog.models import AMOUNT, BillingPeriod, Meter, Plan, Price
+from catalog.money import format_money
 from metering.models import Customer
 
 
@@ -141,7 +142,7 @@ class InvoiceLineItem(models.Model):
         ordering = ["id"]
 
     def __str__(self):
-        return f"{self.display_name}: {self.amount}"
+        return f"{self.display_name}: {format_money(self.amount, self.currency)}"
 
     def priced_terms(self) -> pricing.Terms:
         return pricing.terms_from_json(self.terms)

@@ -250,17 +250,15 @@ def customers_with_spend(customers):
     drafts = _drafts_of(customer=OuterRef("pk"))
     first = drafts.order_by("currency").values("currency")[:1]
     in_first = (
-        drafts.filter(currency=Subquery(first))
+        drafts.filter(currency=OuterRef("period_currency"))
         .values("customer")
         .annotate(spend=Sum("total"))
         .values("spend")
     )
     currencies = drafts.values("customer").annotate(n=Count("currency", distinct=True)).values("n")
     return customers.annotate(
-        period_currency=Subquery(first),
-        period_spend=Subquery(in_first, output_field=_AMOUNT),
-        period_currencies=Subquery(currencies),
-    )
+        period_currency=Subquery(first), period_currencies=Subquery(currencies)
+    ).annotate(period_spend=Subquery(in_first, output_field=_AMOUNT))
 
 
 # --- the invoices events arrived too late for -------------------------------------------

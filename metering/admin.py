@@ -197,6 +197,7 @@ class EventAdmin(TallyAdmin):
     list_filter = [EventNameFilter, MeteredFilter, ("timestamp", admin.DateFieldListFilter)]
     search_fields = ["=event_id", "=external_customer_id"]
     show_full_result_count = False
+    list_per_page = 50
     paginator = EstimatedCountPaginator
     ordering = ["-timestamp", "-id"]
     fields = [
