@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.charts import stacked_bars
-from billing.overview import RECENT_EVENTS, overview
+from billing.overview import RECENT_EVENTS, overview_cached
 from catalog.money import format_quantity
 
 register = template.Library()
@@ -21,7 +21,7 @@ def admin_overview(context) -> dict | None:
     if not request.user.has_perm("billing.view_invoice"):
         return None
     now = timezone.now()
-    figures = overview(now=now)
+    figures = overview_cached(now=now)
     since = (now - RECENT_EVENTS).strftime("%Y-%m-%d %H:%M:%S")
     events = reverse("admin:metering_event_changelist")
     invoices = reverse("admin:billing_invoice_changelist")

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
@@ -26,6 +27,14 @@ from tests.factories import (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_overview():
+    """The admin index shows the overview from the shared cache: each test computes anew."""
+    cache.delete(ov.OVERVIEW_KEY)
+    yield
+    cache.delete(ov.OVERVIEW_KEY)
 
 
 def tokens(customer: str, event_id: str, at, amount=1, prompt_type="input", model="OpenAI O1"):
@@ -191,11 +200,18 @@ def test_attention_counts_find_late_unknown_unmetered_and_waiting(month):
 
 
 def test_attention_counts_stop_at_their_cap(o1_plan, monkeypatch):
+    from config.coalesce import _store
+
     monkeypatch.setattr(ov, "ATTENTION_CAP", 2)
-    now = timezone.now()
-    ingest(*(tokens(f"ghost-{n}", f"g-{n}", now - timedelta(minutes=n + 1)) for n in range(3)))
-    count = ov.unknown_customer_events(now=now)
-    assert (count.value, count.capped, str(count)) == (2, True, "2+")
+    subscriptions = [SubscriptionFactory(plan=o1_plan) for _ in range(3)]
+    for subscription in subscriptions:
+        _store().mark(recompute_requests.pending_key, "test-flag", subscription.pk, 1)
+    try:
+        count = ov.drafts_waiting(now=timezone.now() + timedelta(hours=1))
+        assert (count.value, count.capped, str(count)) == (2, True, "2+")
+    finally:
+        for subscription in subscriptions:
+            _store().end(recompute_requests.pending_key, subscription.pk, "")
 
 
 def test_admin_index_shows_the_overview_with_links(client, admin_user, month):
@@ -219,3 +235,16 @@ def test_overview_is_hidden_from_staff_who_may_not_see_invoices(client, month):
     client.login(username="clerk", password="pw-clerk-123")
     html = client.get(reverse("admin:index")).content.decode()
     assert 'data-testid="overview"' not in html
+
+
+def test_admin_index_shows_the_overview_from_the_cache_for_a_minute(client, admin_user, month):
+    with time_machine.travel(month, tick=False):
+        client.force_login(admin_user)
+        first = client.get(reverse("admin:index")).context["overview"]["figures"]
+        ingest(tokens("ghost", "ghost-2", month - timedelta(minutes=1)))
+        second = client.get(reverse("admin:index")).context["overview"]["figures"]
+    assert second == first and first.unknown_customer_events.value == 1
+    with time_machine.travel(month + timedelta(seconds=ov.OVERVIEW_SECONDS + 1), tick=False):
+        cache.delete(ov.OVERVIEW_KEY)  # expiry: Redis keeps its own clock, not the travel
+        again = client.get(reverse("admin:index"))
+    assert again.context["overview"]["figures"].unknown_customer_events.value == 2

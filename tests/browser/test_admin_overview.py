@@ -6,10 +6,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 from playwright.sync_api import expect
 
 from billing.models import Invoice
+from billing.overview import OVERVIEW_KEY
 from billing.services import invoice_finalize
 from catalog.money import format_money
 from tests.factories import ingest
@@ -29,6 +31,7 @@ def sign_in_to_admin(page, live_server, username, password):
 def test_staff_sees_the_month_and_follows_an_attention_count(
     page, live_server, o1_subscriptions, django_user_model, tmp_path
 ):
+    cache.delete(OVERVIEW_KEY)  # computed afresh from this test's data
     django_user_model.objects.create_superuser("operator", "ops@example.com", "operator-pw-1")
     billed = invoice_finalize(
         invoice=Invoice.objects.get(subscription=o1_subscriptions["acme"], invoice_status="DRAFT")
