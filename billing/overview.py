@@ -23,7 +23,6 @@ from metering.selectors import events_of_unknown_customers, events_unmetered, us
 ZERO = Decimal(0)
 TOP_CUSTOMERS = 10
 ATTENTION_CAP = 100  # counts stop here and read "100+": each stays one bounded query
-LATE_USAGE_DAYS = 90  # the late-usage report's default window
 RECENT_EVENTS = timedelta(hours=24)
 RECOMPUTE_GRACE = timedelta(minutes=1)
 
@@ -160,11 +159,29 @@ def _capped(queryset) -> Capped:
     return Capped(min(found, ATTENTION_CAP), found > ATTENTION_CAP)
 
 
+def _counted(queryset) -> Capped:
+    """All of a day's events are counted: with a LIMIT, the planner would scan the whole log
+    hoping to stop early."""
+    return Capped(queryset.count(), capped=False)
+
+
+def arrived_since(*, since: datetime):
+    """Events stored at or after ``since``: ids grow with arrival, so the newest stored
+    before it bounds them, found walking back from the newest id."""
+    before = (
+        Event._base_manager.filter(ingested_at__lt=since)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    return Event._base_manager.filter(id__gt=before or 0)
+
+
 def invoices_with_late_usage(*, now: datetime) -> Capped:
-    """Closed invoices finalized in the last ``LATE_USAGE_DAYS`` with an event of their
-    customer and period stored after their fence. The late-usage report then keeps those
-    whose meters count such an event; this count, kept cheap, does not ask the meters."""
-    stored_after = Event._base_manager.filter(  # any stored event: only ids are compared
+    """Closed invoices an event of their customer and period reached in the last 24 hours,
+    stored after their fence: new late usage, found from the day's arrivals. The late-usage
+    report then keeps those whose meters count such an event, and shows older ones too."""
+    late = arrived_since(since=now - RECENT_EVENTS).filter(
         external_customer_id=OuterRef("customer__external_id"),
         timestamp__gte=OuterRef("period_start"),
         timestamp__lt=OuterRef("period_end"),
@@ -174,19 +191,13 @@ def invoices_with_late_usage(*, now: datetime) -> Capped:
         invoice_status__in=CLOSED_STATUSES,
         billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
         usage_fence__isnull=False,
-        finalized_at__gt=now - timedelta(days=LATE_USAGE_DAYS),
-    ).filter(Exists(stored_after))
-    return _capped(invoices)
+        finalized_at__isnull=False,
+    ).filter(Exists(late))
+    return _counted(invoices)
 
 
 def recent_events(*, now: datetime):
     return Event.objects.filter(timestamp__gte=now - RECENT_EVENTS, timestamp__lte=now)
-
-
-def _counted(queryset) -> Capped:
-    """All of a day's events are counted: with a LIMIT, the planner would scan the whole log
-    hoping to stop early."""
-    return Capped(queryset.count(), capped=False)
 
 
 def unknown_customer_events(*, now: datetime) -> Capped:

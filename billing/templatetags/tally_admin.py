@@ -41,7 +41,7 @@ def admin_overview(context) -> dict | None:
         ],
         "attention": [
             (
-                "Invoices with late usage (finalized in the last 90 days)",
+                "Invoices that got late usage (last 24 hours)",
                 figures.late_invoices,
                 reverse("admin:billing_invoice_late_usage"),
             ),
