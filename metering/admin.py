@@ -131,7 +131,7 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self):
         query = self.object_list.query
-        if not query.where:
+        if query.where == Event.objects.all().query.where:  # only the manager's own bounds
             estimate = storage().estimated_event_count()
             if estimate is not None and estimate > 10000:
                 return estimate

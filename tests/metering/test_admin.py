@@ -179,3 +179,17 @@ def test_event_list_explains_a_page_in_the_same_queries_however_many_rows(
     with django_assert_num_queries(len(one_row)):
         page = admin_client.get(reverse("admin:metering_event_changelist"))
     assert len(page.context["cl"].result_list) == 50
+
+
+def test_event_list_takes_the_planners_estimate_only_when_unfiltered(admin_client, monkeypatch):
+    from types import SimpleNamespace
+
+    from metering import admin as metering_admin
+
+    MeterFactory(aggregation="COUNT", field="")
+    ingest(*(ev(external_customer_id="a") for _ in range(3)), now=NOW)
+    planner = SimpleNamespace(estimated_event_count=lambda: 123_456)  # what pg_class would say
+    monkeypatch.setattr(metering_admin, "storage", lambda: planner)
+    url = reverse("admin:metering_event_changelist")
+    assert admin_client.get(url).context["cl"].result_count == 123_456
+    assert admin_client.get(url, {"event_name": "tokens"}).context["cl"].result_count == 3
