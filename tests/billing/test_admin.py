@@ -481,3 +481,18 @@ def test_event_list_marks_events_that_arrived_after_their_invoice_closed(admin_c
     )
     assert feeds["open-1"] == "Input Tokens"
     assert feeds["demo-e1"].startswith("Input Tokens") and "late" not in feeds["demo-e1"]
+
+
+def test_invoice_list_filters_drafts_waiting_for_a_recompute(admin_client, subs):
+    from billing.tasks import recompute_requests
+    from config.coalesce import _store
+
+    waiting = draft_of(subs["globex"])
+    _store().mark(recompute_requests.pending_key, "test-flag", waiting.subscription_id, 1)
+    try:
+        with time_machine.travel(timezone.now() + timedelta(minutes=2), tick=False):
+            admin_client.force_login(User.objects.get(username="admin"))
+            page = admin_client.get(reverse(CHANGELIST), {"recompute": "waiting"})
+    finally:
+        _store().end(recompute_requests.pending_key, waiting.subscription_id, "")
+    assert [i.pk for i in page.context["cl"].result_list] == [waiting.pk]
