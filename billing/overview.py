@@ -22,7 +22,7 @@ from metering.selectors import events_of_unknown_customers, events_unmetered, us
 
 ZERO = Decimal(0)
 TOP_CUSTOMERS = 10
-ATTENTION_CAP = 100  # counts stop here and read "100+": each stays one bounded query
+ATTENTION_CAP = 100  # a count that could grow without bound stops here and reads "100+"
 RECENT_EVENTS = timedelta(hours=24)
 RECOMPUTE_GRACE = timedelta(minutes=1)
 
@@ -178,12 +178,13 @@ def arrived_since(*, since: datetime):
 
 
 def invoices_with_late_usage(*, now: datetime) -> Capped:
-    """Closed invoices an event of their customer and period reached in the last 24 hours,
-    stored after their fence: new late usage, found from the day's arrivals. The late-usage
-    report then keeps those whose meters count such an event, and shows older ones too."""
+    """Closed invoices that an event of the last 24 hours' arrivals reached after their
+    fence, within their window (from the subscription's start, as the report reads it):
+    new late usage. The late-usage report keeps those whose meters count such an event,
+    and shows older ones too."""
     late = arrived_since(since=now - RECENT_EVENTS).filter(
         external_customer_id=OuterRef("customer__external_id"),
-        timestamp__gte=OuterRef("period_start"),
+        timestamp__gte=OuterRef("subscription__start_date"),  # meters that never reset
         timestamp__lt=OuterRef("period_end"),
         id__gt=OuterRef("usage_fence"),
     )
