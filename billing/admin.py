@@ -1,5 +1,6 @@
 """The billing admin: a thin adapter over billing.services; it decides nothing itself."""
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -15,8 +16,15 @@ from django.utils.timesince import timesince
 from solo.admin import SingletonModelAdmin
 
 from billing.models import Invoice, InvoiceLineItem, Issuer, Subscription
+from billing.overview import (
+    customer_billing,
+    customers_with_spend,
+    late_invoices_of,
+    subscriptions_with_spend,
+    waiting_drafts,
+)
 from billing.portal import documents
-from billing.portal.selectors import line_price_summary
+from billing.portal.selectors import invoice_label, line_price_summary
 from billing.selectors import late_events, late_usage, running_period
 from billing.services import (
     draft_recompute,
@@ -29,6 +37,8 @@ from billing.services import (
 from catalog.models import BillingPeriod
 from catalog.money import format_money
 from config.admin import TallyAdmin, TallyTabularInline
+from metering import admin as metering_admin
+from metering.models import Customer, Event
 
 LATE_USAGE_LIMIT = 500  # events shown
 LATE_INVOICES_LIMIT = 100
@@ -54,6 +64,10 @@ def _age(moment) -> str:
     else:
         age = timesince(moment)
     return format_html('<span title="{}">{} ago</span>', moment.isoformat(), age)
+
+
+def _spend(amount: Decimal | None, currency: str | None) -> str:
+    return "—" if amount is None else format_money(amount, currency)
 
 
 def _quantity(value: Decimal) -> str:
@@ -152,7 +166,7 @@ class SubscriptionAdmin(TallyAdmin):
         "plan",
         "status",
         "current_period",
-        "currency",
+        "spend",
         "cancel_at_period_end",
     ]
     list_filter = ["status", "cancel_at_period_end", "billing_period", "billing_cycle", "plan"]
@@ -207,6 +221,13 @@ class SubscriptionAdmin(TallyAdmin):
     @admin.display(description="Current period")
     def current_period(self, obj):
         return _period(obj.current_period_start, obj.current_period_end)
+
+    def get_queryset(self, request):
+        return subscriptions_with_spend(super().get_queryset(request))
+
+    @admin.display(description="Spend this period", ordering="period_spend")
+    def spend(self, obj):
+        return _spend(obj.period_spend, obj.currency)
 
     @admin.display(description="Invoices")
     def invoices(self, obj):
@@ -302,6 +323,19 @@ class InvoiceLineItemInline(TallyTabularInline):
         return _period(obj.period_start, obj.period_end)
 
 
+class RecomputeFilter(admin.SimpleListFilter):
+    title = "recompute"
+    parameter_name = "recompute"
+
+    def lookups(self, request, model_admin):
+        return [("waiting", "Waiting over a minute")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "waiting":
+            return queryset.filter(pk__in=waiting_drafts(now=timezone.now()).values("pk"))
+        return queryset
+
+
 @admin.register(Invoice)
 class InvoiceAdmin(TallyAdmin):
     """Read-only: invoices change only through the actions, which call the services."""
@@ -315,7 +349,7 @@ class InvoiceAdmin(TallyAdmin):
         "total_display",
         "last_computed",
     ]
-    list_filter = ["invoice_status", "payment_status"]
+    list_filter = ["invoice_status", "payment_status", RecomputeFilter]
     search_fields = ["^invoice_number", "=customer__external_id"]
     list_select_related = ["customer"]
     change_list_template = "admin/billing/invoice/change_list.html"
@@ -335,7 +369,7 @@ class InvoiceAdmin(TallyAdmin):
         ),
         (
             "Amounts",
-            {"fields": [("currency", "subtotal"), "total_display", "last_computed"]},
+            {"fields": ["currency", "subtotal_display", "total_display", "last_computed"]},
         ),
         ("Period", {"fields": [("period_start", "period_end")]}),
         ("Record", {"fields": [("created_at", "updated_at")]}),
@@ -352,7 +386,7 @@ class InvoiceAdmin(TallyAdmin):
         "due_date",
         "voided_at",
         "currency",
-        "subtotal",
+        "subtotal_display",
         "total_display",
         "last_computed",
         "period_start",
@@ -408,6 +442,10 @@ class InvoiceAdmin(TallyAdmin):
     @admin.display(description="Total", ordering="total")
     def total_display(self, obj):
         return format_money(obj.total, obj.currency)
+
+    @admin.display(description="Subtotal", ordering="subtotal")
+    def subtotal_display(self, obj):
+        return format_money(obj.subtotal, obj.currency)
 
     @admin.display(description="Last computed", ordering="last_computed_at")
     def last_computed(self, obj):
@@ -527,3 +565,43 @@ class InvoiceAdmin(TallyAdmin):
 @admin.register(Issuer)
 class IssuerAdmin(SingletonModelAdmin, TallyAdmin):
     """The company named on every invoice; a blank field falls back to its setting."""
+
+
+# Customers and events, with what billing knows of them (metering's admin cannot know it)
+
+
+admin.site.unregister(Customer)
+
+
+@admin.register(Customer)
+class CustomerAdmin(metering_admin.CustomerAdmin):
+    list_display = [*metering_admin.CustomerAdmin.list_display, "spend"]
+
+    def get_queryset(self, request):
+        return customers_with_spend(super().get_queryset(request))
+
+    @admin.display(description="Spend this period", ordering="period_spend")
+    def spend(self, obj):
+        shown = _spend(obj.period_spend, obj.period_currency)
+        more = (obj.period_currencies or 0) - 1
+        return f"{shown} + {more} other currenc{'y' if more == 1 else 'ies'}" if more > 0 else shown
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and request.user.has_perm("billing.view_invoice"):
+            context["billing"] = customer_billing(customer=obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+admin.site.unregister(Event)
+
+
+@admin.register(Event)
+class EventAdmin(metering_admin.EventAdmin):
+    def explain(self, events):
+        super().explain(events)
+        late = late_invoices_of(events=events)
+        for event in events:
+            if (invoice := late.get(event.id)) is not None:
+                label = f"invoice {n}" if (n := invoice.invoice_number) else invoice_label(invoice)
+                reasons = (*event.feed.reasons, f"late: after {label}")
+                event.feed = replace(event.feed, reasons=reasons)

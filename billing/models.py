@@ -9,6 +9,7 @@ from solo.models import SingletonModel
 from catalog import pricing
 from catalog.ids import id_factory
 from catalog.models import AMOUNT, BillingPeriod, Meter, Plan, Price
+from catalog.money import format_money
 from metering.models import Customer
 
 
@@ -165,7 +166,7 @@ class InvoiceLineItem(models.Model):
         ordering = ["id"]
 
     def __str__(self):
-        return f"{self.display_name}: {self.amount}"
+        return f"{self.display_name}: {format_money(self.amount, self.currency)}"
 
     def priced_terms(self) -> pricing.Terms:
         return pricing.terms_from_json(self.terms)

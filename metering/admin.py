@@ -2,6 +2,7 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect
@@ -12,10 +13,14 @@ from django.utils.html import format_html
 
 from catalog.models import Meter
 from config.admin import TallyAdmin, TallyTabularInline
+from metering.aggregation import property_text
 from metering.models import ApiKey, Customer, CustomerUser, Event
-from metering.selectors import unmatched_customers
+from metering.selectors import event_feeds, events_unmetered, unmatched_customers
 from metering.services import api_key_create, api_key_revoke, portal_user_create
 from metering.storage import storage
+
+admin.site.site_header = admin.site.site_title = "Tally"
+admin.site.index_title = "Overview"
 
 
 class PortalUserForm(forms.Form):
@@ -126,7 +131,7 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self):
         query = self.object_list.query
-        if not query.where:
+        if query.where == Event.objects.all().query.where:  # only the manager's own bounds
             estimate = storage().estimated_event_count()
             if estimate is not None and estimate > 10000:
                 return estimate
@@ -147,12 +152,52 @@ class EventNameFilter(admin.SimpleListFilter):
         return queryset.filter(event_name=self.value()) if self.value() else queryset
 
 
+class MeteredFilter(admin.SimpleListFilter):
+    title = "meters"
+    parameter_name = "metered"
+
+    def lookups(self, request, model_admin):
+        return [("no", "No meter counts it")]
+
+    def queryset(self, request, queryset):
+        return events_unmetered(queryset) if self.value() == "no" else queryset
+
+
+PROPERTIES_SHOWN = 160  # characters of an event's properties in the list
+
+
+def properties_line(properties: dict) -> str:
+    """``model=OpenAI O1 · tokens=1200``: each value as filters read it (JSON for objects)."""
+    parts = []
+    for key, value in sorted(properties.items()):
+        text = property_text(value)
+        parts.append(f"{key}={json.dumps(value) if text is None else text}")
+    line = " · ".join(parts)
+    return line if len(line) <= PROPERTIES_SHOWN else line[: PROPERTIES_SHOWN - 1] + "…"
+
+
+class EventChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        self.model_admin.explain(self.result_list)  # once per page, not once per row
+
+
 @admin.register(Event)
 class EventAdmin(TallyAdmin):
-    list_display = ["event_id", "event_name", "external_customer_id", "timestamp", "ingested_at"]
-    list_filter = [EventNameFilter, ("timestamp", admin.DateFieldListFilter)]
+    list_display = [
+        "event_id",
+        "event_name",
+        "external_customer_id",
+        "timestamp",
+        "properties_text",
+        "feeds",
+        "ingested_at",
+    ]
+    list_filter = [EventNameFilter, MeteredFilter, ("timestamp", admin.DateFieldListFilter)]
     search_fields = ["=event_id", "=external_customer_id"]
     show_full_result_count = False
+    list_per_page = 50
     paginator = EstimatedCountPaginator
     ordering = ["-timestamp", "-id"]
     fields = [
@@ -174,6 +219,31 @@ class EventAdmin(TallyAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # the log is append-only
+
+    def get_changelist(self, request, **kwargs):
+        return EventChangeList
+
+    def explain(self, events: list[Event]) -> None:
+        """Sets each event's ``feed``: the features it feeds, or why none."""
+        for event, feed in zip(events, event_feeds(events=events), strict=True):
+            event.feed = feed
+
+    @admin.display(description="Properties")
+    def properties_text(self, obj):
+        return properties_line(obj.properties)
+
+    @admin.display(description="Feeds")
+    def feeds(self, obj):
+        feed = getattr(obj, "feed", None)
+        if feed is None:
+            return "—"
+        features = ", ".join(feed.features)
+        if not feed.reasons:
+            return features
+        why = "; ".join(feed.reasons)
+        if not features:
+            return format_html('<span class="quiet">none: {}</span>', why)
+        return format_html('{} <span class="quiet">({})</span>', features, why)
 
     @admin.display(description="Properties")
     def pretty_properties(self, obj):

@@ -5,13 +5,17 @@ with the number of events."""
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
 from django.db import transaction
+from django.db.models import Sum
+from django.db.models.functions import TruncDay
 
 from catalog import names
 from catalog.models import Meter
-from metering.aggregation import ZERO, Partial, quantity
-from metering.models import ApiKey, Event
+from metering.aggregation import ZERO, Partial, matches, property_text, quantity
+from metering.matching import events_feeding
+from metering.models import ApiKey, Customer, Event, UsageRollup
 from metering.rollups import rollups_ready
 from metering.storage import Selection, hour_of, storage
 from metering.storage.base import TRUNCATED_WINDOWS
@@ -94,8 +98,7 @@ def usage_partials(
     store = storage()
     whole = dict(meter=meter, customer=external_customer_id, start=first_full, end=last_full)
     by_window = (
-        window_size in TRUNCATED_WINDOWS
-        and meter.aggregation not in names.HOURLY_ONLY_AGGREGATIONS
+        window_size in TRUNCATED_WINDOWS and meter.aggregation not in names.HOURLY_ONLY_AGGREGATIONS
     )
 
     def read_whole_hours():
@@ -237,3 +240,96 @@ def usage_partials_after(
     selection = Selection(customer=external_customer_id, start=start, end=end, after_id=after_id)
     found = storage().hourly_partials(meter=meter, selection=selection)
     return {bucket: partial for (_, bucket), partial in found.items()}
+
+
+# --- the operator's views of the log ----------------------------------------------------
+
+# Aggregations whose per-day quantities add up across customers and days, so a chart can
+# stack them; the others (MAX, AVG, LATEST, COUNT_UNIQUE, WEIGHTED_SUM) do not.
+STACKABLE = frozenset({names.COUNT, names.SUM, names.SUM_WITH_MULTIPLIER})
+
+
+def usage_by_day(*, start: datetime, end: datetime) -> list[tuple[Meter, dict[datetime, Decimal]]]:
+    """Each stackable meter's quantity per UTC day over ``[start, end)``, all customers
+    together, from the hourly rollups alone (never the raw log): whole hours, as folded."""
+    meters = {
+        m.pk: m for m in Meter.objects.filter(aggregation__in=STACKABLE).select_related("feature")
+    }
+    rows = (
+        UsageRollup.objects.filter(meter_id__in=meters, bucket__gte=start, bucket__lt=end)
+        .annotate(day=TruncDay("bucket", tzinfo=UTC))
+        .values("meter_id", "day")
+        .annotate(events=Sum("event_count"), total=Sum("value_sum"))
+        .order_by()
+    )
+    days: dict[str, dict[datetime, Decimal]] = {}
+    for row in rows:
+        partial = Partial(count=row["events"], total=Decimal(row["total"] or 0))
+        meter = meters[row["meter_id"]]
+        days.setdefault(meter.pk, {})[row["day"]] = quantity(meter, partial, start, end)
+    return [(meters[pk], by_day) for pk, by_day in days.items()]
+
+
+@dataclass(frozen=True)
+class EventFeed:
+    """The features an event feeds, or why it feeds none (or why what it feeds is unbilled)."""
+
+    features: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+UNKNOWN_CUSTOMER = "unknown customer"
+
+
+def _missed_filters(meter: Meter, event: Event) -> list[str]:
+    """The filters of ``meter`` the event fails, each tested by ``matches`` alone."""
+    missed = []
+    for item in meter.filters:
+        alone = SimpleNamespace(event_name=meter.event_name, filters=[item])
+        if matches(alone, event.event_name, event.properties):
+            continue
+        key = item["key"]
+        if key not in event.properties:
+            seen = "missing"
+        else:
+            text = property_text(event.properties[key])
+            seen = "not text" if text is None else repr(text)
+        missed.append(f"filter {key}={','.join(item['values'])} did not match ({seen})")
+    return missed
+
+
+def event_feeds(*, events: list[Event]) -> list[EventFeed]:
+    """For a page of events, in two queries: the features each feeds under today's meters,
+    or why none does; an unknown customer's events count once that customer exists."""
+    meters = list(Meter.objects.select_related("feature").order_by("feature__name"))
+    known = set(
+        Customer.objects.filter(
+            external_id__in={e.external_customer_id for e in events}
+        ).values_list("external_id", flat=True)
+    )
+    feeds = []
+    for event in events:
+        named = [m for m in meters if m.event_name == event.event_name]
+        fed = tuple(m.feature.name for m in named if matches(m, event.event_name, event.properties))
+        reasons = []
+        if not named:
+            reasons.append(f"no meter for event name {event.event_name!r}")
+        elif not fed:
+            reasons += dict.fromkeys(r for m in named for r in _missed_filters(m, event))
+        if event.external_customer_id not in known:
+            reasons.append(UNKNOWN_CUSTOMER)
+        feeds.append(EventFeed(features=fed, reasons=tuple(reasons)))
+    return feeds
+
+
+def events_unmetered(events):
+    """The events among ``events`` (a queryset) that no meter counts today."""
+    unmetered = events
+    for meter in Meter.objects.all():
+        unmetered = unmetered.exclude(pk__in=events_feeding(events, meter=meter).values("pk"))
+    return unmetered
+
+
+def events_of_unknown_customers(events):
+    """The events among ``events`` whose external customer id no customer has yet."""
+    return events.exclude(external_customer_id__in=Customer.objects.values("external_id"))

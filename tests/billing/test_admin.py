@@ -14,7 +14,8 @@ from django.utils import timezone
 from billing.models import Invoice, Subscription
 from billing.selectors import late_events, late_usage
 from billing.services import periods_close
-from tests.factories import CustomerFactory, ingest
+from catalog.money import format_money
+from tests.factories import CustomerFactory, SubscriptionFactory, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -351,3 +352,147 @@ def test_late_usage_selector_stops_at_its_limits(subs):
         "late-1",
         "late-2",
     ]
+
+
+# Lists, the customer page and the event list, with what billing knows
+
+
+def test_subscription_and_customer_lists_show_this_periods_spend(admin_client, subs):
+    for name, url in (
+        ("subscription", reverse("admin:billing_subscription_changelist")),
+        ("customer", reverse("admin:metering_customer_changelist")),
+    ):
+        page = admin_client.get(url)
+        rows = {
+            (obj.customer if name == "subscription" else obj).external_id: obj.period_spend
+            for obj in page.context["cl"].result_list
+        }
+        assert rows == {key: draft_of(sub).total for key, sub in subs.items()}, name
+        html = page.content.decode()
+        for sub in subs.values():
+            assert f'<td class="field-spend">{format_money(draft_of(sub).total, "usd")}' in html
+
+
+def test_spend_columns_cost_the_same_queries_for_one_row_or_many(
+    admin_client, subs, plan, django_assert_num_queries
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    urls = [
+        reverse("admin:billing_subscription_changelist"),
+        reverse("admin:metering_customer_changelist"),
+    ]
+    before = []
+    for url in urls:
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get(url).status_code == 200
+        before.append(len(queries))
+    for n in range(5):
+        SubscriptionFactory(customer=CustomerFactory(external_id=f"more-{n}"), plan=plan)
+    for url, count in zip(urls, before, strict=True):
+        with django_assert_num_queries(count):
+            admin_client.get(url)
+
+
+def test_customer_spend_names_its_other_currencies(admin_client, subs):
+    from tests.factories import InvoiceFactory
+
+    acme = subs["acme"].customer
+    InvoiceFactory(customer=acme, currency="eur", total=Decimal("7.5"))
+    page = admin_client.get(reverse("admin:metering_customer_changelist"))
+    [row] = [c for c in page.context["cl"].result_list if c.external_id == "acme"]
+    assert (row.period_currency, row.period_spend, row.period_currencies) == (
+        "eur",
+        Decimal("7.5"),
+        2,
+    )
+    assert "€7.50 + 1 other currency" in page.content.decode()
+
+
+def test_invoice_pages_show_amounts_as_money(admin_client, subs):
+    acme = subs["acme"]
+    with time_machine.travel(acme.current_period_end + timedelta(minutes=5), tick=False):
+        periods_close(now=timezone.now())
+    invoices = Invoice.objects.filter(customer__external_id="acme")
+    pages = [admin_client.get(reverse(CHANGELIST)).content.decode()] + [
+        admin_client.get(reverse("admin:billing_invoice_change", args=[i.pk])).content.decode()
+        for i in invoices
+    ]
+    closed = invoices.get(invoice_status="FINALIZED")
+    assert format_money(closed.subtotal, "usd") in pages[1 + list(invoices).index(closed)]
+    for html in pages:
+        assert not re.search(r"\d\.\d{5,}0\b|\dE-\d", html), re.search(r".{40}E-.{20}", html)
+
+
+def test_customer_page_shows_subscriptions_proposed_invoice_past_invoices_and_usage(
+    admin_client, subs
+):
+    acme = subs["acme"]
+    with time_machine.travel(acme.current_period_end + timedelta(minutes=5), tick=False):
+        periods_close(now=timezone.now())
+        closed = Invoice.objects.get(customer=acme.customer, invoice_status="FINALIZED")
+        ingest(tokens("acme", "new-1", timezone.now() - timedelta(minutes=1), 2_000_000))
+        from billing.services import invoice_propose
+
+        acme.refresh_from_db()
+        draft = invoice_propose(subscription=acme)
+        admin_client.force_login(User.objects.get(username="admin"))
+        page = admin_client.get(reverse("admin:metering_customer_change", args=[acme.customer_id]))
+    html = page.content.decode()
+    billing = page.context["billing"]
+    assert (
+        billing.subscriptions == [acme] and billing.drafts == [draft] and billing.past == [closed]
+    )
+    assert reverse("admin:billing_invoice_change", args=[draft.pk]) in html
+    assert f'data-testid="proposed-total">{format_money(draft.total, "usd")}<' in html
+    assert closed.invoice_number in html and format_money(closed.total, "usd") in html
+    input_line = draft.line_items.get(display_name="Input Tokens")
+    assert input_line.quantity == 2_000_000
+    assert "2,000,000 tokens" in html and format_money(input_line.amount, "usd") in html
+
+
+def test_event_list_marks_events_that_arrived_after_their_invoice_closed(admin_client, subs):
+    import re
+
+    acme = subs["acme"]
+    start = acme.current_period_start
+    closed_at = acme.current_period_end + timedelta(minutes=5)
+    with time_machine.travel(closed_at, tick=False):
+        periods_close(now=timezone.now())
+    closed = Invoice.objects.get(subscription=acme, period_start=start)
+    with time_machine.travel(closed_at + timedelta(minutes=10), tick=False):
+        ingest(
+            tokens("acme", "late-1", start + timedelta(minutes=30)),
+            tokens("acme", "open-1", closed_at + timedelta(minutes=1)),
+        )
+        admin_client.force_login(User.objects.get(username="admin"))
+        html = admin_client.get(reverse("admin:metering_event_changelist")).content.decode()
+    feeds = dict(
+        re.findall(
+            r'<th class="field-event_id"><a [^>]*>([^<]+)</a></th>.*?'
+            r'<td class="field-feeds">(.*?)</td>',
+            html,
+            re.S,
+        )
+    )
+    assert feeds["late-1"] == (
+        f'Input Tokens <span class="quiet">(late: after invoice {closed.invoice_number})</span>'
+    )
+    assert feeds["open-1"] == "Input Tokens"
+    assert feeds["demo-e1"].startswith("Input Tokens") and "late" not in feeds["demo-e1"]
+
+
+def test_invoice_list_filters_drafts_waiting_for_a_recompute(admin_client, subs):
+    from billing.tasks import recompute_requests
+    from config.coalesce import _store
+
+    waiting = draft_of(subs["globex"])
+    _store().mark(recompute_requests.pending_key, "test-flag", waiting.subscription_id, 1)
+    try:
+        with time_machine.travel(timezone.now() + timedelta(minutes=2), tick=False):
+            admin_client.force_login(User.objects.get(username="admin"))
+            page = admin_client.get(reverse(CHANGELIST), {"recompute": "waiting"})
+    finally:
+        _store().end(recompute_requests.pending_key, waiting.subscription_id, "")
+    assert [i.pk for i in page.context["cl"].result_list] == [waiting.pk]
