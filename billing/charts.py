@@ -56,7 +56,8 @@ def stacked_bars(
     """One bar per label, one stacked segment per series; ``fmt`` writes values."""
     totals = [sum((values[i] for _, values in series), Decimal(0)) for i in range(len(labels))]
     step = nice_step(max(totals, default=Decimal(0)))
-    top = step * TICKS
+    steps = max(1, int(-(-max(totals, default=Decimal(0)) // step)))  # no empty band on top
+    top = step * steps
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(len(labels), 1)
     bars = []
@@ -84,7 +85,7 @@ def stacked_bars(
                 segments,
             )
         )
-    ticks = [{"y": TOP + plot_h * (1 - k / TICKS), "text": fmt(step * k)} for k in range(TICKS + 1)]
+    ticks = [{"y": TOP + plot_h * (1 - k / steps), "text": fmt(step * k)} for k in range(steps + 1)]
     every = max(1, len(labels) // 10)  # at most ~10 axis labels
     return render_to_string(
         "charts/stacked_bars.html",

@@ -34,12 +34,12 @@ def test_segments_stack_to_the_total_and_scale_with_it():
     assert heights[1] * 2 == pytest.approx(heights[2] * 3, abs=0.02)
     assert "Nov 1: $60.00" in svg  # the bar's title gives its total
     assert "Output: $45.00" in svg
+    # $60 tops the chart: three steps of $20, no empty band above the tallest bar.
     assert [t for t in re.findall(r'class="tick">([^<]+)<', svg)] == [
         "$0.00",
         "$20.00",
         "$40.00",
         "$60.00",
-        "$80.00",
     ]
     assert 'aria-label="Cost per day"' in svg
 
