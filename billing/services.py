@@ -248,13 +248,13 @@ def invoice_compute(
     )
 
 
-@transaction.atomic
 def _current_period(subscription: Subscription) -> tuple[datetime, datetime]:
     return Subscription.objects.values_list("current_period_start", "current_period_end").get(
         pk=subscription.pk
     )
 
 
+@transaction.atomic
 def invoice_propose(*, subscription: Subscription) -> Invoice:
     """Upsert the DRAFT for the subscription's current period. Idempotent, safe concurrently."""
     # The period as it is now, read rather than locked: a lock here deadlocks with
