@@ -11,9 +11,11 @@ from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
+from django.views.decorators.http import require_POST
 
 from billing.charts import stacked_bars
 from billing.portal import selectors
@@ -33,7 +35,7 @@ def portal_view(view):
     @login_required
     @wraps(view)
     def wrapper(request, *args, **kwargs):
-        customer_id = request.session.get(VIEW_AS) if request.user.is_staff else None
+        customer_id = request.session.get(VIEW_AS) if may_view_as(request.user) else None
         if customer_id:
             customer, read_only = get_object_or_404(Customer, pk=customer_id), True
         else:
@@ -75,9 +77,22 @@ def view_as_leave(request):
     return redirect("admin:metering_customer_change", customer_id)
 
 
+# What a staff member needs to see a customer's portal, invoices and PDFs included.
+VIEW_AS_PERMISSIONS = ("metering.view_customer", "billing.view_invoice")
+
+
+def may_view_as(user) -> bool:
+    return user.is_staff and user.has_perms(VIEW_AS_PERMISSIONS)
+
+
+@require_POST
 @staff_member_required
 def view_as(request, customer_id):
-    """Staff open a customer's portal read-only."""
+    """Staff open a customer's portal read-only: a POST, so no other site can switch it."""
+    if not may_view_as(request.user):
+        raise PermissionDenied(
+            "Viewing a customer's portal needs view access to customers and invoices."
+        )
     customer = get_object_or_404(Customer, pk=customer_id)
     request.session[VIEW_AS] = customer.pk
     return redirect("portal:home")

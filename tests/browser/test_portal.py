@@ -196,7 +196,8 @@ def test_view_as_then_back_to_admin_keeps_the_staff_session(page, live_server, d
 
     acme = Customer.objects.get(external_id="acme")
     admin_sign_in(page, live_server)
-    page.goto(f"{live_server.url}/portal/as/{acme.pk}/")
+    page.goto(f"{live_server.url}/admin/metering/customer/{acme.pk}/change/")
+    page.get_by_role("button", name="View as customer").click()
     expect(page.get_by_test_id("view-as")).to_contain_text("Viewing as Acme AI (read-only)")
     expect(page.get_by_test_id("proposed-total")).to_have_text("$202.50")
     if leave == "Back to admin":

@@ -5,6 +5,9 @@ import io
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
 from django.urls import reverse
 
 from billing.models import Invoice
@@ -133,7 +136,7 @@ def test_another_customers_invoice_is_404(client, demo):
 
 def test_staff_view_as_customer_is_read_only(admin_client, demo):
     globex = Customer.objects.get(external_id="globex")
-    response = admin_client.get(reverse("portal:view-as", args=[globex.pk]), follow=True)
+    response = admin_client.post(reverse("portal:view-as", args=[globex.pk]), follow=True)
     page = response.content.decode()
     assert "Viewing as Globex (read-only)" in page and "$15.00" in page
     assert reverse("portal:view-as-leave") in page and "Back to admin" in page
@@ -144,7 +147,7 @@ def test_staff_view_as_customer_is_read_only(admin_client, demo):
 def test_view_as_is_staff_only(client, demo):
     client.login(username="acme@example.com", password="acme-demo")
     globex = Customer.objects.get(external_id="globex")
-    response = client.get(reverse("portal:view-as", args=[globex.pk]))
+    response = client.post(reverse("portal:view-as", args=[globex.pk]))
     assert response.status_code == 302 and "admin" in response.url
 
 
@@ -219,7 +222,7 @@ def test_a_nul_in_a_portal_path_is_a_404(acme, demo, admin_client, path):
 @pytest.mark.parametrize("leave", ["back", "sign-out"])
 def test_leaving_view_as_keeps_the_staff_session(admin_client, demo, leave):
     globex = Customer.objects.get(external_id="globex")
-    admin_client.get(reverse("portal:view-as", args=[globex.pk]))
+    admin_client.post(reverse("portal:view-as", args=[globex.pk]))
     if leave == "back":
         response = admin_client.get(reverse("portal:view-as-leave"))
     else:
@@ -241,3 +244,31 @@ def test_view_as_leave_for_a_customer_changes_nothing(acme):
     response = acme.get(reverse("portal:view-as-leave"))
     assert response.status_code == 302
     assert acme.get(reverse("portal:home")).status_code == 200  # still signed in
+
+
+def test_view_as_is_a_post_so_another_site_cannot_switch_it(admin_client, demo):
+    globex = Customer.objects.get(external_id="globex")
+    assert admin_client.get(reverse("portal:view-as", args=[globex.pk])).status_code == 405
+    assert admin_client.get(reverse("portal:home")).status_code == 404  # still no customer
+    csrf = Client(enforce_csrf_checks=True)
+    csrf.force_login(get_user_model().objects.get(username="admin"))
+    assert csrf.post(reverse("portal:view-as", args=[globex.pk])).status_code == 403
+
+
+def test_view_as_needs_view_access_to_customers_and_invoices(client, demo):
+    globex = Customer.objects.get(external_id="globex")
+    clerk = get_user_model().objects.create_user("clerk", password="clerk-secret-42", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_customer"))
+    client.force_login(clerk)
+    assert client.post(reverse("portal:view-as", args=[globex.pk])).status_code == 403
+    # a session that was switched before the permission went away shows nothing
+    session = client.session
+    session["portal_view_as"] = globex.pk
+    session.save()
+    assert client.get(reverse("portal:home")).status_code == 404
+
+    clerk.user_permissions.add(Permission.objects.get(codename="view_invoice"))
+    clerk = get_user_model().objects.get(pk=clerk.pk)  # permissions are cached per object
+    client.force_login(clerk)
+    response = client.post(reverse("portal:view-as", args=[globex.pk]), follow=True)
+    assert "Viewing as Globex (read-only)" in response.content.decode()
