@@ -1,5 +1,7 @@
 """Admin form pieces that turn operator-friendly input into catalog values."""
 
+from decimal import InvalidOperation
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -273,12 +275,15 @@ def price_example_from_form(data, *, prefix: str = "") -> tuple[str, bool]:
     except ValidationError as error:
         return " ".join(error.messages), False
     feature = values["meter"].feature if values["meter"] else None
-    text = terms_example(
-        terms,
-        currency=values["currency"].lower(),
-        quantity=quantity,
-        fixed=price_type == Price.Type.FIXED,
-        unit_singular=feature.unit_singular if feature else "",
-        unit_plural=feature.unit_plural if feature else "",
-    )
+    try:
+        text = terms_example(
+            terms,
+            currency=values["currency"].lower(),
+            quantity=quantity,
+            fixed=price_type == Price.Type.FIXED,
+            unit_singular=feature.unit_singular if feature else "",
+            unit_plural=feature.unit_plural if feature else "",
+        )
+    except (InvalidOperation, OverflowError):  # past 28 significant digits
+        return "The example amount is too large to work out; try a smaller quantity.", False
     return text, True

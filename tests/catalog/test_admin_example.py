@@ -148,6 +148,10 @@ def test_deleted_and_untouched_extra_tier_rows_are_left_out(admin_client):
         ({"example_quantity": "1e400"}, "Example quantity: Ensure that there are no more than"),
         ({"billing_model": "MAGIC"}, "Billing model: Select a valid choice."),
         ({"meter": "nope"}, "Meter: Select a valid choice."),
+        (
+            {"billing_model": "FLAT_FEE", "amount": "9" * 16, "example_quantity": "9" * 16},
+            "too large to work out",
+        ),
     ],
 )
 def test_bad_input_shows_the_reason_instead_of_an_example(admin_client, changes, reason):
