@@ -292,14 +292,28 @@ def events_csv(request, customer):
         for event in exported.iterator(chunk_size=2000):
             properties = event.properties if isinstance(event.properties, dict) else {}
             yield writer.writerow(
-                [event.event_id, event.event_name, event.timestamp.isoformat()]
-                + [selectors.property_csv(properties[k]) if k in properties else "" for k in keys]
+                [_cell(event.event_id), _cell(event.event_name), event.timestamp.isoformat()]
+                + [_property_cell(properties[k]) if k in properties else "" for k in keys]
                 + [str(selectors.event_mark(facts=facts, event=event))]
             )
 
     response = StreamingHttpResponse(rows(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{customer.external_id}-events.csv"'
     return response
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """Text the client sent, quoted so a spreadsheet shows it rather than running it."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
+def _property_cell(value) -> str:
+    text = selectors.property_csv(value)
+    return _cell(text) if isinstance(value, str) else text  # -5 stays a number
 
 
 def _decimal(text: str | None) -> Decimal | None:

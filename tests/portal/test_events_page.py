@@ -73,3 +73,15 @@ def test_the_csv_header_follows_the_filter(initech):
     send("d1", model="o1")
     rows = export(initech, end="2000-01-02")  # nothing that old
     assert rows == [["event_id", "event_name", "timestamp", "billing"]]
+
+
+def test_the_csv_quotes_text_a_spreadsheet_would_run_as_a_formula(initech):
+    send("=HYPERLINK(1)", note="=1+1", cmd="@SUM(A1)", plus="+1", debt=-5, ok="fine")
+    header, row = export(initech)
+    cells = dict(zip(header, row, strict=True))
+    assert cells["event_id"] == "'=HYPERLINK(1)"
+    assert cells["properties.note"] == "'=1+1"
+    assert cells["properties.cmd"] == "'@SUM(A1)"
+    assert cells["properties.plus"] == "'+1"
+    assert cells["properties.debt"] == "-5"  # a number stays a number
+    assert cells["properties.ok"] == "fine"
