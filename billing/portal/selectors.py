@@ -355,7 +355,13 @@ def line_days(*, invoice: Invoice, line: InvoiceLineItem, subscription: Subscrip
     """A day's cost is cost(usage through the day) − cost(usage through the day before),
     each priced by the line's own terms and rounded as the line is, so the days of a period
     add up to the line's amount to the cent. Usage before the period (a meter that never
-    resets) counts on its first day."""
+    resets) counts on its first day.
+
+    A part continuing a cycle closed early prices the whole cycle's usage less what the
+    earlier parts billed (``billed_before``): its days are its own period's only, and its
+    first day carries cost(the cycle's usage through that day) − billed_before, so the days
+    of all the parts add up to what they billed. The earlier parts' usage is theirs to show.
+    """
     meter = _reading_meter(line)
     terms = line.priced_terms()
     start = usage_start(
@@ -363,7 +369,9 @@ def line_days(*, invoice: Invoice, line: InvoiceLineItem, subscription: Subscrip
         subscription_start=subscription.start_date,
         period_start=line.period_start,
     )
-    first = day_of(line.period_start)
+    own_start = max(invoice.period_start, line.period_start)
+    continues = line.period_start < own_start  # a later part of a cycle closed early
+    first = day_of(own_start)
     reading = dict(
         meter=meter,
         external_customer_id=invoice.customer.external_id,
@@ -371,18 +379,28 @@ def line_days(*, invoice: Invoice, line: InvoiceLineItem, subscription: Subscrip
         end=line.period_end,
     )
     by_day: dict[date, Partial] = {}
+    carried = Partial()  # the earlier parts' usage: priced on the first day, not shown
+    if continues:
+        by_day[first] = Partial()
+        carried = _merged(p for _, p in usage_partials(**reading | {"end": own_start}))
+        reading["start"] = own_start
     for moment, partial in usage_partials(**reading, window_size="DAY"):
         by_day.setdefault(max(day_of(moment), first), Partial()).merge(partial)
+    reading["start"] = start
 
     def total() -> Decimal:
-        return _as_stored(quantity(meter, _merged(by_day.values()), start, line.period_end))
+        everything = _merged([carried, *by_day.values()])
+        return _as_stored(quantity(meter, everything, start, line.period_end))
 
     if total() != line.quantity and _takes_out_late_usage(invoice, meter):
         # Only when the reading moved since closing: late usage is rare, and reading it
         # scans raw events.
         for moment, late in usage_partials_after(**reading, after_id=invoice.usage_fence).items():
-            by_day.setdefault(max(day_of(moment), first), Partial()).merge(_negated(late))
-    running, before = Partial(), Decimal(0)
+            if continues and moment < own_start:  # hourly: its usage is not shown, its cost is
+                carried.merge(_negated(late))
+            else:
+                by_day.setdefault(max(day_of(moment), first), Partial()).merge(_negated(late))
+    running, before = _merged([carried]), line.billed_before
     cost, usage = {}, {}
     for day, partial in sorted(by_day.items()):
         running.merge(partial)
