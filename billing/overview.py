@@ -14,7 +14,7 @@ from django.db.models import Count, DecimalField, Exists, F, OuterRef, Q, Subque
 from django.db.models.functions import Coalesce
 
 from billing.models import Invoice, InvoiceLineItem, Subscription
-from billing.selectors import CLOSED_STATUSES, is_late, line_window
+from billing.selectors import CLOSED_STATUSES, MAY_HAVE_LATE_USAGE, is_late, line_window
 from billing.tasks import recompute_requests
 from metering.aggregation import matches
 from metering.models import Customer, Event
@@ -189,10 +189,9 @@ def invoices_with_late_usage(*, now: datetime) -> Capped:
         id__gt=OuterRef("usage_fence"),
     )
     invoices = Invoice.objects.filter(
+        MAY_HAVE_LATE_USAGE,
         invoice_status__in=CLOSED_STATUSES,
         billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
-        usage_fence__isnull=False,
-        finalized_at__isnull=False,
     ).filter(Exists(late))
     return _counted(invoices)
 
@@ -315,10 +314,10 @@ def late_invoices_of(*, events: list[Event]) -> dict[int, Invoice]:
     moments = [e.timestamp for e in events]
     invoices = (
         Invoice.objects.filter(
+            MAY_HAVE_LATE_USAGE,
             invoice_status__in=CLOSED_STATUSES,
             billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
             customer__external_id__in={e.external_customer_id for e in events},
-            finalized_at__isnull=False,
             usage_fence__lt=max(e.id for e in events),
             period_end__gt=min(moments),
             subscription__start_date__lte=max(moments),

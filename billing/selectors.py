@@ -47,9 +47,27 @@ def was_finalized(invoice: Invoice) -> bool:
     return invoice.finalized_at is not None and invoice.usage_fence is not None
 
 
+# The one rule of what is late. A part of a cycle closed early has no late usage: the part
+# continuing the cycle reads the whole cycle again (its lines' windows start at the cycle's
+# start, see ``line_window``) and bills the events the early part did not read.
+MAY_HAVE_LATE_USAGE = Q(finalized_at__isnull=False, usage_fence__isnull=False, closed_early=False)
+
+
+def may_have_late_usage(invoice: Invoice) -> bool:
+    """``MAY_HAVE_LATE_USAGE`` for one invoice."""
+    return was_finalized(invoice) and not invoice.closed_early
+
+
+def was_read(*, invoice: Invoice, event_id: int) -> bool:
+    """Whether the invoice counts an event of its window: a draft counts all (as it will be
+    recomputed), a finalized invoice those under its fence."""
+    return not was_finalized(invoice) or event_id <= invoice.usage_fence
+
+
 def is_late(*, invoice: Invoice, event_id: int) -> bool:
-    """An event its closed invoice's finalization did not read: stored after the fence."""
-    return was_finalized(invoice) and event_id > invoice.usage_fence
+    """An event of its window that a closed invoice's finalization did not read, stored after
+    the fence, and that no later part of its cycle bills."""
+    return may_have_late_usage(invoice) and not was_read(invoice=invoice, event_id=event_id)
 
 
 def line_window(invoice: Invoice, line: InvoiceLineItem) -> tuple[Meter, dict]:
@@ -87,9 +105,7 @@ def invoice_late_usage(*, invoice: Invoice) -> LateUsage:
     counted by the meter as the line snapshot it, stored after the invoice's fence (they
     committed after finalization read). Each such event is late or billed, never both."""
     lines = [line for line in invoice.line_items.all() if line.meter_definition is not None]
-    if invoice.invoice_status not in CLOSED_STATUSES or not was_finalized(invoice):
-        return LateUsage(invoice=invoice, lines=[])
-    if invoice.closed_early:  # the draft continuing its cycle reads its period again
+    if invoice.invoice_status not in CLOSED_STATUSES or not may_have_late_usage(invoice):
         return LateUsage(invoice=invoice, lines=[])
     return LateUsage(invoice=invoice, lines=[_late_line(invoice, line) for line in lines])
 
@@ -112,11 +128,10 @@ def late_usage(*, limit: int = 100, finalized_after: datetime | None = None) -> 
     fence; each is then read line by line, and kept if one of its meters counts those events.
     """
     invoices = Invoice.objects.filter(
+        MAY_HAVE_LATE_USAGE,
         invoice_status__in=CLOSED_STATUSES,
         billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,  # the one that bills usage
         subscription__isnull=False,
-        usage_fence__isnull=False,
-        finalized_at__isnull=False,
     ).filter(Exists(_events_after_fence()))
     if finalized_after is not None:
         invoices = invoices.filter(finalized_at__gt=finalized_after)

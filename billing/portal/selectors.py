@@ -9,7 +9,7 @@ from django.db.models import Q
 
 from billing.models import Invoice, InvoiceLineItem, Subscription
 from billing.periods import usage_start
-from billing.selectors import is_late
+from billing.selectors import is_late, was_read
 from catalog import names, pricing
 from catalog.models import Meter, Price
 from catalog.money import format_quantity, round_money
@@ -269,10 +269,10 @@ def _usage_lines(invoice: Invoice, *, subscription: Subscription, prices) -> lis
         UsageLine(
             name=p.display_name or p.meter.feature.name,
             meter=p.meter,
-            start=usage_start(
+            start=usage_start(  # a part continuing a cycle counts it from its start
                 reset_usage=p.meter.reset_usage,
                 subscription_start=subscription.start_date,
-                period_start=invoice.period_start,
+                period_start=invoice.cycle_start or invoice.period_start,
             ),
         )
         for p in prices
@@ -282,28 +282,39 @@ def _usage_lines(invoice: Invoice, *, subscription: Subscription, prices) -> lis
 
 def event_mark(*, facts: BillingFacts, event: Event) -> EventMark:
     """Billed on every invoice line whose meter it feeds within the line's window; otherwise
-    the first reason that holds: late, voided, no meter counts it, outside the period."""
+    the first reason that holds: late, voided, no meter counts it, outside the period.
+
+    The parts of a cycle closed early each count the cycle's usage from its start; an event
+    is billed on the first part that counted it only (a later part prices it again but takes
+    off what the earlier parts billed). A part closed early before the event was stored did
+    not count it: the next part bills it, so it is not late there."""
 
     def feeds(meter) -> bool:
         return matches(meter, event.event_name, event.properties)
 
     moment = event.timestamp
     billed, late_on, voided, unmetered = [], None, False, False
+    cycles_billed = set()
     for invoice, lines in facts.invoices:
         fed = [
             line
             for line in lines
             if line.start <= moment < invoice.period_end and feeds(line.meter)
         ]
+        cycle = (invoice.subscription_id, invoice.cycle_start)
         if not fed:
             unmetered = unmetered or invoice.period_start <= moment < invoice.period_end
         elif invoice.invoice_status == Invoice.Status.VOIDED:
             voided = True
         elif is_late(invoice=invoice, event_id=event.id):
             late_on = late_on or invoice
+        elif cycle in cycles_billed or not was_read(invoice=invoice, event_id=event.id):
+            continue
         else:
             names = sorted(line.name for line in fed)
             billed += [Billed(feature=name, invoice=invoice) for name in names]
+            if invoice.cycle_start is not None:
+                cycles_billed.add(cycle)
     if billed:
         return EventMark(billed=tuple(billed))
     if late_on is not None:

@@ -1,12 +1,19 @@
 """Readers of a cycle closed early (issue 11's follow-up): the portal's days, the "late"
 rule and the invoice document each see the parts of a cycle as billing it once."""
 
-from datetime import date
+import re
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
+from django.contrib.auth.models import User
+from django.urls import reverse
 
-from billing.portal.selectors import daily_figures, subscription_invoices
+from billing.overview import invoices_with_late_usage, late_invoices_of
+from billing.portal.selectors import daily_figures, event_marks, subscription_invoices
+from billing.selectors import invoice_late_usage
+from metering.models import Customer, Event
 from tests.billing.test_close_early import (  # noqa: F401 (the plan fixture)
     at,
     close,
@@ -17,6 +24,7 @@ from tests.billing.test_close_early import (  # noqa: F401 (the plan fixture)
     subscribe,
     use,
 )
+from tests.factories import ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +83,83 @@ def test_after_the_cycle_closes_the_parts_still_add_up(split):
     assert len(invoices) == 2
     figures = daily_figures(subscription=sub, invoices=invoices, first=first, last=last)
     assert figures.total_cost == usage_total(early) + usage_total(final) == Decimal(60)
+
+
+# --- one "is it late?" rule -------------------------------------------------------------
+
+
+def sent(n: int, moment, *, stored, tokens: int = 1_000) -> Event:
+    """An event of ``moment`` that reaches Tally at ``stored``."""
+    with time_machine.travel(stored, tick=False):
+        ingest(
+            {
+                "event_id": f"acme-{n}",
+                "event_name": "tokens",
+                "external_customer_id": "acme",
+                "timestamp": moment.isoformat(),
+                "properties": {"tokens": tokens},
+            }
+        )
+    return Event.objects.get(event_id=f"acme-{n}")
+
+
+@pytest.fixture
+def straggler(split):
+    """An event of Feb 14, before the split, stored on Feb 16, after the early part closed:
+    the continuation bills it, so it is late nowhere."""
+    sub, early, _ = split
+    event = sent(3, at(2028, 2, 14), stored=at(2028, 2, 16))
+    return sub, early, recompute(sub), event
+
+
+def marks(*events) -> list[str]:
+    customer = Customer.objects.get(external_id="acme")
+    return [str(m) for m in event_marks(customer=customer, events=list(events))]
+
+
+def test_a_part_closed_early_has_no_late_usage_anywhere(straggler):
+    sub, early, rest, event = straggler
+    assert invoice_late_usage(invoice=early).event_count == 0
+    assert invoices_with_late_usage(now=at(2028, 2, 16, 12)).value == 0
+    assert late_invoices_of(events=[event]) == {}
+    billed_early = Event.objects.get(event_id="acme-1")
+    assert marks(billed_early, event) == [
+        f"billed: Tokens on {early.invoice_number}",
+        "billed: Tokens (proposed invoice)",
+    ]
+
+
+def test_after_the_cycle_closes_an_event_is_billed_on_the_part_that_first_counted_it(straggler):
+    sub, early, _, event = straggler
+    final = close(sub, FEB_END)
+    before_split, after_split = Event.objects.get(event_id="acme-1"), event
+    assert marks(before_split, after_split, Event.objects.get(event_id="acme-2")) == [
+        f"billed: Tokens on {early.invoice_number}",
+        f"billed: Tokens on {final.invoice_number}",
+        f"billed: Tokens on {final.invoice_number}",
+    ]
+
+
+def test_usage_of_before_the_split_stored_after_the_cycle_closed_is_late_on_its_last_part(
+    straggler, admin_client
+):
+    sub, early, _, _ = straggler
+    final = close(sub, FEB_END)
+    stored = FEB_END + timedelta(hours=1)
+    late = sent(4, at(2028, 2, 12), stored=stored)
+    assert invoice_late_usage(invoice=final).event_count == 1
+    assert invoices_with_late_usage(now=stored).value == 1
+    assert late_invoices_of(events=[late]) == {late.id: final}
+    assert marks(late) == [f"not billed: late: it arrived after {final.invoice_number} was closed"]
+    admin_client.force_login(User.objects.get(username="admin"))
+    html = admin_client.get(reverse("admin:metering_event_changelist")).content.decode()
+    feeds = dict(
+        re.findall(
+            r'<th class="field-event_id"><a [^>]*>([^<]+)</a></th>.*?'
+            r'<td class="field-feeds">(.*?)</td>',
+            html,
+            re.S,
+        )
+    )
+    assert feeds["acme-4"].endswith(f"(late: after invoice {final.invoice_number})</span>")
+    assert "late" not in feeds["acme-3"] and "late" not in feeds["acme-1"]
