@@ -129,10 +129,19 @@ class Invoice(models.Model):
 
     @property
     def amount_due(self) -> Decimal:
-        """What the customer owes on it: nothing once voided or skipped."""
+        """What the customer owes on it: nothing once voided or skipped, nor when its total is
+        negative (a credit, see ``credit``)."""
         if self.invoice_status in (self.Status.VOIDED, self.Status.SKIPPED):
             return Decimal(0)
-        return self.total
+        return max(self.total, Decimal(0))
+
+    @property
+    def credit(self) -> Decimal:
+        """What a negative total gives back: a later part of a cycle closed early whose MAX or
+        LATEST reading fell below what an earlier part billed. Shown, not yet applied."""
+        if self.invoice_status in (self.Status.VOIDED, self.Status.SKIPPED):
+            return Decimal(0)
+        return max(-self.total, Decimal(0))
 
 
 class InvoiceLineItem(models.Model):

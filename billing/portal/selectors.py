@@ -12,7 +12,7 @@ from billing.periods import usage_start
 from billing.selectors import is_late, was_read
 from catalog import names, pricing
 from catalog.models import Meter, Price
-from catalog.money import format_quantity, round_money
+from catalog.money import format_money, format_quantity, round_money
 from catalog.selectors import terms_summary
 from metering.aggregation import Partial, matches, property_text, quantity
 from metering.matching import events_feeding
@@ -91,16 +91,22 @@ class InvoiceRow:
     event_count: int
     period_start: datetime
     period_end: datetime
+    cycle_note: str = ""  # on a part continuing a cycle closed early: how its amount comes
 
 
 def invoice_rows(invoice: Invoice) -> list[InvoiceRow]:
     """The invoice's lines as they were priced: from each line's snapshot only."""
     rows = []
+    earlier = None
     for line in invoice.line_items.all():
         terms = line.priced_terms()
         unit = ""
         if terms.billing_model == pricing.PACKAGE:
             unit = f"per {Decimal(terms.divide_by or 1):,}"
+        note = ""
+        if line.billed_before:
+            earlier = earlier if earlier is not None else earlier_parts(invoice)
+            note = cycle_note(line, earlier=earlier)
         rows.append(
             InvoiceRow(
                 name=line.display_name,
@@ -113,9 +119,42 @@ def invoice_rows(invoice: Invoice) -> list[InvoiceRow]:
                 event_count=line.event_count,
                 period_start=line.period_start,
                 period_end=line.period_end,
+                cycle_note=note,
             )
         )
     return rows
+
+
+def earlier_parts(invoice: Invoice) -> list[Invoice]:
+    """The parts of the invoice's cycle closed early before it that billed (what a line's
+    ``billed_before`` adds up)."""
+    if invoice.cycle_start is None:
+        return []
+    return list(
+        Invoice.objects.filter(
+            subscription_id=invoice.subscription_id,
+            billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+            closed_early=True,
+            invoice_status__in=(Invoice.Status.FINALIZED, Invoice.Status.SKIPPED),
+            period_start__gte=invoice.cycle_start,
+            period_end__lte=invoice.period_start,
+        ).order_by("period_start")
+    )
+
+
+def cycle_note(line: InvoiceLineItem, *, earlier: list[Invoice]) -> str:
+    """``Cycle Jan 31 – Feb 29: 3,500,000 tokens, $60.00, less $45.00 billed on INV-1``: the
+    line prices the whole cycle's usage; its amount is that less what earlier parts billed."""
+    start, end = line.period_start.astimezone(UTC), line.period_end.astimezone(UTC)
+    unit = line.unit_singular if line.quantity == 1 else line.unit_plural
+    quantity = " ".join(filter(None, [format_quantity(line.quantity), unit]))
+    whole = format_money(line.amount + line.billed_before, line.currency)
+    less = format_money(line.billed_before, line.currency)
+    on = ", ".join(invoice_label(i) for i in earlier) or "earlier parts"
+    return (
+        f"Cycle {start:%b} {start.day} – {end:%b} {end.day}: {quantity}, {whole}, "
+        f"less {less} billed on {on}"
+    )
 
 
 def customer_invoices(customer: Customer):

@@ -11,8 +11,14 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from billing.overview import invoices_with_late_usage, late_invoices_of
-from billing.portal.selectors import daily_figures, event_marks, subscription_invoices
+from billing.portal.selectors import (
+    daily_figures,
+    event_marks,
+    invoice_rows,
+    subscription_invoices,
+)
 from billing.selectors import invoice_late_usage
+from catalog.money import format_money
 from metering.models import Customer, Event
 from tests.billing.test_close_early import (  # noqa: F401 (the plan fixture)
     at,
@@ -23,8 +29,9 @@ from tests.billing.test_close_early import (  # noqa: F401 (the plan fixture)
     recompute,
     subscribe,
     use,
+    wide_plan,
 )
-from tests.factories import ingest
+from tests.factories import CustomerUserFactory, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -163,3 +170,44 @@ def test_usage_of_before_the_split_stored_after_the_cycle_closed_is_late_on_its_
     )
     assert feeds["acme-4"].endswith(f"(late: after invoice {final.invoice_number})</span>")
     assert "late" not in feeds["acme-3"] and "late" not in feeds["acme-1"]
+
+
+# --- split-cycle invoices explain themselves --------------------------------------------
+
+
+def document(client, invoice) -> str:
+    customer = invoice.customer
+    CustomerUserFactory(customer=customer)
+    assert client.login(username=f"{customer.external_id}@example.com", password="acme-demo")
+    return client.get(reverse("portal:invoice", args=[invoice.pk])).content.decode()
+
+
+def test_the_continuation_line_says_it_prices_the_whole_cycle_less_what_was_billed(split, client):
+    _, early, rest = split
+    tokens = next(row for row in invoice_rows(rest) if row.name == "Tokens")
+    note = (
+        "Cycle Jan 31 – Feb 29: 3,500,000 tokens, $60.00, "
+        f"less $45.00 billed on {early.invoice_number}"
+    )
+    assert (tokens.quantity, tokens.amount, tokens.cycle_note) == (3_500_000, Decimal(15), note)
+    assert all(row.cycle_note == "" for row in invoice_rows(early))
+    html = document(client, rest)
+    assert f'data-testid="cycle-note">{note}</small>' in html
+
+
+def test_a_negative_part_reads_as_a_credit_not_an_amount_due(wide_plan, client):  # noqa: F811
+    """The gauge reads 100 ($50) before the split and 10 at the cycle's end ($5): the part
+    continuing the cycle gives $45 back on it, more than its $25 of fixed fees."""
+    sub = subscribe(wide_plan)
+    use("acme", 1, at(2028, 2, 10, 8), 1, gauge=100)
+    close_early(sub)
+    use("acme", 2, at(2028, 2, 20, 8), 1, gauge=10)
+    rest = recompute(sub)
+    assert rest.total < 0
+    assert rest.amount_due == 0 and rest.credit == -rest.total
+    html = document(client, rest)
+    credit = format_money(rest.credit, "usd")
+    assert f'data-testid="credit">Credit {credit} so far</p>' in html
+    assert 'data-testid="amount-due">$0.00<' in html
+    assert f'data-testid="credit-note">{credit}<' in html
+    assert f"-{credit} so far" not in html and "$0.00 so far" not in html
