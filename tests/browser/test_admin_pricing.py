@@ -45,7 +45,9 @@ def pick_meter(page, row, search, label):
 
 def test_operator_builds_a_two_price_plan_with_a_live_worked_example(page, live_server, staff):
     loads = []
-    page.on("load", lambda p: loads.append(p.url))
+    # Counted when a page commits, which is before any of its text can be seen; a "load"
+    # event may still be on its way when the next assertion passes.
+    page.on("framenavigated", lambda frame: frame == page.main_frame and loads.append(frame.url))
     sign_in(page, live_server)
 
     # Two metered features, each with its meter; the meter box only shows for metered ones.
