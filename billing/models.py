@@ -71,6 +71,11 @@ class Invoice(models.Model):
     class BillingReason(models.TextChoices):
         SUBSCRIPTION_CREATE = "SUBSCRIPTION_CREATE"  # the first period's advance charges
         SUBSCRIPTION_CYCLE = "SUBSCRIPTION_CYCLE"
+        MANUAL = "MANUAL"  # a purchase of credits
+
+    class Type(models.TextChoices):
+        SUBSCRIPTION = "SUBSCRIPTION"
+        CREDIT = "CREDIT"  # a purchase of prepaid credits
 
     id = models.CharField(
         primary_key=True, max_length=40, default=id_factory("inv"), editable=False
@@ -79,6 +84,7 @@ class Invoice(models.Model):
     subscription = models.ForeignKey(
         Subscription, on_delete=models.PROTECT, null=True, blank=True, related_name="invoices"
     )
+    invoice_type = models.CharField(max_length=16, choices=Type.choices, default=Type.SUBSCRIPTION)
     invoice_status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     payment_status = models.CharField(
         max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.PENDING
@@ -87,8 +93,13 @@ class Invoice(models.Model):
         max_length=32, choices=BillingReason.choices, default=BillingReason.SUBSCRIPTION_CYCLE
     )
     currency = models.CharField(max_length=3)
+    # subtotal is the sum of the lines; total is less the prepaid credits applied to them.
     subtotal = models.DecimalField(**AMOUNT, default=Decimal(0))
+    # On a draft, what a PRE_PAID wallet would apply now; once finalized, what it applied.
+    total_prepaid_credits_applied = models.DecimalField(**AMOUNT, default=Decimal(0))
     total = models.DecimalField(**AMOUNT, default=Decimal(0))
+    amount_paid = models.DecimalField(**AMOUNT, default=Decimal(0))
+    paid_at = models.DateTimeField(null=True, blank=True)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
     invoice_number = models.CharField(max_length=32, unique=True, null=True, blank=True)
@@ -142,6 +153,10 @@ class Invoice(models.Model):
         if self.invoice_status in (self.Status.VOIDED, self.Status.SKIPPED):
             return Decimal(0)
         return max(-self.total, Decimal(0))
+
+    @property
+    def amount_remaining(self) -> Decimal:
+        return max(self.amount_due - self.amount_paid, Decimal(0))
 
 
 class InvoiceLineItem(models.Model):
@@ -225,3 +240,257 @@ class Issuer(SingletonModel):
             email=self.email or settings.TALLY_ISSUER_EMAIL,
             tax_id=self.tax_id or settings.TALLY_ISSUER_TAX_ID,
         )
+
+
+CREDITS = {"max_digits": 28, "decimal_places": 12}
+
+
+class Wallet(models.Model):
+    """A customer's prepaid credits in one currency. Its balance is never stored: it is the
+    sum of its ledger's credit blocks, less what debits consumed of them (``billing.ledger``).
+    """
+
+    class Type(models.TextChoices):
+        PRE_PAID = "PRE_PAID"  # credits reduce usage charges on invoices
+        POST_PAID = "POST_PAID"  # credits pay finalized invoices
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        FROZEN = "frozen"
+        CLOSED = "closed"
+
+    class AlertState(models.TextChoices):
+        OK = "ok"
+        INFO = "info"
+        WARNING = "warning"
+        IN_ALARM = "in_alarm"  # Flexprice's name for the critical level
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("wallet"), editable=False
+    )
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="wallets")
+    currency = models.CharField(max_length=3)
+    wallet_type = models.CharField(max_length=16, choices=Type.choices, default=Type.PRE_PAID)
+    wallet_status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    name = models.CharField(max_length=255, blank=True)
+    description = models.TextField(blank=True)
+    conversion_rate = models.DecimalField(
+        **CREDITS, default=Decimal(1), help_text="Currency units per credit."
+    )
+    # Auto top-up, in credits: when the real-time credit balance falls to the threshold, add
+    # the amount, at most once per cooldown.
+    auto_topup_enabled = models.BooleanField(default=False)
+    auto_topup_threshold = models.DecimalField(**CREDITS, null=True, blank=True)
+    auto_topup_amount = models.DecimalField(**CREDITS, null=True, blank=True)
+    auto_topup_invoicing = models.BooleanField(
+        default=False, help_text="Top up through a purchase invoice; credits come when it is paid."
+    )
+    auto_topup_cooldown = models.DurationField(default=timedelta(0))
+    last_auto_topup_at = models.DateTimeField(null=True, blank=True, editable=False)
+    alert_settings = models.JSONField(default=dict, blank=True)  # Flexprice's AlertSettings
+    alert_state = models.CharField(
+        max_length=16, choices=AlertState.choices, default=AlertState.OK, editable=False
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "currency"],
+                condition=~models.Q(wallet_status="closed"),
+                name="one_open_wallet_per_customer_currency",
+                violation_error_message="The customer already has a wallet in this currency.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(conversion_rate__gt=0), name="wallet_conversion_rate_positive"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name or f"{self.customer} {self.currency.upper()} wallet"
+
+
+class WalletTransaction(models.Model):
+    """One ledger entry, never changed once completed. A credit is a block of credits that
+    debits consume (``CreditConsumption``) in order: priority, then expiry, then age."""
+
+    class Type(models.TextChoices):
+        CREDIT = "credit"
+        DEBIT = "debit"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # a purchase whose invoice is not paid yet
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    class Reason(models.TextChoices):
+        INVOICE_PAYMENT = "INVOICE_PAYMENT"
+        FREE_CREDIT_GRANT = "FREE_CREDIT_GRANT"
+        SUBSCRIPTION_CREDIT_GRANT = "SUBSCRIPTION_CREDIT_GRANT"
+        PURCHASED_CREDIT_INVOICED = "PURCHASED_CREDIT_INVOICED"
+        PURCHASED_CREDIT_DIRECT = "PURCHASED_CREDIT_DIRECT"
+        PURCHASED_CREDIT_BONUS = "PURCHASED_CREDIT_BONUS"
+        CREDIT_EXPIRED = "CREDIT_EXPIRED"
+        WALLET_TERMINATION = "WALLET_TERMINATION"
+        MANUAL_BALANCE_DEBIT = "MANUAL_BALANCE_DEBIT"
+        INVOICE_VOID_REFUND = "INVOICE_VOID_REFUND"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("wtxn"), editable=False
+    )
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="transactions")
+    type = models.CharField(max_length=8, choices=Type.choices)
+    transaction_status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.COMPLETED
+    )
+    transaction_reason = models.CharField(max_length=32, choices=Reason.choices)
+    credit_amount = models.DecimalField(**CREDITS)  # in credits, > 0
+    amount = models.DecimalField(**CREDITS)  # in the wallet's currency
+    priority = models.PositiveIntegerField(null=True, blank=True)  # lower is consumed first
+    expiry_date = models.DateTimeField(null=True, blank=True)
+    invoice = models.ForeignKey(
+        Invoice,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="wallet_transactions",
+    )
+    # NULL, not "", when absent: the unique constraint must not match two absent keys.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    description = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["wallet", "idempotency_key"], name="one_transaction_per_idempotency_key"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(credit_amount__gt=0), name="wallet_transaction_positive"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["wallet", "type", "transaction_status"], name="wtxn_blocks_idx")
+        ]
+
+    def __str__(self):
+        sign = "+" if self.type == self.Type.CREDIT else "-"
+        return f"{sign}{self.credit_amount.normalize():f} credits ({self.transaction_reason})"
+
+
+class CreditConsumption(models.Model):
+    """How much of one credit block one debit took (Flexprice's consumption breakdown). A
+    block's remaining credits are its amount less these: derived, never stored."""
+
+    debit = models.ForeignKey(
+        WalletTransaction, on_delete=models.PROTECT, related_name="consumptions"
+    )
+    credit = models.ForeignKey(
+        WalletTransaction, on_delete=models.PROTECT, related_name="consumed_by"
+    )
+    credits = models.DecimalField(**CREDITS)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(credits__gt=0), name="credit_consumption_positive"
+            ),
+            models.UniqueConstraint(fields=["debit", "credit"], name="one_consumption_per_pair"),
+        ]
+
+
+class CreditGrant(models.Model):
+    """Credits a plan (or one subscription) gives: once at the start, or every period."""
+
+    class Scope(models.TextChoices):
+        PLAN = "PLAN"
+        SUBSCRIPTION = "SUBSCRIPTION"
+
+    class Cadence(models.TextChoices):
+        ONETIME = "ONETIME"
+        RECURRING = "RECURRING"
+
+    class Expiry(models.TextChoices):
+        NEVER = "NEVER"
+        DURATION = "DURATION"
+        BILLING_CYCLE = "BILLING_CYCLE"  # at the end of the period it was granted in
+
+    class DurationUnit(models.TextChoices):
+        DAY = "DAY"
+        WEEK = "WEEK"
+        MONTH = "MONTH"
+        YEAR = "YEAR"
+
+    class Status(models.TextChoices):
+        PUBLISHED = "published"
+        ARCHIVED = "archived"
+
+    id = models.CharField(primary_key=True, max_length=40, default=id_factory("cg"), editable=False)
+    name = models.CharField(max_length=255)
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.PLAN)
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="credit_grants"
+    )
+    subscription = models.ForeignKey(
+        Subscription,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="credit_grants",
+    )
+    credits = models.DecimalField(**CREDITS)
+    cadence = models.CharField(max_length=16, choices=Cadence.choices)
+    expiration_type = models.CharField(max_length=16, choices=Expiry.choices, default=Expiry.NEVER)
+    expiration_duration = models.PositiveIntegerField(null=True, blank=True)
+    expiration_duration_unit = models.CharField(
+        max_length=8, choices=DurationUnit.choices, blank=True
+    )
+    priority = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PUBLISHED)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(credits__gt=0), name="credit_grant_positive"),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(scope="PLAN", plan__isnull=False, subscription__isnull=True)
+                    | models.Q(scope="SUBSCRIPTION", subscription__isnull=False, plan__isnull=True)
+                ),
+                name="credit_grant_scope_target",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class CreditGrantApplication(models.Model):
+    """One grant given to one subscription for one period: the row that makes it once."""
+
+    grant = models.ForeignKey(CreditGrant, on_delete=models.PROTECT, related_name="applications")
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.PROTECT, related_name="credit_grant_applications"
+    )
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    transaction = models.OneToOneField(
+        WalletTransaction, on_delete=models.PROTECT, related_name="grant_application"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["grant", "subscription", "period_start"], name="one_grant_per_period"
+            )
+        ]

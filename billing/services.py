@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from billing import credits
 from billing.models import Invoice, InvoiceLineItem, InvoiceSequence, Subscription
 from billing.periods import calendar_anchor, period_containing, usage_start
 from catalog import pricing
@@ -79,6 +80,20 @@ class Proposal:
     @property
     def total(self) -> Decimal:
         return total_of_lines([line.amount for line in self.lines], self.currency)
+
+    @property
+    def usage(self) -> Decimal:
+        """What its USAGE lines add up to: what PRE_PAID credits may pay."""
+        return credits.usage_amount((line.price.type, line.amount) for line in self.lines)
+
+    def prepaid_credits(self, *, at: datetime | None = None) -> Decimal:
+        """What the customer's PRE_PAID credits would take off it now."""
+        return credits.prepaid_applicable(
+            customer_id=self.subscription.customer_id,
+            currency=self.currency,
+            usage=self.usage,
+            at=at,
+        )
 
 
 def _plan_prices(subscription: Subscription):
@@ -303,7 +318,9 @@ def _draft_recompute(*, invoice: Invoice, fence: int | None = None) -> Invoice:
     )
     invoice.line_items.all().delete()
     InvoiceLineItem.objects.bulk_create(line.as_item(invoice=invoice) for line in proposal.lines)
-    invoice.subtotal = invoice.total = proposal.total
+    invoice.subtotal = proposal.total
+    invoice.total_prepaid_credits_applied = proposal.prepaid_credits()
+    invoice.total = invoice.subtotal - invoice.total_prepaid_credits_applied
     invoice.last_computed_at = timezone.now()
     invoice.save()
     return invoice
@@ -354,13 +371,26 @@ def invoice_finalize(*, invoice: Invoice) -> Invoice:
         invoice = _draft_recompute(invoice=invoice, fence=fence)
     invoice.usage_fence = fence
     now = timezone.now()
-    if invoice.total == 0:
+    if invoice.subtotal == 0:
         invoice.invoice_status = Invoice.Status.SKIPPED
     else:
         invoice.invoice_status = Invoice.Status.FINALIZED
         invoice.invoice_number = _next_number(now)
         invoice.due_date = Invoice.due_date_for(finalized_at=now)
     invoice.finalized_at = now
+    if invoice.invoice_status == Invoice.Status.FINALIZED:
+        # The credits the draft showed were a forecast: what they take is settled here,
+        # under the wallet's lock.
+        usage = credits.usage_amount(invoice.line_items.values_list("price_type", "amount"))
+        invoice.total_prepaid_credits_applied = credits.invoice_credits_consume(
+            invoice=invoice, usage=usage, now=now
+        )
+        invoice.total = invoice.subtotal - invoice.total_prepaid_credits_applied
+        invoice.amount_paid += credits.invoice_pay_from_wallet(invoice=invoice, now=now)
+        if invoice.amount_remaining == 0 and invoice.amount_due > 0:
+            invoice.payment_status, invoice.paid_at = Invoice.PaymentStatus.SUCCEEDED, now
+    else:
+        invoice.total_prepaid_credits_applied, invoice.total = Decimal(0), invoice.subtotal
     invoice.save()
     return invoice
 
@@ -370,10 +400,16 @@ def invoice_void(*, invoice: Invoice) -> Invoice:
     invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
     if invoice.invoice_status not in (Invoice.Status.DRAFT, Invoice.Status.FINALIZED):
         raise InvalidTransition(f"A {invoice.invoice_status} invoice cannot be voided.")
+    if (
+        invoice.invoice_type == Invoice.Type.CREDIT
+        and invoice.payment_status == Invoice.PaymentStatus.SUCCEEDED
+    ):
+        raise InvalidTransition("A paid purchase of credits is not voided: its credits are given.")
     invoice.invoice_status = Invoice.Status.VOIDED
     invoice.payment_status = Invoice.PaymentStatus.VOIDED
     invoice.voided_at = timezone.now()
     invoice.save()
+    credits.invoice_credits_refund(invoice=invoice)
     return invoice
 
 
@@ -433,6 +469,11 @@ def subscription_create(
     )
     subscription.full_clean()
     subscription.save()
+    credits.grants_apply(
+        subscription=subscription,
+        period_start=subscription.current_period_start,
+        period_end=subscription.current_period_end,
+    )
     subscription_advance_invoice(subscription=subscription)
     invoice_propose(subscription=subscription)
     return subscription
@@ -506,6 +547,9 @@ def subscription_period_close(*, subscription_id: str, now: datetime) -> Invoice
         return invoice
     subscription.current_period_start, subscription.current_period_end = following
     subscription.save()
+    credits.grants_apply(
+        subscription=subscription, period_start=following[0], period_end=following[1]
+    )
     invoice_propose(subscription=subscription)
     return invoice
 

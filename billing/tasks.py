@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from billing import selectors, services
+from billing import selectors, services, wallets
 from config.coalesce import Coalescer
 
 RECOMPUTE_DELAY_SECONDS = 1
@@ -27,7 +27,10 @@ def invoices_refresh_request(*, external_customer_ids) -> int:
 def subscription_recompute(*, subscription_id: str):
     """The task's body: requests from its start on queue another run."""
     with recompute_requests.running(subscription_id):
-        return services.subscription_recompute(subscription_id=subscription_id)
+        invoice = services.subscription_recompute(subscription_id=subscription_id)
+        if invoice is not None:
+            wallets.customer_wallets_check(customer_id=invoice.customer_id)
+        return invoice
 
 
 @shared_task(acks_late=True)
@@ -49,3 +52,9 @@ def drafts_refresh() -> int:
     for subscription_id in ids:
         subscription_recompute(subscription_id=subscription_id)
     return len(ids)
+
+
+@shared_task
+def credits_expire() -> int:
+    """Debit what is left of expired credit blocks, then re-check those wallets' state."""
+    return wallets.credits_expire(now=timezone.now())

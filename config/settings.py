@@ -214,6 +214,7 @@ CELERY_BEAT_SCHEDULE = {
     "rollups-fold": {"task": "metering.tasks.rollups_fold_task", "schedule": 5.0},
     "periods-close": {"task": "billing.tasks.periods_close", "schedule": 60.0},
     "drafts-refresh": {"task": "billing.tasks.drafts_refresh", "schedule": 60.0},
+    "credits-expire": {"task": "billing.tasks.credits_expire", "schedule": 60.0},
 }
 # An unacknowledged task (its worker died) is redelivered after this many seconds.
 _VISIBILITY = env.int("CELERY_VISIBILITY_TIMEOUT", default=60)

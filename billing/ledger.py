@@ -1,0 +1,248 @@
+"""The wallet ledger: credit blocks, debits that consume them in order, and the balance.
+
+Every write locks the wallet's row first, so one wallet's ledger changes one transaction at a
+time: a debit sees every block committed before it, and an idempotency key is checked and
+stored under the same lock. Nothing here stores a balance: it is the sum of the usable
+blocks' remaining credits, and a block's remaining credits are its amount less what debits
+consumed of it.
+"""
+
+from datetime import datetime
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from billing.models import CreditConsumption, Invoice, Wallet, WalletTransaction
+from catalog.money import minor_unit_exponent
+
+PLACES = Decimal("1e-12")  # the ledger's precision, in credits and in currency
+ZERO = Decimal(0)
+Reason = WalletTransaction.Reason
+
+
+class InsufficientCredits(ValidationError):
+    pass
+
+
+def to_currency(credits: Decimal, wallet: Wallet) -> Decimal:
+    return (credits * wallet.conversion_rate).quantize(PLACES, ROUND_HALF_UP)
+
+
+def to_credits(amount: Decimal, wallet: Wallet) -> Decimal:
+    return (amount / wallet.conversion_rate).quantize(PLACES, ROUND_HALF_UP)
+
+
+def round_down(amount: Decimal, currency: str) -> Decimal:
+    """What of ``amount`` can be spent in the currency: never more than there is."""
+    return amount.quantize(Decimal(1).scaleb(-minor_unit_exponent(currency)), ROUND_DOWN)
+
+
+def wallet_lock(wallet_id: str) -> Wallet:
+    """The wallet, locked until the transaction ends. Call inside ``transaction.atomic``."""
+    return Wallet.objects.select_for_update().get(pk=wallet_id)
+
+
+def _consumed():
+    return Coalesce(
+        Subquery(
+            CreditConsumption.objects.filter(credit=OuterRef("pk"))
+            .values("credit")
+            .annotate(total=Sum("credits"))
+            .values("total"),
+            output_field=DecimalField(max_digits=28, decimal_places=12),
+        ),
+        Value(ZERO),
+        output_field=DecimalField(max_digits=28, decimal_places=12),
+    )
+
+
+def blocks(wallet: Wallet) -> QuerySet:
+    """The wallet's completed credit blocks, each annotated with ``remaining``."""
+    return WalletTransaction.objects.filter(
+        wallet=wallet,
+        type=WalletTransaction.Type.CREDIT,
+        transaction_status=WalletTransaction.Status.COMPLETED,
+    ).annotate(remaining=F("credit_amount") - _consumed())
+
+
+def usable_blocks(wallet: Wallet, *, at: datetime | None = None) -> QuerySet:
+    """Blocks with credits left that have not expired at ``at``, in the order they are
+    consumed: priority (lower first, none last), then earliest expiry (none last), then age."""
+    at = at or timezone.now()
+    return (
+        blocks(wallet)
+        .filter(Q(expiry_date__isnull=True) | Q(expiry_date__gt=at), remaining__gt=0)
+        .order_by(
+            F("priority").asc(nulls_last=True),
+            F("expiry_date").asc(nulls_last=True),
+            "created_at",
+            "id",
+        )
+    )
+
+
+def balance(wallet: Wallet, *, at: datetime | None = None) -> Decimal:
+    """The credits the wallet can spend at ``at``."""
+    total = usable_blocks(wallet, at=at).order_by().aggregate(total=Sum("remaining"))["total"]
+    return total or ZERO
+
+
+def replayed(wallet: Wallet, key: str | None, **expected) -> WalletTransaction | None:
+    """The transaction an idempotency key already made, if the request is the same one."""
+    if not key:
+        return None
+    done = WalletTransaction.objects.filter(wallet=wallet, idempotency_key=key).first()
+    if done is None:
+        return None
+    for name, value in expected.items():
+        if value is not None and getattr(done, name) != value:
+            raise ValidationError(
+                {"idempotency_key": f"{key!r} was used for a different transaction."}
+            )
+    return done
+
+
+def credit(
+    *,
+    wallet: Wallet,
+    credits: Decimal,
+    reason: str,
+    status: str = WalletTransaction.Status.COMPLETED,
+    priority: int | None = None,
+    expiry_date: datetime | None = None,
+    invoice: Invoice | None = None,
+    idempotency_key: str | None = None,
+    description: str = "",
+    metadata: dict | None = None,
+) -> tuple[WalletTransaction, bool]:
+    """Add a block of credits; a replayed idempotency key returns the first one, not created."""
+    wallet = wallet_lock(wallet.pk)
+    done = replayed(
+        wallet, idempotency_key, type=WalletTransaction.Type.CREDIT, credit_amount=credits
+    )
+    if done is not None:
+        return done, False
+    if wallet.wallet_status == Wallet.Status.CLOSED:
+        raise ValidationError("The wallet is closed.")
+    if credits <= 0:
+        raise ValidationError({"credits": "Credits must be more than 0."})
+    block = WalletTransaction.objects.create(
+        wallet=wallet,
+        type=WalletTransaction.Type.CREDIT,
+        transaction_status=status,
+        transaction_reason=reason,
+        credit_amount=credits,
+        amount=to_currency(credits, wallet),
+        priority=priority,
+        expiry_date=expiry_date,
+        invoice=invoice,
+        idempotency_key=idempotency_key or None,
+        description=description,
+        metadata=metadata or {},
+    )
+    return block, True
+
+
+def debit(
+    *,
+    wallet: Wallet,
+    credits: Decimal,
+    reason: str,
+    invoice: Invoice | None = None,
+    idempotency_key: str | None = None,
+    description: str = "",
+    at: datetime | None = None,
+    only: WalletTransaction | None = None,
+) -> tuple[WalletTransaction, bool]:
+    """Take ``credits`` from the usable blocks in order (from ``only``, if given), or refuse
+    the whole debit when there are fewer. A replayed idempotency key returns the first one."""
+    wallet = wallet_lock(wallet.pk)
+    done = replayed(
+        wallet, idempotency_key, type=WalletTransaction.Type.DEBIT, credit_amount=credits
+    )
+    if done is not None:
+        return done, False
+    if credits <= 0:
+        raise ValidationError({"credits": "Credits must be more than 0."})
+    source = usable_blocks(wallet, at=at)
+    if only is not None:
+        source = blocks(wallet).filter(pk=only.pk, remaining__gt=0)
+    taken, needed = [], credits
+    for block in source:
+        take = min(block.remaining, needed)
+        taken.append((block, take))
+        needed -= take
+        if needed == 0:
+            break
+    if needed > 0:
+        raise InsufficientCredits(
+            f"The wallet has {credits - needed:f} credits; {credits:f} are needed."
+        )
+    entry = WalletTransaction.objects.create(
+        wallet=wallet,
+        type=WalletTransaction.Type.DEBIT,
+        transaction_reason=reason,
+        credit_amount=credits,
+        amount=to_currency(credits, wallet),
+        invoice=invoice,
+        idempotency_key=idempotency_key or None,
+        description=description,
+    )
+    CreditConsumption.objects.bulk_create(
+        CreditConsumption(debit=entry, credit=block, credits=take) for block, take in taken
+    )
+    return entry, True
+
+
+def expire_due(*, now: datetime) -> int:
+    """Debit what is left of every block expired by ``now``, once per block."""
+    expired = 0
+    due = (
+        WalletTransaction.objects.filter(
+            type=WalletTransaction.Type.CREDIT,
+            transaction_status=WalletTransaction.Status.COMPLETED,
+            expiry_date__lte=now,
+        )
+        .annotate(remaining=F("credit_amount") - _consumed())
+        .filter(remaining__gt=0)
+        .values_list("pk", "wallet_id")
+    )
+    for block_id, wallet_id in list(due[:1000]):
+        with transaction.atomic():
+            wallet = wallet_lock(wallet_id)
+            block = blocks(wallet).get(pk=block_id)
+            if block.remaining <= 0:
+                continue  # consumed or expired meanwhile
+            _, created = debit(
+                wallet=wallet,
+                credits=block.remaining,
+                reason=Reason.CREDIT_EXPIRED,
+                idempotency_key=f"expire:{block.pk}",
+                description=f"Credits of {block.pk} expired at {block.expiry_date:%Y-%m-%d %H:%M}.",
+                only=block,
+            )
+            expired += created
+    return expired
+
+
+def refund(*, debit_entry: WalletTransaction, reason: str, idempotency_key: str) -> int:
+    """Give back what a debit consumed, block by block, with each block's priority and expiry.
+    Returns how many blocks were made (0 on a replay)."""
+    made = 0
+    for part in debit_entry.consumptions.select_related("credit").order_by("pk"):
+        _, created = credit(
+            wallet=debit_entry.wallet,
+            credits=part.credits,
+            reason=reason,
+            priority=part.credit.priority,
+            expiry_date=part.credit.expiry_date,
+            invoice=debit_entry.invoice,
+            idempotency_key=f"{idempotency_key}:{part.credit_id}",
+            description=f"Refund of {debit_entry.pk}.",
+        )
+        made += created
+    return made
