@@ -22,6 +22,7 @@ from config.resources import (
     DECIMAL_SCHEMA,
     METADATA_SCHEMA,
     Amount,
+    Body,
     Constant,
     CreatableResourceViewSet,
     ExistingId,
@@ -115,7 +116,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         )
     ]
 )
-class SubscriptionCreateSerializer(serializers.Serializer):
+class SubscriptionCreateSerializer(Body):
     plan_id = ExistingId(Plan)
     customer_id = ExistingId(Customer, required=False)
     external_customer_id = serializers.CharField(required=False, max_length=255)
@@ -208,7 +209,7 @@ class CustomerSubscriptionsView(APIView):
         )
 
 
-class CancelSerializer(serializers.Serializer):
+class CancelSerializer(Body):
     cancellation_type = serializers.ChoiceField(["immediate", "end_of_period"])
     reason = serializers.CharField(required=False, allow_blank=True)
 
@@ -597,7 +598,7 @@ class InvoiceLateUsageView(APIView):
         return Response(LateUsageSerializer(selectors.invoice_late_usage(invoice=invoice)).data)
 
 
-class PreviewSerializer(serializers.Serializer):
+class PreviewSerializer(Body):
     subscription_id = ExistingId(Subscription)
     period_start = Moment(required=False)
     period_end = Moment(required=False)

@@ -15,6 +15,7 @@ from catalog.services import feature_create, plan_create, price_create
 from config.resources import (
     DECIMAL_SCHEMA,
     Amount,
+    Body,
     Constant,
     CreatableResourceViewSet,
     ExistingId,
@@ -32,13 +33,13 @@ def _text(**kwargs):
 # Features and meters
 
 
-class AggregationSerializer(serializers.Serializer):
+class AggregationSerializer(Body):
     type = serializers.ChoiceField(Meter.Aggregation.choices, source="aggregation")
     field = _text()
     multiplier = Amount(required=False, allow_null=True)
 
 
-class FilterSerializer(serializers.Serializer):
+class FilterSerializer(Body):
     key = serializers.CharField(allow_blank=True)
     values = serializers.ListField(child=serializers.CharField(allow_blank=True))
 
@@ -59,7 +60,7 @@ class MeterSerializer(serializers.ModelSerializer):
         return meter.name or meter.feature.name
 
 
-class MeterCreateSerializer(serializers.Serializer):
+class MeterCreateSerializer(Body):
     name = _text()
     event_name = serializers.CharField(allow_blank=True)
     aggregation = AggregationSerializer(source="*")
@@ -134,7 +135,7 @@ class FeatureSerializer(serializers.ModelSerializer):
         )
     ]
 )
-class FeatureCreateSerializer(serializers.Serializer):
+class FeatureCreateSerializer(Body):
     name = serializers.CharField(allow_blank=True)
     type = serializers.ChoiceField(Feature.Type.choices, required=False)
     lookup_key = _text()
@@ -198,13 +199,13 @@ class UpTo(Amount):
         )
 
 
-class TierSerializer(serializers.Serializer):
+class TierSerializer(Body):
     up_to = UpTo(required=False, allow_null=True)
     unit_amount = Amount()
     flat_amount = Amount(required=False)
 
 
-class TransformQuantitySerializer(serializers.Serializer):
+class TransformQuantitySerializer(Body):
     divide_by = serializers.IntegerField(required=False)
     round = serializers.ChoiceField(Price.Round.choices, required=False)
 
@@ -287,7 +288,7 @@ class PriceSerializer(serializers.ModelSerializer):
         )
     ]
 )
-class PriceCreateSerializer(serializers.Serializer):
+class PriceCreateSerializer(Body):
     """Flexprice's CreatePriceRequest; ``plan_id`` is accepted for ``entity_id``."""
 
     entity_type = serializers.ChoiceField(["PLAN"], required=False)
@@ -413,7 +414,7 @@ class PlanSerializer(serializers.ModelSerializer):
         OpenApiExample("A plan", value={"name": "Pro", "lookup_key": "pro"}, request_only=True)
     ]
 )
-class PlanCreateSerializer(serializers.Serializer):
+class PlanCreateSerializer(Body):
     name = serializers.CharField(allow_blank=True)
     description = _text()
     lookup_key = _text(allow_null=True)

@@ -108,6 +108,20 @@ class Ids(serializers.ListField):
     child = serializers.CharField()
 
 
+class Body(serializers.Serializer):
+    """A request body that refuses a field Tally does not implement, naming it: accepted
+    and ignored, a field like ``filter_values`` would silently bill the wrong amount."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["Tally does not implement this field."] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
 class SearchRequest(serializers.Serializer):
     """A ``POST /<resource>/search`` body: paging, and filters that subclasses declare.
 

@@ -6,6 +6,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import generics, serializers
 
 from config.resources import (
+    Body,
     Constant,
     CreatableResourceViewSet,
     Ids,
@@ -69,7 +70,7 @@ class CustomerSerializer(serializers.ModelSerializer):
         )
     ]
 )
-class CustomerCreateSerializer(serializers.Serializer):
+class CustomerCreateSerializer(Body):
     external_id = serializers.CharField(allow_blank=True)
     name = serializers.CharField(allow_blank=True)
     email = serializers.CharField(required=False, allow_blank=True)

@@ -682,3 +682,32 @@ def test_plan_shows_its_version(api_client):
     v2 = plan_version_create(plan=Plan.objects.get(pk=plan["id"]))
     assert plan["version"] == 1
     assert api_client.get(f"/v1/plans/{v2.pk}").json()["version"] == 2
+
+
+def test_a_price_field_tally_does_not_implement_is_refused_not_ignored(api_client):
+    """An ignored ``filter_values`` would bill every model's tokens at this price."""
+    plan = api_client.post("/v1/plans", {"name": "P"}, format="json").json()
+    meter = api_client.post(
+        "/v1/meters",
+        {"name": "Tokens", "event_name": "tokens", "aggregation": {"type": "SUM", "field": "n"}},
+        format="json",
+    ).json()
+    response = api_client.post(
+        "/v1/prices",
+        {
+            "entity_type": "PLAN",
+            "entity_id": plan["id"],
+            "type": "USAGE",
+            "billing_model": "FLAT_FEE",
+            "amount": "1",
+            "currency": "usd",
+            "meter_id": meter["id"],
+            "filter_values": {"model": ["o1"]},
+        },
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["details"] == {
+        "filter_values": ["Tally does not implement this field."]
+    }
+    assert not Price.objects.exists()

@@ -69,8 +69,17 @@ def test_create_answers_201_with_the_customer(api_client):
     assert body["created_at"].endswith("Z") and "T" in body["created_at"]
 
 
-def test_create_ignores_flexprice_fields_tally_does_not_keep(api_client):
+def test_create_refuses_a_flexprice_field_tally_does_not_implement(api_client):
     response = create(api_client, external_id="u1", name="A", timezone="UTC")
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == {
+        "timezone": ["Tally does not implement this field."]
+    }
+    assert not Customer.objects.exists()
+
+
+def test_create_defaults_what_is_not_sent(api_client):
+    response = create(api_client, external_id="u1", name="A")
     assert response.status_code == 201
     assert response.json()["email"] == ""
     assert response.json()["metadata"] == {}
