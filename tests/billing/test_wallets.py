@@ -1,0 +1,433 @@
+"""The wallet ledger and credits on invoices: consumption order, expiry, idempotency, PRE_PAID
+credits on usage lines, POST_PAID payments, refunds on void, plan grants and purchases."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from billing import ledger, wallets
+from billing.models import (
+    CreditConsumption,
+    CreditGrant,
+    Invoice,
+    Wallet,
+    WalletTransaction,
+)
+from billing.services import (
+    InvalidTransition,
+    invoice_finalize,
+    invoice_propose,
+    invoice_void,
+    periods_close,
+)
+from catalog.models import Price
+from tests.factories import CustomerFactory, PriceFactory, SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+D = Decimal
+Reason = WalletTransaction.Reason
+
+
+def wallet_of(customer, **fields) -> Wallet:
+    return wallets.wallet_create(customer=customer, currency="usd", **fields)
+
+
+def top_up(wallet, credits, reason=Reason.PURCHASED_CREDIT_DIRECT, **fields):
+    return wallets.wallet_top_up(wallet=wallet, reason=reason, credits=D(credits), **fields)
+
+
+def remaining(block) -> Decimal:
+    return ledger.blocks(block.wallet).get(pk=block.pk).remaining
+
+
+def draft_of(subscription) -> Invoice:
+    return Invoice.objects.get(subscription=subscription, invoice_status="DRAFT")
+
+
+# The ledger
+
+
+def test_debits_consume_by_priority_then_expiry_then_age():
+    wallet = wallet_of(CustomerFactory())
+    soon = timezone.now() + timedelta(days=2)
+    later = timezone.now() + timedelta(days=9)
+    never_p1 = top_up(wallet, "5", priority=1)
+    later_p1 = top_up(wallet, "5", priority=1, expiry_date=later)
+    soon_p1 = top_up(wallet, "5", priority=1, expiry_date=soon)
+    no_priority = top_up(wallet, "5")
+    first_p0 = top_up(wallet, "5", priority=0)
+    debit, _ = ledger.debit(wallet=wallet, credits=D("17"), reason=Reason.MANUAL_BALANCE_DEBIT)
+    parts = CreditConsumption.objects.filter(debit=debit).order_by("pk")
+    taken = [(c.credit_id, c.credits) for c in parts]
+    assert taken == [
+        (first_p0.pk, D(5)),
+        (soon_p1.pk, D(5)),
+        (later_p1.pk, D(5)),
+        (never_p1.pk, D(2)),
+    ]
+    assert remaining(never_p1) == D(3) and remaining(no_priority) == D(5)
+    assert ledger.balance(wallet) == D(8)
+
+
+def test_a_debit_larger_than_the_balance_is_refused_whole():
+    wallet = wallet_of(CustomerFactory())
+    top_up(wallet, "3")
+    with pytest.raises(ledger.InsufficientCredits), transaction.atomic():
+        ledger.debit(wallet=wallet, credits=D("3.01"), reason=Reason.MANUAL_BALANCE_DEBIT)
+    assert not WalletTransaction.objects.filter(type="debit").exists()
+    assert not CreditConsumption.objects.exists()
+    assert ledger.balance(wallet) == D(3)
+
+
+def test_a_replayed_top_up_is_counted_once_and_a_different_one_is_refused():
+    wallet = wallet_of(CustomerFactory())
+    first = top_up(wallet, "50", idempotency_key="order-1")
+    again = top_up(wallet, "50", idempotency_key="order-1")
+    assert again.pk == first.pk
+    assert ledger.balance(wallet) == D(50)
+    with pytest.raises(ValidationError, match="different transaction"):
+        top_up(wallet, "60", idempotency_key="order-1")
+    assert WalletTransaction.objects.count() == 1
+
+
+def test_expired_credits_stop_counting_at_expiry_and_leave_once_by_the_beat():
+    wallet = wallet_of(CustomerFactory())
+    expiry = timezone.now() + timedelta(hours=1)
+    expiring = top_up(wallet, "10", expiry_date=expiry)
+    top_up(wallet, "4")
+    ledger.debit(wallet=wallet, credits=D("3"), reason=Reason.MANUAL_BALANCE_DEBIT)
+    assert remaining(expiring) == D(7)
+    after = expiry + timedelta(seconds=1)
+    assert ledger.balance(wallet, at=after) == D(4)  # before the beat runs
+    assert wallets.credits_expire(now=after) == 1
+    assert wallets.credits_expire(now=after) == 0
+    expired = WalletTransaction.objects.get(transaction_reason=Reason.CREDIT_EXPIRED)
+    assert expired.credit_amount == D(7)
+    assert remaining(expiring) == D(0)
+    assert ledger.balance(wallet, at=after) == D(4)
+    with pytest.raises(ledger.InsufficientCredits), transaction.atomic():
+        ledger.debit(wallet=wallet, credits=D(5), reason=Reason.MANUAL_BALANCE_DEBIT, at=after)
+
+
+def test_the_balance_is_the_credits_less_the_debits_of_completed_blocks():
+    wallet = wallet_of(CustomerFactory(), conversion_rate=D("0.01"))
+    top_up(wallet, "10000")
+    top_up(wallet, "500", reason=Reason.PURCHASED_CREDIT_INVOICED)  # pending: not counted
+    wallets.wallet_debit(wallet=wallet, credits=D("1234.5"), description="refund to support")
+    assert ledger.balance(wallet) == D("8765.5")
+    assert ledger.to_currency(ledger.balance(wallet), wallet) == D("87.655")
+    live = wallets.wallet_balance(wallet)
+    assert (live.credit_balance, live.balance) == (D("8765.5"), D("87.655"))
+
+
+def test_a_manual_debit_needs_a_reason():
+    wallet = wallet_of(CustomerFactory())
+    top_up(wallet, "5")
+    with pytest.raises(ValidationError):
+        wallets.wallet_debit(wallet=wallet, credits=D(1), description="  ")
+    assert ledger.balance(wallet) == D(5)
+
+
+def test_the_database_refuses_a_second_open_wallet_in_a_currency():
+    customer = CustomerFactory()
+    wallet_of(customer)
+    with pytest.raises(ValidationError):
+        wallet_of(customer)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Wallet.objects.create(customer=customer, currency="usd")
+
+
+def test_terminating_debits_what_is_left_and_closes():
+    customer = CustomerFactory()
+    wallet = wallet_of(customer)
+    top_up(wallet, "12.5")
+    wallets.wallet_terminate(wallet=wallet)
+    wallet.refresh_from_db()
+    assert wallet.wallet_status == Wallet.Status.CLOSED
+    assert ledger.balance(wallet) == 0
+    assert wallet.transactions.get(type="debit").transaction_reason == Reason.WALLET_TERMINATION
+    with pytest.raises(ValidationError):
+        top_up(wallet, "1")
+    assert wallet_of(customer).pk != wallet.pk  # a closed wallet frees the currency
+
+
+# PRE_PAID credits on invoices (acme's draft is $202.50 of usage)
+
+
+def test_a_draft_shows_the_credits_that_would_apply_now(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    top_up(wallet, "100")
+    top_up(wallet, "10", reason=Reason.FREE_CREDIT_GRANT, expiry_date=acme.current_period_end)
+    draft = invoice_propose(subscription=acme)
+    assert (draft.subtotal, draft.total_prepaid_credits_applied, draft.total) == (
+        D("202.50"),
+        D("110.00"),
+        D("92.50"),
+    )
+    assert draft.amount_due == D("92.50")
+    assert ledger.balance(wallet) == D(110)  # a draft consumes nothing
+
+
+def test_finalizing_consumes_the_credits_once(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    promo = top_up(wallet, "10", reason=Reason.FREE_CREDIT_GRANT, priority=0)
+    top_up(wallet, "100")
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    assert invoice.invoice_status == Invoice.Status.FINALIZED
+    assert (invoice.subtotal, invoice.total_prepaid_credits_applied, invoice.total) == (
+        D("202.50"),
+        D("110.00"),
+        D("92.50"),
+    )
+    assert invoice.payment_status == Invoice.PaymentStatus.PENDING
+    debit = invoice.wallet_transactions.get()
+    assert (debit.type, debit.credit_amount, debit.transaction_reason) == (
+        "debit",
+        D(110),
+        Reason.INVOICE_PAYMENT,
+    )
+    assert debit.consumptions.order_by("pk").first().credit_id == promo.pk
+    assert ledger.balance(wallet) == 0
+    with pytest.raises(InvalidTransition):
+        invoice_finalize(invoice=invoice)
+    assert WalletTransaction.objects.filter(type="debit").count() == 1
+
+
+def test_credits_beyond_the_usage_leave_the_rest_in_the_wallet(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    top_up(wallet, "500")
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    assert invoice.invoice_status == Invoice.Status.FINALIZED  # not SKIPPED: it used credits
+    assert (invoice.total_prepaid_credits_applied, invoice.total, invoice.amount_due) == (
+        D("202.50"),
+        D("0.00"),
+        D(0),
+    )
+    assert ledger.balance(wallet) == D("297.50")
+
+
+def test_credits_are_spent_in_whole_cents_only(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer, conversion_rate=D("0.001"))  # a credit is a tenth of a cent
+    top_up(wallet, "12345")  # $12.345
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    assert invoice.total_prepaid_credits_applied == D("12.34")
+    assert invoice.total == D("190.16")
+    assert ledger.balance(wallet) == D(5)  # half a cent stays
+
+
+def test_prepaid_credits_never_pay_fixed_fees():
+    customer = CustomerFactory()
+    fee = PriceFactory(type=Price.Type.FIXED, meter=None, billing_model="FLAT_FEE", amount=D(20))
+    sub = SubscriptionFactory(customer=customer, plan=fee.plan)
+    wallet = wallet_of(customer)
+    top_up(wallet, "100")
+    with time_machine.travel(sub.current_period_end + timedelta(minutes=1)):
+        periods_close(now=timezone.now())
+    closed = Invoice.objects.get(subscription=sub, invoice_status="FINALIZED")
+    assert (closed.subtotal, closed.total_prepaid_credits_applied) == (D(20), D(0))
+    assert ledger.balance(wallet) == D(100)
+
+
+def test_the_database_keeps_a_finalized_invoices_credits(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    top_up(wallet_of(acme.customer), "10")
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    with pytest.raises(Exception, match="closed invoice"), transaction.atomic():
+        Invoice.objects.filter(pk=invoice.pk).update(total_prepaid_credits_applied=D(0))
+
+
+def test_voiding_gives_back_the_credits_with_their_expiry_and_priority(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    expiry = timezone.now() + timedelta(days=5)
+    top_up(wallet, "30", priority=2, expiry_date=expiry)
+    top_up(wallet, "20")
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    assert ledger.balance(wallet) == 0
+    invoice_void(invoice=invoice)
+    refunds = wallet.transactions.filter(transaction_reason=Reason.INVOICE_VOID_REFUND)
+    assert sorted((r.credit_amount, r.priority, r.expiry_date) for r in refunds) == sorted(
+        [(D(30), 2, expiry), (D(20), None, None)]
+    )
+    assert ledger.balance(wallet) == D(50)
+
+
+# POST_PAID wallets pay finalized invoices
+
+
+def test_a_post_paid_wallet_pays_what_it_can(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer, wallet_type=Wallet.Type.POST_PAID)
+    top_up(wallet, "150")
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    assert invoice.total_prepaid_credits_applied == 0
+    assert (invoice.total, invoice.amount_paid, invoice.amount_remaining) == (
+        D("202.50"),
+        D(150),
+        D("52.50"),
+    )
+    assert invoice.payment_status == Invoice.PaymentStatus.PENDING
+    wallets.invoice_payment_update(invoice=invoice, payment_status="SUCCEEDED")
+    invoice.refresh_from_db()
+    assert (invoice.amount_paid, invoice.payment_status) == (D("202.50"), "SUCCEEDED")
+
+
+def test_a_post_paid_wallet_with_enough_marks_the_invoice_paid(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer, wallet_type=Wallet.Type.POST_PAID)
+    top_up(wallet, "1000")
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    assert (invoice.amount_paid, invoice.payment_status) == (D("202.50"), "SUCCEEDED")
+    assert invoice.paid_at is not None
+    assert ledger.balance(wallet) == D("797.50")
+
+
+# Purchases
+
+
+def test_an_invoiced_purchase_credits_once_paid():
+    customer = CustomerFactory()
+    wallet = wallet_of(customer, conversion_rate=D("0.5"))
+    block = top_up(wallet, "40", reason=Reason.PURCHASED_CREDIT_INVOICED)
+    invoice = block.invoice
+    assert (invoice.invoice_type, invoice.invoice_status, invoice.total) == (
+        "CREDIT",
+        "FINALIZED",
+        D(20),
+    )
+    assert invoice.invoice_number.startswith("INV-")
+    assert block.transaction_status == "pending" and ledger.balance(wallet) == 0
+    with pytest.raises(ValidationError):
+        wallets.invoice_payment_update(invoice=invoice, payment_status="SUCCEEDED", amount=D(19))
+    wallets.invoice_payment_update(invoice=invoice, payment_status="SUCCEEDED")
+    assert ledger.balance(wallet) == D(40)
+    wallets.invoice_payment_update(invoice=invoice, payment_status="SUCCEEDED")  # a replay
+    assert ledger.balance(wallet) == D(40)
+    with pytest.raises(InvalidTransition):
+        invoice_void(invoice=Invoice.objects.get(pk=invoice.pk))
+
+
+def test_voiding_an_unpaid_purchase_fails_its_credits():
+    wallet = wallet_of(CustomerFactory())
+    block = top_up(wallet, "40", reason=Reason.PURCHASED_CREDIT_INVOICED)
+    invoice_void(invoice=block.invoice)
+    block.refresh_from_db()
+    assert block.transaction_status == "failed"
+    with pytest.raises(InvalidTransition):
+        wallets.invoice_payment_update(
+            invoice=Invoice.objects.get(pk=block.invoice_id), payment_status="SUCCEEDED"
+        )
+    assert ledger.balance(wallet) == 0
+
+
+def test_an_invoiced_purchase_must_cost_whole_cents():
+    wallet = wallet_of(CustomerFactory(), conversion_rate=D("0.001"))
+    with pytest.raises(ValidationError, match="whole amount"):
+        top_up(wallet, "1", reason=Reason.PURCHASED_CREDIT_INVOICED)
+    assert not Invoice.objects.exists() and not WalletTransaction.objects.exists()
+
+
+# Plan grants
+
+
+def test_a_recurring_grant_is_given_each_period_once():
+    fee = PriceFactory(type=Price.Type.FIXED, meter=None, billing_model="FLAT_FEE", amount=D(20))
+    CreditGrant.objects.create(
+        name="Monthly credits",
+        plan=fee.plan,
+        credits=D(5),
+        cadence=CreditGrant.Cadence.RECURRING,
+        expiration_type=CreditGrant.Expiry.BILLING_CYCLE,
+        priority=0,
+    )
+    CreditGrant.objects.create(
+        name="Welcome", plan=fee.plan, credits=D(50), cadence=CreditGrant.Cadence.ONETIME
+    )
+    sub = SubscriptionFactory(plan=fee.plan)
+    wallet = Wallet.objects.get(customer=sub.customer)
+    first = wallet.transactions.get(description__startswith="Monthly")
+    assert (first.credit_amount, first.expiry_date) == (D(5), sub.current_period_end)
+    assert ledger.balance(wallet) == D(55)
+    end = sub.current_period_end
+    with time_machine.travel(end + timedelta(minutes=1)):
+        periods_close(now=timezone.now())
+        periods_close(now=timezone.now())
+        assert ledger.balance(wallet) == D(55)  # the first 5 expired, 5 new
+    sub.refresh_from_db()
+    grants = wallet.transactions.filter(transaction_reason=Reason.SUBSCRIPTION_CREDIT_GRANT)
+    assert grants.count() == 3
+    assert grants.filter(expiry_date=sub.current_period_end).count() == 1
+
+
+def test_an_archived_grant_is_not_given():
+    fee = PriceFactory(type=Price.Type.FIXED, meter=None, billing_model="FLAT_FEE", amount=D(20))
+    CreditGrant.objects.create(
+        name="Old",
+        plan=fee.plan,
+        credits=D(5),
+        cadence=CreditGrant.Cadence.RECURRING,
+        status=CreditGrant.Status.ARCHIVED,
+    )
+    sub = SubscriptionFactory(plan=fee.plan)
+    assert not Wallet.objects.filter(customer=sub.customer).exists()
+
+
+# Auto top-up and alert state
+
+
+def test_auto_top_up_fires_at_the_threshold_once_per_cooldown(o1_subscriptions):
+    acme = o1_subscriptions["acme"]  # $202.50 of usage in the open period
+    wallet = wallet_of(
+        acme.customer,
+        auto_topup_enabled=True,
+        auto_topup_threshold=D(10),
+        auto_topup_amount=D(100),
+        auto_topup_cooldown=timedelta(hours=1),
+    )
+    top_up(wallet, "300")  # real-time: 97.50
+    assert wallets.wallet_check(wallet_id=wallet.pk) is None
+    wallets.wallet_debit(wallet=wallet, credits=D(90), description="adjustment")  # 7.50
+    topped = wallets.wallet_check(wallet_id=wallet.pk)
+    assert topped.credit_amount == D(100)
+    assert topped.transaction_reason == Reason.PURCHASED_CREDIT_DIRECT
+    wallets.wallet_debit(wallet=wallet, credits=D(105), description="adjustment")
+    assert wallets.wallet_check(wallet_id=wallet.pk) is None  # cooling down
+    with time_machine.travel(timezone.now() + timedelta(hours=1, seconds=1)):
+        assert wallets.wallet_check(wallet_id=wallet.pk) is not None
+
+
+def test_the_real_time_balance_subtracts_the_open_periods_usage(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    top_up(wallet, "250")
+    live = wallets.wallet_balance(wallet)
+    assert (live.balance, live.current_period_usage, live.real_time_balance) == (
+        D(250),
+        D("202.50"),
+        D("47.50"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("balance", "state"),
+    [("100", "ok"), ("49.99", "info"), ("19", "warning"), ("4.99", "in_alarm"), ("-1", "in_alarm")],
+)
+def test_the_alert_state_is_the_most_severe_threshold_crossed(balance, state):
+    settings = {
+        "alert_enabled": True,
+        "alert_threshold_type": "absolute",
+        "info": {"threshold": "50", "condition": "below"},
+        "warning": {"threshold": "20", "condition": "below"},
+        "critical": {"threshold": "5", "condition": "below"},
+    }
+    assert wallets.alert_state_for(settings, D(balance)) == state
+    assert wallets.alert_state_for({**settings, "alert_enabled": False}, D(balance)) == "ok"
