@@ -363,13 +363,17 @@ def invoice_finalize(*, invoice: Invoice) -> Invoice:
         raise InvalidTransition(
             f"Only a DRAFT invoice can be finalized; this one is {invoice.invoice_status}."
         )
-    # What this reads is final: the customer's ingest waits for the commit, and every event
-    # above the fence is late usage.
-    external_id = Customer.objects.values_list("external_id", flat=True).get(pk=invoice.customer_id)
-    fence = usage_fence_take(external_customer_id=external_id)
-    if invoice.subscription_id:
-        invoice = _draft_recompute(invoice=invoice, fence=fence)
-    invoice.usage_fence = fence
+    if invoice.invoice_type == Invoice.Type.SUBSCRIPTION:
+        # What this reads is final: the customer's ingest waits for the commit, and every
+        # event above the fence is late usage. A purchase of credits reads no usage, and
+        # takes no fence: it is finalized under its wallet's lock, taken before.
+        external_id = Customer.objects.values_list("external_id", flat=True).get(
+            pk=invoice.customer_id
+        )
+        fence = usage_fence_take(external_customer_id=external_id)
+        if invoice.subscription_id:
+            invoice = _draft_recompute(invoice=invoice, fence=fence)
+        invoice.usage_fence = fence
     now = timezone.now()
     if invoice.subtotal == 0:
         invoice.invoice_status = Invoice.Status.SKIPPED
