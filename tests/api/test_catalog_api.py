@@ -8,6 +8,7 @@ from catalog import pricing
 from catalog.models import Feature, Meter, Plan, Price, PriceTier
 from catalog.services import plan_version_create
 from tests.api.asserts import assert_error
+from tests.factories import MeterFactory, PlanFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -686,22 +687,17 @@ def test_plan_shows_its_version(api_client):
 
 def test_a_price_field_tally_does_not_implement_is_refused_not_ignored(api_client):
     """An ignored ``filter_values`` would bill every model's tokens at this price."""
-    plan = api_client.post("/v1/plans", {"name": "P"}, format="json").json()
-    meter = api_client.post(
-        "/v1/meters",
-        {"name": "Tokens", "event_name": "tokens", "aggregation": {"type": "SUM", "field": "n"}},
-        format="json",
-    ).json()
+    plan, meter = PlanFactory(), MeterFactory()
     response = api_client.post(
         "/v1/prices",
         {
             "entity_type": "PLAN",
-            "entity_id": plan["id"],
+            "entity_id": plan.pk,
             "type": "USAGE",
             "billing_model": "FLAT_FEE",
             "amount": "1",
             "currency": "usd",
-            "meter_id": meter["id"],
+            "meter_id": meter.pk,
             "filter_values": {"model": ["o1"]},
         },
         format="json",
