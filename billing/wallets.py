@@ -169,10 +169,18 @@ def wallet_debit(*, wallet: Wallet, credits: Decimal, description: str, idempote
 
 @transaction.atomic
 def wallet_terminate(*, wallet: Wallet) -> Wallet:
-    """Debit what is left and close the wallet; unpaid purchases into it are left to fail."""
+    """Debit what is left and close the wallet. Refused while a purchase of credits into it
+    is unpaid: its credits would have nowhere to go."""
     wallet = ledger.wallet_lock(wallet.pk)
     if wallet.wallet_status == Wallet.Status.CLOSED:
         raise ValidationError("The wallet is already closed.")
+    pending = wallet.transactions.filter(transaction_status=WalletTransaction.Status.PENDING)
+    if pending.exists():
+        numbers = ", ".join(pending.values_list("invoice__invoice_number", flat=True))
+        raise ValidationError(
+            f"A purchase of credits into the wallet is unpaid ({numbers}): mark it paid or "
+            "void it first."
+        )
     left = ledger.balance(wallet)
     if left > 0:
         ledger.debit(

@@ -156,6 +156,19 @@ def test_terminating_debits_what_is_left_and_closes():
     assert wallet_of(customer).pk != wallet.pk  # a closed wallet frees the currency
 
 
+def test_a_wallet_with_an_unpaid_purchase_is_not_terminated():
+    wallet = wallet_of(CustomerFactory())
+    top_up(wallet, "5")
+    block = top_up(wallet, "40", reason=Reason.PURCHASED_CREDIT_INVOICED)
+    with pytest.raises(ValidationError, match="unpaid"):
+        wallets.wallet_terminate(wallet=wallet)
+    wallet.refresh_from_db()
+    assert wallet.wallet_status == Wallet.Status.ACTIVE and ledger.balance(wallet) == D(5)
+    wallets.invoice_payment_update(invoice=block.invoice, payment_status="SUCCEEDED")
+    wallets.wallet_terminate(wallet=wallet)
+    assert ledger.balance(wallet) == 0
+
+
 # PRE_PAID credits on invoices (acme's draft is $202.50 of usage)
 
 
