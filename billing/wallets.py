@@ -18,6 +18,7 @@ ZERO = Decimal(0)
 Reason = WalletTransaction.Reason
 PURCHASES = (Reason.PURCHASED_CREDIT_DIRECT, Reason.PURCHASED_CREDIT_INVOICED)
 TOP_UP_REASONS = (*PURCHASES, Reason.FREE_CREDIT_GRANT, Reason.PURCHASED_CREDIT_BONUS)
+AUTO_TOPUP_KEY = "auto-topup:"  # then the instant it fired
 ALERT_LEVELS = (  # most severe first
     ("critical", Wallet.AlertState.IN_ALARM),
     ("warning", Wallet.AlertState.WARNING),
@@ -327,7 +328,7 @@ def wallet_check(*, wallet_id: str, now: datetime | None = None) -> WalletTransa
                     else Reason.PURCHASED_CREDIT_DIRECT
                 ),
                 credits=wallet.auto_topup_amount,
-                idempotency_key=f"auto:{wallet.pk}:{now.isoformat()}",
+                idempotency_key=f"{AUTO_TOPUP_KEY}{now.isoformat()}",
                 description="Auto top-up",
             )
             wallet.last_auto_topup_at = now
@@ -350,7 +351,7 @@ def _auto_topup_due(wallet: Wallet, real_time_credits: Decimal, now: datetime) -
     return not wallet.transactions.filter(
         transaction_status=WalletTransaction.Status.PENDING,
         transaction_reason=Reason.PURCHASED_CREDIT_INVOICED,
-        description="Auto top-up",
+        idempotency_key__startswith=AUTO_TOPUP_KEY,
     ).exists()
 
 
