@@ -9,6 +9,8 @@ idempotency key per invoice, so a retried finalization consumes nothing twice.
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from billing import ledger
@@ -16,6 +18,7 @@ from billing.models import (
     CreditGrant,
     CreditGrantApplication,
     Invoice,
+    InvoiceLineItem,
     Subscription,
     Wallet,
     WalletTransaction,
@@ -45,18 +48,87 @@ def spendable(wallet: Wallet | None, *, at: datetime | None = None) -> Decimal:
     """What an active wallet's credits are worth now, in whole minor units of its currency."""
     if wallet is None or wallet.wallet_status != Wallet.Status.ACTIVE:
         return ZERO
-    worth = ledger.to_currency(ledger.balance(wallet, at=at), wallet)
-    return ledger.round_down(worth, wallet.currency)
+    return ledger.spendable_worth(ledger.balance(wallet, at=at), wallet)
 
 
-def prepaid_applicable(*, customer_id: str, currency: str, usage: Decimal, at=None) -> Decimal:
-    """What the customer's PRE_PAID credits would take off ``usage`` now."""
+def _drafted_before(subscription: Subscription) -> Decimal:
+    """What the current drafts of the customer's subscriptions made before this one (in its
+    currency) count on PRE_PAID credits to pay, as last computed."""
+    earlier = Subscription.objects.filter(
+        Q(created_at__lt=subscription.created_at)
+        | Q(created_at=subscription.created_at, pk__lt=subscription.pk),
+        customer_id=subscription.customer_id,
+        currency=subscription.currency,
+        status=Subscription.Status.ACTIVE,
+    )
+    per_draft = (
+        InvoiceLineItem.objects.filter(
+            invoice__subscription__in=earlier,
+            invoice__invoice_status=Invoice.Status.DRAFT,
+            invoice__period_start=F("invoice__subscription__current_period_start"),
+            price_type=Price.Type.USAGE,
+        )
+        .values("invoice_id")
+        .annotate(usage=Sum("amount"))
+        .values_list("usage", flat=True)
+    )
+    return sum((max(usage, ZERO) for usage in per_draft), ZERO)
+
+
+def prepaid_applicable(*, subscription: Subscription, usage: Decimal, at=None) -> Decimal:
+    """What the customer's PRE_PAID credits would take off ``usage`` (a draft's or a
+    preview's) now. A customer's drafts share its credits, oldest subscription first, so
+    together they never show more than there is."""
     if usage <= 0:
         return ZERO
     wallet = open_wallet(
-        customer_id=customer_id, currency=currency, wallet_type=Wallet.Type.PRE_PAID
+        customer_id=subscription.customer_id,
+        currency=subscription.currency,
+        wallet_type=Wallet.Type.PRE_PAID,
     )
-    return min(spendable(wallet, at=at), usage)
+    left = spendable(wallet, at=at) - _drafted_before(subscription) if wallet else ZERO
+    return max(min(left, usage), ZERO)
+
+
+def credits_instant(invoice: Invoice, now: datetime) -> datetime:
+    """When an invoice's credits are judged expired or not: as its period ends, however late
+    it is closed, so credits that expire with the period pay for it."""
+    return min(now, invoice.period_end - timedelta(microseconds=1))
+
+
+def _wallet_pays(
+    *, invoice: Invoice, wallet_type: str, most: Decimal, key: str, description: str, at
+) -> Decimal:
+    """Debit up to ``most`` (in the currency, whole minor units) from the customer's open
+    wallet of ``wallet_type``, under its lock; returns what it paid. A retry with the same
+    ``key`` pays nothing more and returns the first amount."""
+    done = WalletTransaction.objects.filter(idempotency_key=key, invoice=invoice).first()
+    if done is not None:
+        return done.amount
+    wallet = open_wallet(
+        customer_id=invoice.customer_id, currency=invoice.currency, wallet_type=wallet_type
+    )
+    if wallet is None or most <= 0:
+        return ZERO
+    wallet = ledger.wallet_lock(wallet.pk)
+    if wallet.wallet_status != Wallet.Status.ACTIVE:
+        return ZERO
+    balance = ledger.balance(wallet, at=at)
+    paid = min(ledger.spendable_worth(balance, wallet), most)
+    if paid <= 0:
+        return ZERO
+    ledger.debit(
+        wallet=wallet,
+        # A cent's worth of credits can round to a hair more than the wallet holds.
+        credits=min(ledger.to_credits(paid, wallet), balance),
+        amount=paid,
+        reason=WalletTransaction.Reason.INVOICE_PAYMENT,
+        invoice=invoice,
+        idempotency_key=key,
+        description=description,
+        at=at,
+    )
+    return paid
 
 
 def invoice_credits_consume(*, invoice: Invoice, usage: Decimal, now: datetime) -> Decimal:
@@ -64,66 +136,38 @@ def invoice_credits_consume(*, invoice: Invoice, usage: Decimal, now: datetime) 
     (the invoice's USAGE lines). Returns the amount applied; a retry applies nothing twice."""
     if invoice.invoice_type != Invoice.Type.SUBSCRIPTION:
         return ZERO
-    key = f"invoice:{invoice.pk}:prepaid"
-    done = WalletTransaction.objects.filter(idempotency_key=key, invoice=invoice).first()
-    if done is not None:
-        return done.amount
-    wallet = open_wallet(
-        customer_id=invoice.customer_id,
-        currency=invoice.currency,
-        wallet_type=Wallet.Type.PRE_PAID,
-    )
-    if wallet is None or usage <= 0:
-        return ZERO
-    wallet = ledger.wallet_lock(wallet.pk)
-    applied = min(spendable(wallet, at=now), usage)
-    if applied <= 0:
-        return ZERO
-    ledger.debit(
-        wallet=wallet,
-        credits=ledger.to_credits(applied, wallet),
-        reason=WalletTransaction.Reason.INVOICE_PAYMENT,
+    return _wallet_pays(
         invoice=invoice,
-        idempotency_key=key,
-        description=f"Prepaid credits applied to usage on {invoice.invoice_number or invoice.pk}.",
-        at=now,
+        wallet_type=Wallet.Type.PRE_PAID,
+        most=usage,
+        key=f"invoice:{invoice.pk}:prepaid",
+        description=f"Prepaid credits applied to usage on {invoice.invoice_number}.",
+        at=credits_instant(invoice, now),
     )
-    return applied
 
 
 def invoice_pay_from_wallet(*, invoice: Invoice, now: datetime) -> Decimal:
     """After finalization, in its transaction: a POST_PAID wallet pays what it can of the
     amount remaining. Returns what it paid."""
-    if invoice.invoice_type != Invoice.Type.SUBSCRIPTION or invoice.amount_remaining <= 0:
+    if invoice.invoice_type != Invoice.Type.SUBSCRIPTION:
         return ZERO
-    wallet = open_wallet(
-        customer_id=invoice.customer_id,
-        currency=invoice.currency,
-        wallet_type=Wallet.Type.POST_PAID,
-    )
-    if wallet is None:
-        return ZERO
-    wallet = ledger.wallet_lock(wallet.pk)
-    paid = min(spendable(wallet, at=now), invoice.amount_remaining)
-    if paid <= 0:
-        return ZERO
-    _, created = ledger.debit(
-        wallet=wallet,
-        credits=ledger.to_credits(paid, wallet),
-        reason=WalletTransaction.Reason.INVOICE_PAYMENT,
+    return _wallet_pays(
         invoice=invoice,
-        idempotency_key=f"invoice:{invoice.pk}:payment",
-        description=f"Payment of {invoice.invoice_number or invoice.pk}.",
-        at=now,
+        wallet_type=Wallet.Type.POST_PAID,
+        most=invoice.amount_remaining,
+        key=f"invoice:{invoice.pk}:payment",
+        description=f"Payment of {invoice.invoice_number}.",
+        at=credits_instant(invoice, now),
     )
-    return paid if created else ZERO
 
 
 def invoice_credits_refund(*, invoice: Invoice) -> int:
     """Voiding an invoice gives back the credits its debits took, with their expiry and
-    priority, once; a purchase not yet paid never credits."""
+    priority, once, unless the wallet is closed; a purchase not yet paid never credits."""
     made = 0
-    for entry in invoice.wallet_transactions.filter(type=WalletTransaction.Type.DEBIT):
+    debits = invoice.wallet_transactions.filter(type=WalletTransaction.Type.DEBIT)
+    # A closed wallet was emptied on purpose: what the invoice took stays taken.
+    for entry in debits.exclude(wallet__wallet_status=Wallet.Status.CLOSED):
         made += ledger.refund(
             debit_entry=entry,
             reason=WalletTransaction.Reason.INVOICE_VOID_REFUND,
@@ -158,6 +202,20 @@ def subscription_grants(subscription: Subscription):
     )
 
 
+def _wallet_for_grants(subscription: Subscription) -> Wallet:
+    """The customer's open wallet in the subscription's currency, made PRE_PAID if none."""
+    wallet = open_wallet(customer_id=subscription.customer_id, currency=subscription.currency)
+    if wallet is not None:
+        return wallet
+    try:
+        with transaction.atomic():
+            return Wallet.objects.create(
+                customer_id=subscription.customer_id, currency=subscription.currency, name="Credits"
+            )
+    except IntegrityError:  # another transaction made it first
+        return open_wallet(customer_id=subscription.customer_id, currency=subscription.currency)
+
+
 def grants_apply(*, subscription: Subscription, period_start: datetime, period_end: datetime):
     """Give the subscription its grants for the period that starts at ``period_start``:
     RECURRING ones each period, ONETIME ones once. Call in the transaction that opens the
@@ -169,13 +227,7 @@ def grants_apply(*, subscription: Subscription, period_start: datetime, period_e
             continue
         if applications.filter(period_start=period_start).exists():
             continue
-        wallet = open_wallet(customer_id=subscription.customer_id, currency=subscription.currency)
-        if wallet is None:
-            wallet = Wallet.objects.create(
-                customer_id=subscription.customer_id,
-                currency=subscription.currency,
-                name="Credits",
-            )
+        wallet = _wallet_for_grants(subscription)
         block, _ = ledger.credit(
             wallet=wallet,
             credits=grant.credits,

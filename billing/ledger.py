@@ -12,11 +12,21 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import (
+    DecimalField,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.models import CreditConsumption, Invoice, Wallet, WalletTransaction
+from billing.models import CreditConsumption, Invoice, Subscription, Wallet, WalletTransaction
 from catalog.money import minor_unit_exponent
 
 PLACES = Decimal("1e-12")  # the ledger's precision, in credits and in currency
@@ -28,12 +38,18 @@ class InsufficientCredits(ValidationError):
     pass
 
 
+def spendable_worth(credits: Decimal, wallet: Wallet) -> Decimal:
+    """What ``credits`` can pay, in whole minor units of the wallet's currency: their exact
+    worth rounded down, so never more than there is."""
+    return round_down(credits * wallet.conversion_rate, wallet.currency)
+
+
 def to_currency(credits: Decimal, wallet: Wallet) -> Decimal:
     return (credits * wallet.conversion_rate).quantize(PLACES, ROUND_HALF_UP)
 
 
-def to_credits(amount: Decimal, wallet: Wallet) -> Decimal:
-    return (amount / wallet.conversion_rate).quantize(PLACES, ROUND_HALF_UP)
+def to_credits(amount: Decimal, wallet: Wallet, rounding=ROUND_HALF_UP) -> Decimal:
+    return (amount / wallet.conversion_rate).quantize(PLACES, rounding)
 
 
 def round_down(amount: Decimal, currency: str) -> Decimal:
@@ -85,10 +101,16 @@ def usable_blocks(wallet: Wallet, *, at: datetime | None = None) -> QuerySet:
     )
 
 
+def exact(credits: Decimal | None) -> Decimal:
+    """A sum from the database at the ledger's precision: a no-op on PostgreSQL, whose
+    numerics are exact; on SQLite it drops the float residue of a sum."""
+    return (credits or ZERO).quantize(PLACES)
+
+
 def balance(wallet: Wallet, *, at: datetime | None = None) -> Decimal:
     """The credits the wallet can spend at ``at``."""
     total = usable_blocks(wallet, at=at).order_by().aggregate(total=Sum("remaining"))["total"]
-    return total or ZERO
+    return exact(total)
 
 
 def replayed(wallet: Wallet, key: str | None, **expected) -> WalletTransaction | None:
@@ -157,9 +179,12 @@ def debit(
     description: str = "",
     at: datetime | None = None,
     only: WalletTransaction | None = None,
+    amount: Decimal | None = None,
 ) -> tuple[WalletTransaction, bool]:
     """Take ``credits`` from the usable blocks in order (from ``only``, if given), or refuse
-    the whole debit when there are fewer. A replayed idempotency key returns the first one."""
+    the whole debit when there are fewer. ``amount`` is what they paid in the currency, when
+    known exactly (credits × rate may be a hair off). A replayed idempotency key returns the
+    first one."""
     wallet = wallet_lock(wallet.pk)
     done = replayed(
         wallet, idempotency_key, type=WalletTransaction.Type.DEBIT, credit_amount=credits
@@ -173,7 +198,9 @@ def debit(
         source = blocks(wallet).filter(pk=only.pk, remaining__gt=0)
     taken, needed = [], credits
     for block in source:
-        take = min(block.remaining, needed)
+        take = min(exact(block.remaining), needed)
+        if take <= 0:
+            continue
         taken.append((block, take))
         needed -= take
         if needed == 0:
@@ -187,7 +214,7 @@ def debit(
         type=WalletTransaction.Type.DEBIT,
         transaction_reason=reason,
         credit_amount=credits,
-        amount=to_currency(credits, wallet),
+        amount=to_currency(credits, wallet) if amount is None else amount,
         invoice=invoice,
         idempotency_key=idempotency_key or None,
         description=description,
@@ -199,14 +226,23 @@ def debit(
 
 
 def expire_due(*, now: datetime) -> int:
-    """Debit what is left of every block expired by ``now``, once per block."""
+    """Debit what is left of every block expired by ``now``, once per block. A block waits
+    while its customer has a period open that began before it expired: closing that period
+    may still take it (see ``credits.invoice_credits_consume``)."""
     expired = 0
+    unclosed = Subscription.objects.filter(
+        customer_id=OuterRef("wallet__customer_id"),
+        currency=OuterRef("wallet__currency"),
+        status=Subscription.Status.ACTIVE,
+        current_period_start__lt=OuterRef("expiry_date"),
+    )
     due = (
         WalletTransaction.objects.filter(
             type=WalletTransaction.Type.CREDIT,
             transaction_status=WalletTransaction.Status.COMPLETED,
             expiry_date__lte=now,
         )
+        .exclude(Exists(unclosed))
         .annotate(remaining=F("credit_amount") - _consumed())
         .filter(remaining__gt=0)
         .values_list("pk", "wallet_id")
@@ -215,11 +251,11 @@ def expire_due(*, now: datetime) -> int:
         with transaction.atomic():
             wallet = wallet_lock(wallet_id)
             block = blocks(wallet).get(pk=block_id)
-            if block.remaining <= 0:
+            if exact(block.remaining) <= 0:
                 continue  # consumed or expired meanwhile
             _, created = debit(
                 wallet=wallet,
-                credits=block.remaining,
+                credits=exact(block.remaining),
                 reason=Reason.CREDIT_EXPIRED,
                 idempotency_key=f"expire:{block.pk}",
                 description=f"Credits of {block.pk} expired at {block.expiry_date:%Y-%m-%d %H:%M}.",

@@ -88,12 +88,7 @@ class Proposal:
 
     def prepaid_credits(self, *, at: datetime | None = None) -> Decimal:
         """What the customer's PRE_PAID credits would take off it now."""
-        return credits.prepaid_applicable(
-            customer_id=self.subscription.customer_id,
-            currency=self.currency,
-            usage=self.usage,
-            at=at,
-        )
+        return credits.prepaid_applicable(subscription=self.subscription, usage=self.usage, at=at)
 
 
 def _plan_prices(subscription: Subscription):
@@ -391,7 +386,7 @@ def invoice_finalize(*, invoice: Invoice) -> Invoice:
         )
         invoice.total = invoice.subtotal - invoice.total_prepaid_credits_applied
         invoice.amount_paid += credits.invoice_pay_from_wallet(invoice=invoice, now=now)
-        if invoice.amount_remaining == 0 and invoice.amount_due > 0:
+        if invoice.amount_remaining == 0 and invoice.subtotal > 0:
             invoice.payment_status, invoice.paid_at = Invoice.PaymentStatus.SUCCEEDED, now
     else:
         invoice.total_prepaid_credits_applied, invoice.total = Decimal(0), invoice.subtotal

@@ -3,7 +3,7 @@ top-up and the low-balance alert state."""
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -115,7 +115,8 @@ def wallet_top_up(
     if (credits is None) == (amount is None):
         raise ValidationError({"credits_to_add": "Give either credits_to_add or amount."})
     if credits is None:
-        credits = ledger.to_credits(amount, wallet)
+        # Rounded up: credits bought for an amount are worth at least that amount.
+        credits = ledger.to_credits(amount, wallet, rounding=ROUND_UP)
     if credits <= 0:
         raise ValidationError({"credits_to_add": "Top up by more than 0 credits."})
     if idempotency_key:

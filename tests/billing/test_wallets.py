@@ -444,3 +444,184 @@ def test_the_alert_state_is_the_most_severe_threshold_crossed(balance, state):
     }
     assert wallets.alert_state_for(settings, D(balance)) == state
     assert wallets.alert_state_for({**settings, "alert_enabled": False}, D(balance)) == "ok"
+
+
+# Found in review: each failed before its fix.
+
+
+def close_period_of(subscription):
+    with time_machine.travel(subscription.current_period_end + timedelta(minutes=1)):
+        wallets.credits_expire(now=timezone.now())  # the expiry beat may run first
+        periods_close(now=timezone.now())
+    return Invoice.objects.get(
+        subscription=subscription, invoice_status="FINALIZED", billing_reason="SUBSCRIPTION_CYCLE"
+    )
+
+
+def test_credits_expiring_at_period_end_pay_that_periods_usage(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    top_up(wallet, "10", reason=Reason.FREE_CREDIT_GRANT, expiry_date=acme.current_period_end)
+    assert invoice_propose(subscription=acme).total_prepaid_credits_applied == D(10)
+    invoice = close_period_of(acme)
+    assert (invoice.total_prepaid_credits_applied, invoice.total) == (D(10), D("192.50"))
+    assert ledger.balance(wallet) == 0
+    assert not wallet.transactions.filter(transaction_reason=Reason.CREDIT_EXPIRED).exists()
+
+
+def test_credits_expired_mid_period_pay_nothing_at_its_close(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    top_up(wallet, "10", expiry_date=acme.current_period_end - timedelta(days=1))
+    invoice = close_period_of(acme)
+    assert invoice.total_prepaid_credits_applied == 0
+    assert not wallet.transactions.filter(transaction_reason=Reason.CREDIT_EXPIRED).exists()
+    wallets.credits_expire(now=timezone.now() + timedelta(days=40))  # once the period closed
+    assert wallet.transactions.get(transaction_reason=Reason.CREDIT_EXPIRED).credit_amount == 10
+
+
+def test_a_wallet_worth_a_rounded_up_cent_still_pays(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer, conversion_rate=D("0.3"))
+    top_up(wallet, "3.333333333333")  # 0.9999999999999 USD
+    top_up(wallet, "3.333333333333")
+    assert ledger.balance(wallet) == D("6.666666666666")
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    assert invoice.total_prepaid_credits_applied == D("1.99")
+    assert invoice.wallet_transactions.get().amount == D("1.99")
+
+
+def test_credits_bought_for_an_amount_are_worth_at_least_that_amount(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer, conversion_rate=D("0.3"))
+    for _ in range(2):
+        wallets.wallet_top_up(wallet=wallet, reason=Reason.PURCHASED_CREDIT_DIRECT, amount=D(1))
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    assert invoice.total_prepaid_credits_applied == D("2.00")
+    assert ledger.balance(wallet) == D("1e-12")  # rounded up twice, 2 × 3.333333333334
+
+
+def test_the_debit_records_the_amount_applied_whatever_the_rate(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer, conversion_rate=D(7))
+    top_up(wallet, "100")
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    debit = invoice.wallet_transactions.get()
+    assert (invoice.total_prepaid_credits_applied, debit.amount) == (D("202.50"), D("202.50"))
+    assert debit.credit_amount == D("28.928571428571")
+
+
+def test_one_subscription_failing_to_close_does_not_stop_the_others(o1_subscriptions, monkeypatch):
+    from billing import services
+
+    acme, globex = o1_subscriptions["acme"], o1_subscriptions["globex"]
+    real = services.invoice_finalize
+
+    def finalize(*, invoice):
+        if invoice.subscription_id == acme.pk:
+            raise RuntimeError("boom")
+        return real(invoice=invoice)
+
+    monkeypatch.setattr(services, "invoice_finalize", finalize)
+    with time_machine.travel(globex.current_period_end + timedelta(minutes=1)):
+        assert periods_close(now=timezone.now()) == 1
+    assert Invoice.objects.filter(subscription=globex, invoice_status="FINALIZED").exists()
+    assert draft_of(acme).period_start == acme.current_period_start
+
+
+def test_a_customers_drafts_share_its_credits(o1_plan):
+    from tests.factories import ingest
+
+    customer = CustomerFactory()
+    start = timezone.now() - timedelta(hours=1)
+    first = SubscriptionFactory(customer=customer, plan=o1_plan, start_date=start)
+    second = SubscriptionFactory(customer=customer, plan=o1_plan, start_date=start)
+    ingest(
+        {
+            "event_id": "big",
+            "event_name": "tokens",
+            "external_customer_id": customer.external_id,
+            "timestamp": timezone.now().isoformat(),
+            "properties": {"model": "OpenAI O1", "prompt_type": "input", "tokens": 2_000_000},
+        }
+    )
+    top_up(wallet_of(customer), "40")
+    drafts = [invoice_propose(subscription=s) for s in (first, second)]
+    assert [d.subtotal for d in drafts] == [D(30), D(30)]
+    assert [d.total_prepaid_credits_applied for d in drafts] == [D(30), D(10)]
+    assert invoice_propose(subscription=first).total_prepaid_credits_applied == D(30)
+
+
+def test_an_invoice_paid_in_full_by_credits_is_paid(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    top_up(wallet_of(acme.customer), "500")
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    assert (invoice.payment_status, invoice.amount_remaining) == ("SUCCEEDED", D(0))
+    assert invoice.paid_at is not None
+
+
+def test_voiding_after_the_wallet_closed_voids_without_a_refund(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    top_up(wallet, "20")
+    invoice = invoice_finalize(invoice=draft_of(acme))
+    wallets.wallet_terminate(wallet=wallet)
+    invoice = invoice_void(invoice=invoice)
+    assert invoice.invoice_status == "VOIDED"
+    assert ledger.balance(wallet) == 0
+    assert not wallet.transactions.filter(transaction_reason=Reason.INVOICE_VOID_REFUND).exists()
+
+
+def test_auto_top_up_fires_once_per_crossing(o1_subscriptions):
+    acme = o1_subscriptions["acme"]  # $202.50 of usage
+    wallet = wallet_of(
+        acme.customer, auto_topup_enabled=True, auto_topup_threshold=D(10), auto_topup_amount=D(5)
+    )
+    top_up(wallet, "207.50")  # real-time: 5
+    assert wallets.wallet_check(wallet_id=wallet.pk).credit_amount == D(5)  # real-time: 10
+    assert wallets.wallet_check(wallet_id=wallet.pk) is None  # still the same crossing
+    top_up(wallet, "1")  # above the threshold again: re-armed
+    assert wallets.wallet_check(wallet_id=wallet.pk) is None
+    wallets.wallet_debit(wallet=wallet, credits=D(2), description="adjustment")
+    assert wallets.wallet_check(wallet_id=wallet.pk) is not None
+
+
+def test_an_invoiced_auto_top_up_must_cost_whole_cents():
+    with pytest.raises(ValidationError, match="whole"):
+        wallet_of(
+            CustomerFactory(),
+            conversion_rate=D("0.001"),
+            auto_topup_enabled=True,
+            auto_topup_invoicing=True,
+            auto_topup_threshold=D(10),
+            auto_topup_amount=D(12345),
+        )
+    assert not Wallet.objects.exists()
+
+
+def test_a_grant_expiring_after_a_duration_needs_one():
+    fee = PriceFactory(type=Price.Type.FIXED, meter=None, billing_model="FLAT_FEE", amount=D(20))
+    grant = CreditGrant(
+        name="x",
+        plan=fee.plan,
+        credits=D(5),
+        cadence=CreditGrant.Cadence.ONETIME,
+        expiration_type=CreditGrant.Expiry.DURATION,
+    )
+    with pytest.raises(ValidationError) as error:
+        grant.full_clean()
+    assert set(error.value.message_dict) == {"expiration_duration", "expiration_duration_unit"}
+
+
+def test_a_wallets_currency_rate_and_type_do_not_change():
+    wallet = wallet_of(CustomerFactory())
+    top_up(wallet, "10")
+    for name, value in (
+        ("conversion_rate", D(2)),
+        ("currency", "eur"),
+        ("wallet_type", "POST_PAID"),
+    ):
+        with pytest.raises(ValidationError):
+            wallets.wallet_update(wallet=wallet, **{name: value})
+    wallet.refresh_from_db()
+    assert (wallet.conversion_rate, wallet.currency, wallet.wallet_type) == (1, "usd", "PRE_PAID")
