@@ -3,13 +3,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from solo.models import SingletonModel
 
 from catalog import pricing
 from catalog.ids import id_factory
 from catalog.models import AMOUNT, BillingPeriod, Meter, Plan, Price
-from catalog.money import format_money
+from catalog.money import format_money, minor_unit_exponent
 from metering.models import Customer
 
 
@@ -287,6 +288,9 @@ class Wallet(models.Model):
     )
     auto_topup_cooldown = models.DurationField(default=timedelta(0))
     last_auto_topup_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Cleared by an auto top-up, set again once the real-time balance is above the threshold:
+    # one crossing tops up once.
+    auto_topup_armed = models.BooleanField(default=True, editable=False)
     alert_settings = models.JSONField(default=dict, blank=True)  # Flexprice's AlertSettings
     alert_state = models.CharField(
         max_length=16, choices=AlertState.choices, default=AlertState.OK, editable=False
@@ -311,6 +315,24 @@ class Wallet(models.Model):
 
     def __str__(self):
         return self.name or f"{self.customer} {self.currency.upper()} wallet"
+
+    def clean(self):
+        if not self.auto_topup_enabled:
+            return
+        errors = {}
+        if self.auto_topup_threshold is None:
+            errors["auto_topup_threshold"] = "Auto top-up needs a threshold."
+        if self.auto_topup_amount is None or self.auto_topup_amount <= 0:
+            errors["auto_topup_amount"] = "Auto top-up needs an amount of more than 0 credits."
+        elif self.auto_topup_invoicing and self.conversion_rate:
+            price = self.auto_topup_amount * self.conversion_rate
+            if price != price.quantize(Decimal(1).scaleb(-minor_unit_exponent(self.currency))):
+                errors["auto_topup_amount"] = (
+                    f"An invoiced top-up of {self.auto_topup_amount.normalize():f} credits costs "
+                    f"{price.normalize():f} {self.currency.upper()}, not a whole amount to invoice."
+                )
+        if errors:
+            raise ValidationError(errors)
 
 
 class WalletTransaction(models.Model):
@@ -472,6 +494,23 @@ class CreditGrant(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        duration = {
+            "expiration_duration": self.expiration_duration,
+            "expiration_duration_unit": self.expiration_duration_unit,
+        }
+        if self.expiration_type == self.Expiry.DURATION:
+            missing = {k: "A DURATION expiry needs it." for k, v in duration.items() if not v}
+            if missing:
+                raise ValidationError(missing)
+        elif any(duration.values()):
+            raise ValidationError(
+                {
+                    k: f"Only a DURATION expiry has one, not {self.expiration_type}."
+                    for k in duration
+                }
+            )
 
 
 class CreditGrantApplication(models.Model):

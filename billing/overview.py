@@ -35,21 +35,32 @@ def _per_currency(rows, field: str) -> dict[str, Decimal]:
     return {row["currency"]: row[field] for row in rows if row[field] is not None}
 
 
+# Revenue is what usage and fees earn: an invoice's subtotal, however it is paid. Prepaid
+# credits applied do not lower it, and a purchase of credits is a prepayment, not revenue:
+# counting it too would count the usage it pays twice.
+BILLED = Q(invoice_type=Invoice.Type.SUBSCRIPTION)
+
+
 def revenue_billed(*, start: datetime, end: datetime) -> dict[str, Decimal]:
-    """Totals of the invoices finalized in ``[start, end)``, per currency."""
+    """Subtotals of the invoices finalized in ``[start, end)``, per currency."""
     invoices = Invoice.objects.filter(
-        invoice_status=Invoice.Status.FINALIZED, finalized_at__gte=start, finalized_at__lt=end
+        BILLED,
+        invoice_status=Invoice.Status.FINALIZED,
+        finalized_at__gte=start,
+        finalized_at__lt=end,
     )
     return _per_currency(
-        invoices.values("currency").annotate(amount=Sum("total")).order_by("currency"), "amount"
+        invoices.values("currency").annotate(amount=Sum("subtotal")).order_by("currency"),
+        "amount",
     )
 
 
 def revenue_proposed() -> dict[str, Decimal]:
-    """Totals of the current drafts, per currency: what the open periods would bill now."""
+    """Subtotals of the current drafts, per currency: what the open periods would bill now."""
     drafts = Invoice.objects.filter(invoice_status=Invoice.Status.DRAFT)
     return _per_currency(
-        drafts.values("currency").annotate(amount=Sum("total")).order_by("currency"), "amount"
+        drafts.values("currency").annotate(amount=Sum("subtotal")).order_by("currency"),
+        "amount",
     )
 
 
@@ -65,6 +76,7 @@ def _revenue_by(key, *, start: datetime, end: datetime) -> list[RevenueRow]:
     """Invoice lines finalized in ``[start, end)`` and on current drafts, summed by ``key``
     and currency: lines are already rounded, so their sums are the invoices' subtotals."""
     finalized = Q(
+        invoice__invoice_type=Invoice.Type.SUBSCRIPTION,
         invoice__invoice_status=Invoice.Status.FINALIZED,
         invoice__finalized_at__gte=start,
         invoice__finalized_at__lt=end,
@@ -106,14 +118,14 @@ class CustomerSpend:
 
 def top_customers(*, limit: int = TOP_CUSTOMERS) -> list[CustomerSpend]:
     """The customers whose current drafts total most, the top ``limit`` in each currency."""
-    drafts = Invoice.objects.filter(invoice_status=Invoice.Status.DRAFT, total__gt=0)
+    drafts = Invoice.objects.filter(invoice_status=Invoice.Status.DRAFT, subtotal__gt=0)
     currencies = drafts.order_by("currency").values_list("currency", flat=True).distinct()
     top = []
     for currency in currencies:
         rows = list(
             drafts.filter(currency=currency)
             .values("customer_id")
-            .annotate(amount=Sum("total"))
+            .annotate(amount=Sum("subtotal"))
             .order_by("-amount", "customer_id")[:limit]
         )
         customers = Customer.objects.in_bulk([r["customer_id"] for r in rows])
@@ -279,10 +291,10 @@ def _drafts_of(**match):
 
 
 def subscriptions_with_spend(subscriptions):
-    """``period_spend``: the total of each subscription's current draft (in its currency)."""
+    """``period_spend``: the subtotal of each subscription's current draft (its currency)."""
     draft = _drafts_of(
         subscription=OuterRef("pk"), period_start=OuterRef("current_period_start")
-    ).values("total")[:1]
+    ).values("subtotal")[:1]
     return subscriptions.annotate(period_spend=Subquery(draft, output_field=_AMOUNT))
 
 
@@ -294,7 +306,7 @@ def customers_with_spend(customers):
     in_first = (
         drafts.filter(currency=OuterRef("period_currency"))
         .values("customer")
-        .annotate(spend=Sum("total"))
+        .annotate(spend=Sum("subtotal"))
         .values("spend")
     )
     currencies = drafts.values("customer").annotate(n=Count("currency", distinct=True)).values("n")

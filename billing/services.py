@@ -1,5 +1,6 @@
 """Billing writes: subscriptions, proposed invoices, finalization, voiding, period close."""
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,6 +21,8 @@ from config.bounds import moment_check
 from metering.fence import usage_fence_peek, usage_fence_take
 from metering.models import Customer
 from metering.selectors import Reading, meter_reading
+
+logger = logging.getLogger(__name__)
 
 
 class InvalidTransition(ValidationError):
@@ -468,12 +471,14 @@ def subscription_create(
     )
     subscription.full_clean()
     subscription.save()
+    subscription_advance_invoice(subscription=subscription)
+    # After the advance invoice, whose finalization takes the usage fence: locks are taken
+    # fence first, then wallet, everywhere.
     credits.grants_apply(
         subscription=subscription,
         period_start=subscription.current_period_start,
         period_end=subscription.current_period_end,
     )
-    subscription_advance_invoice(subscription=subscription)
     invoice_propose(subscription=subscription)
     return subscription
 
@@ -591,19 +596,26 @@ def subscription_period_close_early(*, subscription: Subscription, now: datetime
 
 
 def periods_close(*, now: datetime) -> int:
-    """Close every due period, catching up on any that were missed."""
-    closed = 0
+    """Close every due period, catching up on any that were missed. One subscription that
+    fails to close is logged and left for the next run; the others close."""
+    closed, failed = 0, set()
     while True:
         due = list(
             Subscription.objects.filter(
                 status=Subscription.Status.ACTIVE, current_period_end__lte=now
-            ).values_list("pk", flat=True)[:500]
+            )
+            .exclude(pk__in=failed)
+            .values_list("pk", flat=True)[:500]
         )
         if not due:
             return closed
         for pk in due:
-            if subscription_period_close(subscription_id=pk, now=now) is not None:
-                closed += 1
+            try:
+                if subscription_period_close(subscription_id=pk, now=now) is not None:
+                    closed += 1
+            except Exception:
+                logger.exception("Closing the period of subscription %s failed.", pk)
+                failed.add(pk)
 
 
 def subscription_recompute(*, subscription_id: str) -> Invoice | None:

@@ -51,8 +51,25 @@ def wallet_create(
     return wallet
 
 
+CHANGEABLE = {
+    "name",
+    "description",
+    "metadata",
+    "alert_settings",
+    "auto_topup_enabled",
+    "auto_topup_threshold",
+    "auto_topup_amount",
+    "auto_topup_invoicing",
+    "auto_topup_cooldown",
+}
+
+
 @transaction.atomic
 def wallet_update(*, wallet: Wallet, **fields) -> Wallet:
+    """Change what does not revalue the ledger: its currency, type and rate stay."""
+    fixed = sorted(set(fields) - CHANGEABLE)
+    if fixed:
+        raise ValidationError({name: f"A wallet's {name} does not change." for name in fixed})
     wallet = ledger.wallet_lock(wallet.pk)
     if wallet.wallet_status == Wallet.Status.CLOSED:
         raise ValidationError("The wallet is closed.")
@@ -310,14 +327,16 @@ def alert_state_for(settings: dict, credit_balance: Decimal) -> str:
 
 
 def wallet_check(*, wallet_id: str, now: datetime | None = None) -> WalletTransaction | None:
-    """After usage or a ledger change: update the alert state and top up automatically when
+    """After usage or a ledger change: update the alert state, and top up automatically when
     the real-time balance has fallen to the threshold. The wallet's lock makes concurrent
-    checks run one after another, so one crossing tops up once. Returns the top-up, if any."""
+    checks run one after another, and a top-up disarms the wallet until its real-time balance
+    is above the threshold again: one crossing tops up once. Returns the top-up, if any."""
     now = now or timezone.now()
     with transaction.atomic():
         wallet = ledger.wallet_lock(wallet_id)
         if wallet.wallet_status != Wallet.Status.ACTIVE:
             return None
+        before = (wallet.alert_state, wallet.auto_topup_armed)
         live = wallet_balance(wallet, now=now)
         topped = None
         if _auto_topup_due(wallet, live.real_time_credit_balance, now):
@@ -332,28 +351,32 @@ def wallet_check(*, wallet_id: str, now: datetime | None = None) -> WalletTransa
                 idempotency_key=f"{AUTO_TOPUP_KEY}{now.isoformat()}",
                 description="Auto top-up",
             )
-            wallet.last_auto_topup_at = now
+            wallet.last_auto_topup_at, wallet.auto_topup_armed = now, False
             live = wallet_balance(wallet, now=now)
-        state = alert_state_for(wallet.alert_settings, live.real_time_credit_balance)
-        if topped is not None or state != wallet.alert_state:
-            wallet.alert_state = state
-            wallet.save(update_fields=["alert_state", "last_auto_topup_at", "updated_at"])
+        elif wallet.auto_topup_threshold is not None:
+            wallet.auto_topup_armed |= live.real_time_credit_balance > wallet.auto_topup_threshold
+        wallet.alert_state = alert_state_for(wallet.alert_settings, live.real_time_credit_balance)
+        if topped is not None or (wallet.alert_state, wallet.auto_topup_armed) != before:
+            wallet.save(
+                update_fields=[
+                    "alert_state",
+                    "auto_topup_armed",
+                    "last_auto_topup_at",
+                    "updated_at",
+                ]
+            )
         return topped
 
 
 def _auto_topup_due(wallet: Wallet, real_time_credits: Decimal, now: datetime) -> bool:
-    if not wallet.auto_topup_enabled or not (wallet.auto_topup_amount or 0) > 0:
+    if not (wallet.auto_topup_enabled and wallet.auto_topup_armed):
         return False
-    if wallet.auto_topup_threshold is None or real_time_credits > wallet.auto_topup_threshold:
+    if not (wallet.auto_topup_amount or 0) > 0 or wallet.auto_topup_threshold is None:
         return False
-    if wallet.last_auto_topup_at and now < wallet.last_auto_topup_at + wallet.auto_topup_cooldown:
+    if real_time_credits > wallet.auto_topup_threshold:
         return False
-    # An invoiced top-up still unpaid is on its way: another would only add another invoice.
-    return not wallet.transactions.filter(
-        transaction_status=WalletTransaction.Status.PENDING,
-        transaction_reason=Reason.PURCHASED_CREDIT_INVOICED,
-        idempotency_key__startswith=AUTO_TOPUP_KEY,
-    ).exists()
+    last = wallet.last_auto_topup_at
+    return last is None or now >= last + wallet.auto_topup_cooldown
 
 
 def customer_wallets_check(*, customer_id: str) -> int:

@@ -412,6 +412,7 @@ def test_auto_top_up_fires_at_the_threshold_once_per_cooldown(o1_subscriptions):
     topped = wallets.wallet_check(wallet_id=wallet.pk)
     assert topped.credit_amount == D(100)
     assert topped.transaction_reason == Reason.PURCHASED_CREDIT_DIRECT
+    assert wallets.wallet_check(wallet_id=wallet.pk) is None  # 107.50: armed again
     wallets.wallet_debit(wallet=wallet, credits=D(105), description="adjustment")
     assert wallets.wallet_check(wallet_id=wallet.pk) is None  # cooling down
     with time_machine.travel(timezone.now() + timedelta(hours=1, seconds=1)):
@@ -625,3 +626,22 @@ def test_a_wallets_currency_rate_and_type_do_not_change():
             wallets.wallet_update(wallet=wallet, **{name: value})
     wallet.refresh_from_db()
     assert (wallet.conversion_rate, wallet.currency, wallet.wallet_type) == (1, "usd", "PRE_PAID")
+
+
+def test_revenue_counts_usage_once_not_again_as_credits_bought(o1_subscriptions):
+    from billing import overview as ov
+
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    bought = top_up(wallet, "60", reason=Reason.PURCHASED_CREDIT_INVOICED)
+    wallets.invoice_payment_update(invoice=bought.invoice, payment_status="SUCCEEDED")
+    assert invoice_propose(subscription=acme).total == D("142.50")
+    assert ov.revenue_proposed() == {"usd": D("217.50")}  # spend, however it is paid
+    assert [c.amount for c in ov.top_customers()] == [D("202.50"), D("15.00")]
+    invoice_finalize(invoice=draft_of(acme))
+    now = timezone.now() + timedelta(seconds=1)
+    start = ov.month_start(now)
+    assert ov.revenue_billed(start=start, end=now) == {"usd": D("202.50")}
+    by_plan = ov.revenue_by_plan(start=start, end=now)
+    assert [(r.name, r.billed) for r in by_plan] == [(acme.plan.name, D("202.50"))]
+    assert sum(r.billed for r in ov.revenue_by_feature(start=start, end=now)) == D("202.50")
