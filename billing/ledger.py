@@ -60,6 +60,11 @@ def _consumed():
     )
 
 
+def with_remaining(transactions: QuerySet) -> QuerySet:
+    """Transactions annotated with ``remaining``: a credit's amount less what debits took."""
+    return transactions.annotate(remaining=F("credit_amount") - _consumed())
+
+
 def blocks(wallet: Wallet) -> QuerySet:
     """The wallet's completed credit blocks, each annotated with ``remaining``."""
     return WalletTransaction.objects.filter(
