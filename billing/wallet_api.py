@@ -533,20 +533,19 @@ class WalletCreateSerializer(Body):
         data.update(auto_topup_fields(data.pop("auto_topup", {}), wallet=draft))
         if "alert_settings" in data:
             data["alert_settings"] = alert_settings_merge({}, data["alert_settings"])
-        open_wallet = credits.open_wallet(customer_id=customer.pk, currency=data["currency"])
-        if open_wallet is not None:
-            raise DjangoValidationError(
-                {"currency": DjangoValidationError(_duplicate(open_wallet), code="unique")}
-            )
         data["customer"] = customer
         return data
 
 
-def _duplicate(wallet: Wallet) -> str:
-    return (
-        f"The customer already has an open {wallet.currency.upper()} wallet ({wallet.pk}); "
-        "terminate it first."
-    )
+def _refuse_duplicate(data: dict) -> None:
+    """A 400 with code already_exists when the customer has an open wallet in the currency."""
+    wallet = credits.open_wallet(customer_id=data["customer"].pk, currency=data["currency"])
+    if wallet is not None:
+        message = (
+            f"The customer already has an open {wallet.currency.upper()} wallet ({wallet.pk}); "
+            "terminate it first."
+        )
+        raise DjangoValidationError({"currency": DjangoValidationError(message, code="unique")})
 
 
 class WalletUpdateSerializer(Body):
@@ -583,7 +582,8 @@ class WalletSearchSerializer(Body, SearchRequest):
         if "alert_enabled" in self.validated_data:
             enabled = Q(alert_settings__alert_enabled=True)
             wanted = self.validated_data["alert_enabled"]
-            queryset = queryset.filter(enabled if wanted else ~enabled)
+            missing = Q(alert_settings__alert_enabled__isnull=True)  # NOT of NULL is NULL
+            queryset = queryset.filter(enabled if wanted else ~enabled | missing)
         return queryset
 
 
@@ -893,16 +893,12 @@ class WalletViewSet(viewsets.GenericViewSet):
     def create(self, request):
         body = WalletCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        _refuse_duplicate(body.validated_data)
         try:
             wallet = wallets.wallet_create(**body.validated_data)
         except IntegrityError:  # an open wallet committed meanwhile
-            wallet = credits.open_wallet(
-                customer_id=body.validated_data["customer"].pk,
-                currency=body.validated_data["currency"],
-            )
-            raise DjangoValidationError(
-                {"currency": DjangoValidationError(_duplicate(wallet), code="unique")}
-            ) from None
+            _refuse_duplicate(body.validated_data)
+            raise
         return Response(self.output(self.get_queryset().get(pk=wallet.pk)))
 
     @extend_schema(
