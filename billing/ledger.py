@@ -20,6 +20,7 @@ from billing.models import CreditConsumption, Invoice, Wallet, WalletTransaction
 from catalog.money import minor_unit_exponent
 
 PLACES = Decimal("1e-12")  # the ledger's precision, in credits and in currency
+LIMIT = Decimal("1e16")  # its fields hold 16 digits before the point
 ZERO = Decimal(0)
 Reason = WalletTransaction.Reason
 
@@ -34,6 +35,11 @@ def to_currency(credits: Decimal, wallet: Wallet) -> Decimal:
 
 def to_credits(amount: Decimal, wallet: Wallet) -> Decimal:
     return (amount / wallet.conversion_rate).quantize(PLACES, ROUND_HALF_UP)
+
+
+def fits(credits: Decimal, wallet: Wallet) -> bool:
+    """Whether a block of ``credits`` and its worth fit the ledger's fields."""
+    return credits < LIMIT and credits * wallet.conversion_rate < LIMIT
 
 
 def round_down(amount: Decimal, currency: str) -> Decimal:
@@ -135,6 +141,8 @@ def credit(
         raise ValidationError("The wallet is closed.")
     if credits <= 0:
         raise ValidationError({"credits": "Credits must be more than 0."})
+    if not fits(credits, wallet):
+        raise ValidationError({"credits": f"The ledger holds less than {LIMIT:,f} per block."})
     block = WalletTransaction.objects.create(
         wallet=wallet,
         type=WalletTransaction.Type.CREDIT,

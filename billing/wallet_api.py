@@ -61,12 +61,13 @@ MAX_TEXT = 1_000
 
 @extend_schema_field(DECIMAL_SCHEMA)
 class Credits(CanonicalDecimal):
-    """Credits, or an amount of a wallet's currency, as the ledger holds them. ``sign``:
-    "positive" refuses 0 and below, "zero" refuses below 0, None takes any sign."""
+    """Credits, or an amount of a wallet's currency: up to 15 digits before the point (which
+    SQLite's floats still hold whole) and 12 after. ``sign``: "positive" refuses 0 and
+    below, "zero" refuses below 0, None takes any sign."""
 
     def __init__(self, *, sign: str | None = "positive", **kwargs):
         self.sign = sign
-        super().__init__(max_digits=28, decimal_places=12, **kwargs)
+        super().__init__(max_digits=27, decimal_places=12, **kwargs)
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
@@ -213,6 +214,9 @@ def auto_topup_fields(sent: dict, *, wallet: Wallet) -> dict:
         model: sent[wire] if wire in sent else getattr(wallet, model)
         for wire, model in AUTO_TOPUP_FIELDS.items()
     }
+    amount = fields["auto_topup_amount"]
+    if amount is not None and not ledger.fits(amount, wallet):
+        raise serializers.ValidationError({"auto_topup": {"amount": ["Too many credits."]}})
     if not fields["auto_topup_enabled"]:
         return fields
     missing = [w for w in ("threshold", "amount") if fields[AUTO_TOPUP_FIELDS[w]] is None]
@@ -220,19 +224,18 @@ def auto_topup_fields(sent: dict, *, wallet: Wallet) -> dict:
         raise serializers.ValidationError(
             {"auto_topup": {w: ["Give it to enable auto top-up."] for w in missing}}
         )
-    if fields["auto_topup_invoicing"]:
-        price = ledger.to_currency(fields["auto_topup_amount"], wallet)
-        if price != ledger.round_down(price, wallet.currency):
-            raise serializers.ValidationError(
-                {
-                    "auto_topup": {
-                        "amount": [
-                            f"The credits cost {price.normalize():f} {wallet.currency.upper()}, "
-                            "which is not a whole amount of the currency to invoice."
-                        ]
-                    }
+    price = ledger.to_currency(fields["auto_topup_amount"], wallet)
+    if fields["auto_topup_invoicing"] and price != ledger.round_down(price, wallet.currency):
+        raise serializers.ValidationError(
+            {
+                "auto_topup": {
+                    "amount": [
+                        f"The credits cost {price.normalize():f} {wallet.currency.upper()}, "
+                        "which is not a whole amount of the currency to invoice."
+                    ]
                 }
-            )
+            }
+        )
     return fields
 
 
@@ -530,6 +533,10 @@ class WalletCreateSerializer(Body):
                 raise serializers.ValidationError({name: error.detail}) from None
         data["initial_credits"] = data.pop("initial_credits_to_load", ZERO)
         draft = Wallet(currency=data["currency"], conversion_rate=rate)
+        if not ledger.fits(data["initial_credits"], draft):
+            raise serializers.ValidationError(
+                {"initial_credits_to_load": "Too many credits at this conversion_rate."}
+            )
         data.update(auto_topup_fields(data.pop("auto_topup", {}), wallet=draft))
         if "alert_settings" in data:
             data["alert_settings"] = alert_settings_merge({}, data["alert_settings"])
@@ -617,7 +624,7 @@ class TopUpSerializer(Body):
                 {"bonus_credits_expiry_date_utc": "It goes with bonus_credits_to_add."}
             )
         wallet = self.context["wallet"]
-        if "amount" in data and ledger.to_credits(data["amount"], wallet) >= Decimal("1e16"):
+        if "amount" in data and data["amount"] / wallet.conversion_rate >= ledger.LIMIT:
             raise serializers.ValidationError({"amount": "Too many credits for the ledger."})
         return {
             "reason": data["transaction_reason"],

@@ -133,6 +133,9 @@ REFUSED_WALLETS = [
     ({"initial_credits_to_load": "0.0000000000001"}, "initial_credits_to_load"),
     ({"initial_credits_to_load": "1e20"}, "initial_credits_to_load"),
     ({"conversion_rate": "0"}, "conversion_rate"),
+    ({"initial_credits_to_load": "9" * 16}, "initial_credits_to_load"),
+    ({"conversion_rate": "40", "initial_credits_to_load": "9" * 15}, "initial_credits_to_load"),
+    ({"conversion_rate": "40", "auto_topup": {"amount": "9" * 15}}, "auto_topup"),
     ({"initial_credits_to_load_expiry_date": 20200101}, "initial_credits_to_load_expiry_date"),
     ({"initial_credits_to_load_expiry_date": 20271340}, "initial_credits_to_load_expiry_date"),
     (
@@ -408,6 +411,16 @@ def test_bonus_credits_come_as_a_second_block_and_replay_with_the_purchase(api_c
 def test_a_top_up_tally_cannot_honour_is_a_400_and_adds_nothing(api_client, wallet, body, field):
     assert_error(top_up(api_client, wallet, **body), 400, field)
     assert not WalletTransaction.objects.exists() and not Invoice.objects.exists()
+
+
+def test_a_top_up_worth_more_than_the_ledger_holds_is_refused(api_client, customer):
+    wallet = wallets.wallet_create(customer=customer, currency="usd", conversion_rate=Decimal(40))
+    assert_error(top_up(api_client, wallet, credits_to_add="9" * 15), 400, "credits_to_add")
+    cheap = wallets.wallet_create(
+        customer=customer, currency="eur", conversion_rate=Decimal("0.0001")
+    )
+    assert_error(top_up(api_client, cheap, amount="9" * 13), 400, "amount")
+    assert not WalletTransaction.objects.exists()
 
 
 def test_a_closed_wallet_is_not_topped_up(api_client, wallet):
