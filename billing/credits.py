@@ -204,18 +204,21 @@ def credit_grant_create(**fields) -> CreditGrant:
     grant = CreditGrant(**fields)
     grant.full_clean()
     grant.save()
-    covered = Subscription.objects.filter(status=Subscription.Status.ACTIVE)
-    if grant.scope == CreditGrant.Scope.PLAN:
-        covered = covered.filter(plan_id=grant.plan_id)
-    else:
-        covered = covered.filter(pk=grant.subscription_id)
-    for subscription in covered:
+    for subscription in grant_subscriptions(grant):
         grants_apply(
             subscription=subscription,
             period_start=subscription.current_period_start,
             period_end=subscription.current_period_end,
         )
     return grant
+
+
+def grant_subscriptions(grant: CreditGrant):
+    """The active subscriptions a grant covers."""
+    covered = Subscription.objects.filter(status=Subscription.Status.ACTIVE)
+    if grant.scope == CreditGrant.Scope.PLAN:
+        return covered.filter(plan_id=grant.plan_id)
+    return covered.filter(pk=grant.subscription_id)
 
 
 def credit_grant_update(*, grant: CreditGrant, **fields) -> CreditGrant:

@@ -9,7 +9,7 @@ from django.utils import timezone
 from flexprice import models
 from flexprice.utils.serializers import unmarshal_json
 
-from billing import wallets
+from billing import services, wallets
 from billing.models import Invoice, Wallet, WalletTransaction
 from tests.api.asserts import assert_error
 from tests.factories import CustomerFactory, PriceFactory, SubscriptionFactory, ingest
@@ -615,3 +615,16 @@ def test_the_real_time_balance_takes_off_the_open_periods_usage_and_the_preview_
         "0.00",
         "5.00",
     )
+
+
+def test_a_top_up_refreshes_the_draft_with_the_credits_it_would_apply(api_client, wallet):
+    price = PriceFactory()
+    subscription = SubscriptionFactory(customer=wallet.customer, plan=price.plan)
+    ingest({"event_name": "tokens", "external_customer_id": "acme", "properties": {"tokens": "1"}})
+    draft = Invoice.objects.get(subscription=subscription)
+    services.invoice_propose(subscription=subscription)
+    draft.refresh_from_db()
+    assert (draft.subtotal, draft.total_prepaid_credits_applied) == (Decimal(15), Decimal(0))
+    sdk(top_up(api_client, wallet, credits_to_add="4"), models.TopUpWalletResponse)
+    draft.refresh_from_db()
+    assert (draft.total_prepaid_credits_applied, draft.total) == (Decimal(4), Decimal(11))
