@@ -1,6 +1,7 @@
 """/v1/wallets on Flexprice's wire: shapes the SDK's models parse, refusals that store
 nothing, top-ups counted once, invoiced purchases usable once paid, the ledger's order."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -628,3 +629,35 @@ def test_a_top_up_refreshes_the_draft_with_the_credits_it_would_apply(api_client
     sdk(top_up(api_client, wallet, credits_to_add="4"), models.TopUpWalletResponse)
     draft.refresh_from_db()
     assert (draft.total_prepaid_credits_applied, draft.total) == (Decimal(4), Decimal(11))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wallet_committed_while_another_is_created_makes_that_one_a_clean_400(api_client):
+    """The race the pre-check cannot see: another transaction inserts the customer's wallet
+    and commits only after this request checked. The unique index decides; the answer is
+    the same 400 as the pre-check's, never a 500."""
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serializes writers: the race needs PostgreSQL")
+    customer = CustomerFactory(external_id="acme")
+    inserted, release = threading.Event(), threading.Event()
+
+    def other_request():
+        try:
+            with transaction.atomic():
+                Wallet.objects.create(customer_id=customer.pk, currency="usd")
+                inserted.set()
+                release.wait(5)
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=other_request)
+    other.start()
+    assert inserted.wait(5)
+    threading.Timer(0.5, release.set).start()  # commits while this request's insert waits
+    response = create(api_client, customer_id=customer.pk)
+    other.join()
+    body = assert_error(response, 400, "currency")
+    assert body["code"] == "already_exists"
+    assert Wallet.objects.count() == 1 and not WalletTransaction.objects.exists()
