@@ -336,10 +336,12 @@ PREVIEW_EXAMPLE = {
     "billing_reason": "SUBSCRIPTION_CYCLE",
     "currency": "usd",
     "subtotal": "23.00",
+    "total_prepaid_credits_applied": "0.00",
     "total": "23.00",
     "amount_due": "23.00",
-    "amount_paid": "0",
+    "amount_paid": "0.00",
     "amount_remaining": "23.00",
+    "paid_at": None,
     "period_start": "2026-11-01T00:00:00Z",
     "period_end": "2026-12-01T00:00:00Z",
     "invoice_number": None,
@@ -388,11 +390,11 @@ INVOICE_EXAMPLE = {
 class InvoiceSerializer(serializers.ModelSerializer):
     customer_id = serializers.CharField()
     subscription_id = serializers.CharField(allow_null=True)
-    invoice_type = Constant("SUBSCRIPTION")
     subtotal = Money()
+    total_prepaid_credits_applied = Money()
     total = Money()
     amount_due = serializers.SerializerMethodField()
-    amount_paid = Constant("0", schema=DECIMAL_SCHEMA)
+    amount_paid = Money()
     amount_remaining = serializers.SerializerMethodField()
     line_items = serializers.SerializerMethodField()
     metadata = Constant({}, schema=METADATA_SCHEMA)
@@ -409,10 +411,12 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "billing_reason",
             "currency",
             "subtotal",
+            "total_prepaid_credits_applied",
             "total",
             "amount_due",
             "amount_paid",
             "amount_remaining",
+            "paid_at",
             "period_start",
             "period_end",
             "invoice_number",
@@ -433,7 +437,7 @@ class InvoiceSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(DECIMAL_SCHEMA)
     def get_amount_remaining(self, invoice) -> str:
-        return self.get_amount_due(invoice)
+        return format(round_money(invoice.amount_remaining, invoice.currency), "f")
 
     def get_line_items(self, invoice) -> list[dict]:
         lines = getattr(invoice, "preview_lines", None)
@@ -625,12 +629,13 @@ def preview_invoice(proposal: services.Proposal, *, hide_zero: bool) -> Invoice:
         billing_reason=proposal.billing_reason,
         currency=proposal.currency,
         subtotal=proposal.total,
-        total=proposal.total,
+        total_prepaid_credits_applied=proposal.prepaid_credits(),
         period_start=proposal.period_start,
         period_end=proposal.period_end,
         created_at=timezone.now(),
         updated_at=timezone.now(),
     )
+    invoice.total = invoice.subtotal - invoice.total_prepaid_credits_applied
     invoice.preview_lines = [
         line.as_item() for line in proposal.lines if not (hide_zero and line.amount == 0)
     ]

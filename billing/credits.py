@@ -246,3 +246,42 @@ def grants_apply(*, subscription: Subscription, period_start: datetime, period_e
         )
         given += 1
     return given
+
+
+@transaction.atomic
+def credit_grant_create(**fields) -> CreditGrant:
+    """A grant, given at once to the active subscriptions it covers for their current period
+    (later ones get it when they start); then at each period start, as ``grants_apply`` says."""
+    grant = CreditGrant(**fields)
+    grant.full_clean()
+    grant.save()
+    for subscription in grant_subscriptions(grant):
+        grants_apply(
+            subscription=subscription,
+            period_start=subscription.current_period_start,
+            period_end=subscription.current_period_end,
+        )
+    return grant
+
+
+def grant_subscriptions(grant: CreditGrant):
+    """The active subscriptions a grant covers."""
+    covered = Subscription.objects.filter(status=Subscription.Status.ACTIVE)
+    if grant.scope == CreditGrant.Scope.PLAN:
+        return covered.filter(plan_id=grant.plan_id)
+    return covered.filter(pk=grant.subscription_id)
+
+
+def credit_grant_update(*, grant: CreditGrant, **fields) -> CreditGrant:
+    for name, value in fields.items():
+        setattr(grant, name, value)
+    grant.full_clean()
+    grant.save()
+    return grant
+
+
+def credit_grant_archive(*, grant: CreditGrant) -> CreditGrant:
+    """No further grants; the credits already given stay."""
+    grant.status = CreditGrant.Status.ARCHIVED
+    grant.save(update_fields=["status", "updated_at"])
+    return grant

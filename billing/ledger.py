@@ -30,6 +30,7 @@ from billing.models import CreditConsumption, Invoice, Subscription, Wallet, Wal
 from catalog.money import minor_unit_exponent
 
 PLACES = Decimal("1e-12")  # the ledger's precision, in credits and in currency
+LIMIT = Decimal("1e16")  # its fields hold 16 digits before the point
 ZERO = Decimal(0)
 Reason = WalletTransaction.Reason
 
@@ -50,6 +51,11 @@ def to_currency(credits: Decimal, wallet: Wallet) -> Decimal:
 
 def to_credits(amount: Decimal, wallet: Wallet, rounding=ROUND_HALF_UP) -> Decimal:
     return (amount / wallet.conversion_rate).quantize(PLACES, rounding)
+
+
+def fits(credits: Decimal, wallet: Wallet) -> bool:
+    """Whether a block of ``credits`` and its worth fit the ledger's fields."""
+    return credits < LIMIT and credits * wallet.conversion_rate < LIMIT
 
 
 def round_down(amount: Decimal, currency: str) -> Decimal:
@@ -74,6 +80,11 @@ def _consumed():
         Value(ZERO),
         output_field=DecimalField(max_digits=28, decimal_places=12),
     )
+
+
+def with_remaining(transactions: QuerySet) -> QuerySet:
+    """Transactions annotated with ``remaining``: a credit's amount less what debits took."""
+    return transactions.annotate(remaining=F("credit_amount") - _consumed())
 
 
 def blocks(wallet: Wallet) -> QuerySet:
@@ -152,6 +163,8 @@ def credit(
         raise ValidationError("The wallet is closed.")
     if credits <= 0:
         raise ValidationError({"credits": "Credits must be more than 0."})
+    if not fits(credits, wallet):
+        raise ValidationError({"credits": f"The ledger holds less than {LIMIT:,f} per block."})
     block = WalletTransaction.objects.create(
         wallet=wallet,
         type=WalletTransaction.Type.CREDIT,

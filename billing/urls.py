@@ -1,11 +1,13 @@
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from billing import api, services
+from billing import api, services, wallet_api
 
 router = SimpleRouter(trailing_slash=False, use_regex_path=False)
 router.register("subscriptions", api.SubscriptionViewSet, basename="subscription")
 router.register("invoices", api.InvoiceViewSet, basename="invoice")
+router.register("wallets", wallet_api.WalletViewSet, basename="wallet")
+router.register("creditgrants", wallet_api.CreditGrantViewSet, basename="creditgrant")
 
 urlpatterns = [
     path(
@@ -36,6 +38,32 @@ urlpatterns = [
         "invoices/<id:pk>/void",
         api.InvoiceActionView.as_view(service=services.invoice_void, message="invoice voided"),
         name="invoice-void",
+    ),
+    path(
+        "invoices/<id:pk>/payment",
+        wallet_api.InvoicePaymentView.as_view(),
+        name="invoice-payment",
+    ),
+    # config/urls.py puts these before metering's ``customers/<id:pk>``.
+    path(
+        "customers/wallets",
+        wallet_api.CustomerWalletsLookupView.as_view(),
+        name="customer-wallets-lookup",
+    ),
+    path(
+        "customers/<id:pk>/wallets",
+        wallet_api.CustomerWalletsView.as_view(),
+        name="customer-wallets",
+    ),
+    path(
+        "wallets/<id:pk>/transactions",
+        wallet_api.WalletTransactionsView.as_view(),
+        name="wallet-transactions",
+    ),
+    path(
+        "plans/<id:pk>/creditgrants",
+        wallet_api.PlanCreditGrantsView.as_view(),
+        name="plan-creditgrants",
     ),
     *router.urls,
 ]

@@ -172,6 +172,50 @@ def wallet_top_up(
 
 
 @transaction.atomic
+def wallet_purchase(
+    *,
+    wallet: Wallet,
+    bonus_credits: Decimal | None = None,
+    bonus_expiry_date: datetime | None = None,
+    **top_up,
+) -> tuple[WalletTransaction, WalletTransaction | None]:
+    """``wallet_top_up``, with bonus credits: a PURCHASED_CREDIT_BONUS block that comes with
+    the purchase, pending on its invoice until it is paid. A replayed ``idempotency_key``
+    returns both blocks and adds nothing; a replay asking for another bonus is refused."""
+    wallet = ledger.wallet_lock(wallet.pk)
+    key = top_up.get("idempotency_key")
+    replay = bool(key) and wallet.transactions.filter(idempotency_key=key).exists()
+    purchase = wallet_top_up(wallet=wallet, **top_up)
+    bonus_key = f"{key}:bonus" if key else None
+    if replay:
+        bonus = wallet.transactions.filter(idempotency_key=bonus_key).first()
+        asked = bonus_credits or ZERO
+        if (bonus.credit_amount if bonus else ZERO) != asked:
+            raise ValidationError(
+                {"idempotency_key": f"{key!r} was used for a different transaction."}
+            )
+        return purchase, bonus
+    if bonus_credits is None:
+        return purchase, None
+    if purchase.transaction_reason not in PURCHASES:
+        raise ValidationError(
+            {"bonus_credits_to_add": "Bonus credits come with a purchase (PURCHASED_CREDIT_*)."}
+        )
+    bonus, _ = ledger.credit(
+        wallet=wallet,
+        credits=bonus_credits,
+        reason=Reason.PURCHASED_CREDIT_BONUS,
+        status=purchase.transaction_status,
+        expiry_date=bonus_expiry_date,
+        invoice=purchase.invoice,
+        idempotency_key=bonus_key,
+        description=f"Bonus with {purchase.pk}",
+        metadata={"parent_transaction_id": purchase.pk},
+    )
+    return purchase, bonus
+
+
+@transaction.atomic
 def wallet_debit(*, wallet: Wallet, credits: Decimal, description: str, idempotency_key=None):
     """An operator's manual debit, with the reason in ``description``."""
     if not description.strip():

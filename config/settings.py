@@ -198,6 +198,11 @@ SPECTACULAR_SETTINGS = {
         "BillingPeriodEnum": "catalog.models.BillingPeriod",
         "BatchItemStatusEnum": ["accepted", "duplicate", "rejected"],
         "PublishedStatusEnum": ["published"],
+        "WalletStatusEnum": "billing.models.Wallet.Status",
+        "WalletTransactionTypeEnum": "billing.models.WalletTransaction.Type",
+        "WalletTransactionStatusEnum": "billing.models.WalletTransaction.Status",
+        "WalletTransactionReasonEnum": "billing.models.WalletTransaction.Reason",
+        "CreditGrantStatusEnum": "billing.models.CreditGrant.Status",
     },
 }
 

@@ -9,9 +9,10 @@ public = {"authentication_classes": [], "permission_classes": []}
 
 api = [
     path("", include("catalog.urls")),
+    # Before metering's: ``customers/wallets`` is not a customer's id.
+    path("", include("billing.urls")),
     path("", include("metering.urls")),
     path("", include("metering.api")),
-    path("", include("billing.urls")),
     path("schema/", SpectacularAPIView.as_view(**public), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
 ]

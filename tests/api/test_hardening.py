@@ -267,8 +267,8 @@ def test_a_price_over_a_year_long_is_a_400(api_client, meter):
 @pytest.mark.parametrize(
     "method, path, status",
     [
-        ("post", "/v1/wallets", 404),
-        ("get", "/v1/wallets", 404),
+        ("post", "/v1/nothing", 404),
+        ("get", "/v1/wallets", 405),
         ("delete", "/v1/nothing/here", 404),
         ("get", "/v1", 404),
         ("delete", "/v1/events", 405),

@@ -22,7 +22,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from billing.credits import credit_grant_create
+from billing.models import CreditGrant
 from billing.services import invoice_finalize, invoice_propose
+from billing.wallets import wallet_create
 from catalog.models import Price
 from metering.services import api_key_create
 from tests.factories import PlanFactory, PriceFactory, PriceTierFactory, ingest, subscribe
@@ -59,6 +62,10 @@ def _seed() -> dict[str, str]:
         }
     )
     invoice = invoice_finalize(invoice=invoice_propose(subscription=subscription))
+    wallet = wallet_create(customer=customer, currency="usd", initial_credits=Decimal(5))
+    grant = credit_grant_create(
+        name="Monthly", plan=plan, credits=Decimal(1), cadence=CreditGrant.Cadence.RECURRING
+    )
     return {
         "/v1/customers/external/": customer.external_id,
         "/v1/customers/": customer.pk,
@@ -67,6 +74,8 @@ def _seed() -> dict[str, str]:
         "/v1/prices/": package.pk,
         "/v1/subscriptions/": subscription.pk,
         "/v1/invoices/": invoice.pk,
+        "/v1/wallets/": wallet.pk,
+        "/v1/creditgrants/": grant.pk,
     }
 
 
