@@ -399,7 +399,7 @@ def test_customer_spend_names_its_other_currencies(admin_client, subs):
     from tests.factories import InvoiceFactory
 
     acme = subs["acme"].customer
-    InvoiceFactory(customer=acme, currency="eur", total=Decimal("7.5"))
+    InvoiceFactory(customer=acme, currency="eur", subtotal=Decimal("7.5"), total=Decimal("7.5"))
     page = admin_client.get(reverse("admin:metering_customer_changelist"))
     [row] = [c for c in page.context["cl"].result_list if c.external_id == "acme"]
     assert (row.period_currency, row.period_spend, row.period_currencies) == (
