@@ -379,9 +379,14 @@ def invoice_finalize(*, invoice: Invoice) -> Invoice:
             f"Only a DRAFT invoice can be finalized; this one is {invoice.invoice_status}."
         )
     # What this reads is final: the customer's ingest waits for the commit, and every event
-    # above the fence is late usage.
-    external_id = Customer.objects.values_list("external_id", flat=True).get(pk=invoice.customer_id)
-    fence = usage_fence_take(external_customer_id=external_id)
+    # above the fence is late usage. A purchase of credits reads no usage and takes no fence:
+    # it is finalized under the wallet's lock, which a closing invoice takes after its fence.
+    fence = None
+    if invoice.invoice_type != Invoice.Type.CREDIT:
+        external_id = Customer.objects.values_list("external_id", flat=True).get(
+            pk=invoice.customer_id
+        )
+        fence = usage_fence_take(external_customer_id=external_id)
     if invoice.subscription_id:
         invoice = _draft_recompute(invoice=invoice, fence=fence)
     invoice.usage_fence = fence
@@ -390,6 +395,7 @@ def invoice_finalize(*, invoice: Invoice) -> Invoice:
         invoice.invoice_status = Invoice.Status.SKIPPED
     else:
         invoice.invoice_status = Invoice.Status.FINALIZED
+        credits.invoice_wallets_lock(invoice=invoice)  # before the number: see there
         invoice.invoice_number = _next_number(now)
         invoice.due_date = Invoice.due_date_for(finalized_at=now)
     invoice.finalized_at = now
