@@ -192,6 +192,8 @@ def meter_readings(
 
 
 def _meter_readings(external_customer_id, windows, ready) -> list[Reading]:
+    """``meter_readings`` read now: per window, its start edge, whole hours (rollup sums and
+    unfolded rows, in one fold state) and end edge, merged in time order."""
     readings: dict[int, Reading] = {}
     whole, edges, batched = [], [], []
     for i, (meter, start, end) in enumerate(windows):
