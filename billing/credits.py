@@ -131,6 +131,16 @@ def _wallet_pays(
     return paid
 
 
+def invoice_wallets_lock(*, invoice: Invoice) -> None:
+    """At finalization, before the invoice takes its number: lock the wallets it may draw
+    on. A purchase of credits locks its wallet and then numbers its invoice, so every
+    transaction takes a wallet's lock before the numbering's, never after."""
+    if invoice.invoice_type != Invoice.Type.SUBSCRIPTION:
+        return
+    wallets = Wallet.objects.filter(customer_id=invoice.customer_id, currency=invoice.currency)
+    list(wallets.exclude(wallet_status=Wallet.Status.CLOSED).order_by("pk").select_for_update())
+
+
 def invoice_credits_consume(*, invoice: Invoice, usage: Decimal, now: datetime) -> Decimal:
     """At finalization, in its transaction: debit the PRE_PAID credits that pay ``usage``
     (the invoice's USAGE lines). Returns the amount applied; a retry applies nothing twice."""

@@ -20,7 +20,7 @@ from catalog.validation import validate_billing_period
 from config.bounds import moment_check
 from metering.fence import usage_fence_peek, usage_fence_take
 from metering.models import Customer
-from metering.selectors import Reading, meter_reading
+from metering.selectors import Reading, meter_readings
 
 logger = logging.getLogger(__name__)
 
@@ -132,29 +132,30 @@ def billed_in_advance(price: Price) -> bool:
     return price.type == Price.Type.FIXED and price.invoice_cadence == Price.Cadence.ADVANCE
 
 
+def _usage_window(
+    subscription: Subscription, price: Price, period: tuple[datetime, datetime]
+) -> tuple[Meter, datetime, datetime]:
+    """The meter and window a USAGE price's line reads."""
+    start = usage_start(
+        reset_usage=price.meter.reset_usage,
+        subscription_start=subscription.start_date,
+        period_start=period[0],
+    )
+    return price.meter, start, period[1]
+
+
 def _line(
     *,
-    subscription: Subscription,
     price: Price,
     period: tuple[datetime, datetime],
+    reading: Reading | None,
     billed_before: Decimal = Decimal(0),
 ) -> Line:
+    """``reading`` is the usage of a USAGE price's window (``_usage_window``)."""
     period_start, period_end = period
     terms = price.terms()
-    meter, reading = None, Reading(quantity=Decimal(1), event_count=0)
-    if price.type == Price.Type.USAGE:
-        meter = price.meter
-        start = usage_start(
-            reset_usage=meter.reset_usage,
-            subscription_start=subscription.start_date,
-            period_start=period_start,
-        )
-        reading = meter_reading(
-            meter=meter,
-            external_customer_id=subscription.customer.external_id,
-            start=start,
-            end=period_end,
-        )
+    meter = price.meter if price.type == Price.Type.USAGE else None
+    reading = reading or Reading(quantity=Decimal(1), event_count=0)
     return Line(
         price=price,
         meter=meter,
@@ -232,7 +233,7 @@ def invoice_compute(
         billed = _cycle_billed(
             subscription=subscription, cycle_start=cycle_start, before=period_start
         )
-    lines = []
+    priced = []
     for price in _plan_prices(subscription):
         if closed_early and price.type == Price.Type.FIXED:
             period = None
@@ -243,14 +244,28 @@ def invoice_compute(
         else:
             period = (cycle_start or period_start, period_end) if cycle else None
         if period is not None:
-            lines.append(
-                _line(
-                    subscription=subscription,
-                    price=price,
-                    period=period,
-                    billed_before=billed.get(price.pk, Decimal(0)),
-                )
-            )
+            priced.append((price, period))
+    # All usage lines' readings together: a few queries, however many prices.
+    usage = [(p, period) for p, period in priced if p.type == Price.Type.USAGE]
+    readings = dict(
+        zip(
+            [p.pk for p, _ in usage],
+            meter_readings(
+                external_customer_id=subscription.customer.external_id,
+                windows=[_usage_window(subscription, p, period) for p, period in usage],
+            ),
+            strict=True,
+        )
+    )
+    lines = [
+        _line(
+            price=price,
+            period=period,
+            reading=readings.get(price.pk),
+            billed_before=billed.get(price.pk, Decimal(0)),
+        )
+        for price, period in priced
+    ]
     return Proposal(
         subscription=subscription,
         currency=subscription.currency,
@@ -361,22 +376,24 @@ def invoice_finalize(*, invoice: Invoice) -> Invoice:
         raise InvalidTransition(
             f"Only a DRAFT invoice can be finalized; this one is {invoice.invoice_status}."
         )
-    if invoice.invoice_type == Invoice.Type.SUBSCRIPTION:
-        # What this reads is final: the customer's ingest waits for the commit, and every
-        # event above the fence is late usage. A purchase of credits reads no usage, and
-        # takes no fence: it is finalized under its wallet's lock, taken before.
+    # What this reads is final: the customer's ingest waits for the commit, and every event
+    # above the fence is late usage. A purchase of credits reads no usage and takes no fence:
+    # it is finalized under the wallet's lock, which a closing invoice takes after its fence.
+    fence = None
+    if invoice.invoice_type != Invoice.Type.CREDIT:
         external_id = Customer.objects.values_list("external_id", flat=True).get(
             pk=invoice.customer_id
         )
         fence = usage_fence_take(external_customer_id=external_id)
-        if invoice.subscription_id:
-            invoice = _draft_recompute(invoice=invoice, fence=fence)
-        invoice.usage_fence = fence
+    if invoice.subscription_id:
+        invoice = _draft_recompute(invoice=invoice, fence=fence)
+    invoice.usage_fence = fence
     now = timezone.now()
     if invoice.subtotal == 0:
         invoice.invoice_status = Invoice.Status.SKIPPED
     else:
         invoice.invoice_status = Invoice.Status.FINALIZED
+        credits.invoice_wallets_lock(invoice=invoice)  # before the number: see there
         invoice.invoice_number = _next_number(now)
         invoice.due_date = Invoice.due_date_for(finalized_at=now)
     invoice.finalized_at = now

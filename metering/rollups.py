@@ -85,3 +85,12 @@ def rollups_ready(meter) -> bool:
     built = MeterRollupState.objects.filter(meter_id=meter.pk).values_list("built_at", flat=True)
     built_at = built.first()
     return built_at is not None and built_at >= meter.updated_at
+
+
+def rollups_ready_among(meters) -> set:
+    """The pks of ``meters`` whose rollups can be read (``rollups_ready``), in one query."""
+    by_pk = {m.pk: m for m in meters if m.pk is not None}
+    built = MeterRollupState.objects.filter(meter_id__in=list(by_pk)).values_list(
+        "meter_id", "built_at"
+    )
+    return {pk for pk, at in built if at is not None and at >= by_pk[pk].updated_at}

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from django.db import connection
 from django.db.models import F, Max, QuerySet, Sum
 from django.db.models.functions import Trunc
 
@@ -188,6 +189,20 @@ class EventStore(ABC):
     def fold_version(self) -> int:
         return FoldState.objects.filter(pk=1).values_list("version", flat=True).first() or 0
 
+    def usage_state(self, *, customer: str) -> tuple:
+        """In one snapshot: the fold version, and how many unfolded rows the customer has and
+        the highest of their ids. Every committed event that feeds a built meter adds such a
+        row, and rows leave only with a fold or a rebuild, which move the version (or with
+        their meter): while this stays the same, so does every reading of the customer."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT (SELECT version FROM {FoldState._meta.db_table} WHERE id = 1), "
+                f"count(*), max(id) FROM {UnfoldedUsage._meta.db_table} "
+                "WHERE external_customer_id = %s",
+                [customer],
+            )
+            return tuple(cursor.fetchone())
+
     def usage_fence_peek(self) -> int:
         """The highest event id now: a reader that takes it first saw nothing above it."""
         return Event.objects.aggregate(highest=Max("id"))["highest"] or 0
@@ -315,6 +330,73 @@ class EventStore(ABC):
                 .distinct()
             )
         return partial
+
+    def rollup_totals(
+        self, *, customer: str, windows: list[tuple[Meter, datetime, datetime]]
+    ) -> list[Partial]:
+        """``rollup_total`` for several meters' windows, one query a distinct window; a
+        LATEST or COUNT_UNIQUE meter, which needs more than sums, is read on its own."""
+        found: dict[int, Partial] = {}
+        spans: dict[tuple[datetime, datetime], dict[str, list[int]]] = defaultdict(dict)
+        for i, (meter, start, end) in enumerate(windows):
+            if meter.aggregation in (Meter.Aggregation.LATEST, Meter.Aggregation.COUNT_UNIQUE):
+                found[i] = self.rollup_total(meter=meter, customer=customer, start=start, end=end)
+            else:
+                spans[start, end].setdefault(meter.pk, []).append(i)
+        for (start, end), by_meter in spans.items():
+            rows = (
+                UsageRollup.objects.filter(
+                    meter_id__in=list(by_meter),
+                    external_customer_id=customer,
+                    bucket__gte=start,
+                    bucket__lt=end,
+                )
+                .values("meter_id")
+                .annotate(
+                    count=Sum("event_count"),
+                    total=Sum("value_sum"),
+                    maximum=Max("value_max"),
+                    value_time=Sum("value_time_sum"),
+                )
+                .order_by()
+            )
+            sums = {row["meter_id"]: row for row in rows}
+            for meter_id, indexes in by_meter.items():
+                row = sums.get(meter_id, {})
+                for i in indexes:
+                    found[i] = Partial(
+                        count=row.get("count") or 0,
+                        total=row.get("total") or Decimal(0),
+                        maximum=row.get("maximum"),
+                        value_time_total=row.get("value_time") or Decimal(0),
+                    )
+        return [found[i] for i in range(len(windows))]
+
+    def unfolded_totals(
+        self, *, customer: str, windows: list[tuple[Meter, datetime, datetime]]
+    ) -> list[Partial]:
+        """What the rollups of each window do not hold yet, as one partial a window, in one
+        query a distinct window."""
+        found = [Partial() for _ in windows]
+        spans: dict[tuple[datetime, datetime], dict[str, list[int]]] = defaultdict(dict)
+        for i, (meter, start, end) in enumerate(windows):
+            spans[start, end].setdefault(meter.pk, []).append(i)
+        for (start, end), by_meter in spans.items():
+            rows = self.unfolded_partials(
+                key=lambda row: row.meter_id,
+                meter_id__in=list(by_meter),
+                external_customer_id=customer,
+                timestamp__gte=start,
+                timestamp__lt=end,
+            )
+            for meter_id, partial in rows.items():
+                for i in by_meter[meter_id]:
+                    found[i].merge(partial)
+        return found
+
+    def hourly_partials_many(self, *, parts: list[tuple[Meter, Selection]]) -> list[dict]:
+        """``hourly_partials`` of each (meter, selection), in order."""
+        return [self.hourly_partials(meter=m, selection=s) for m, s in parts]
 
     def rollup_hours(
         self, *, meter: Meter, customer: str, start: datetime, end: datetime
