@@ -96,13 +96,17 @@ def blocks(wallet: Wallet) -> QuerySet:
     ).annotate(remaining=F("credit_amount") - _consumed())
 
 
+def _unexpired(at: datetime) -> Q:
+    return Q(expiry_date__isnull=True) | Q(expiry_date__gt=at)
+
+
 def usable_blocks(wallet: Wallet, *, at: datetime | None = None) -> QuerySet:
     """Blocks with credits left that have not expired at ``at``, in the order they are
     consumed: priority (lower first, none last), then earliest expiry (none last), then age."""
     at = at or timezone.now()
     return (
         blocks(wallet)
-        .filter(Q(expiry_date__isnull=True) | Q(expiry_date__gt=at), remaining__gt=0)
+        .filter(_unexpired(at), remaining__gt=0)
         .order_by(
             F("priority").asc(nulls_last=True),
             F("expiry_date").asc(nulls_last=True),
@@ -119,9 +123,17 @@ def exact(credits: Decimal | None) -> Decimal:
 
 
 def balance(wallet: Wallet, *, at: datetime | None = None) -> Decimal:
-    """The credits the wallet can spend at ``at``."""
-    total = usable_blocks(wallet, at=at).order_by().aggregate(total=Sum("remaining"))["total"]
-    return exact(total)
+    """The credits the wallet can spend at ``at``: its unexpired completed blocks, less what
+    debits took of them. Two plain sums: it is on the real-time balance's hot path."""
+    at = at or timezone.now()
+    credited = WalletTransaction.objects.filter(
+        _unexpired(at),
+        wallet=wallet,
+        type=WalletTransaction.Type.CREDIT,
+        transaction_status=WalletTransaction.Status.COMPLETED,
+    )
+    taken = CreditConsumption.objects.filter(credit__in=credited).aggregate(t=Sum("credits"))
+    return exact(credited.aggregate(t=Sum("credit_amount"))["t"]) - exact(taken["t"])
 
 
 def replayed(wallet: Wallet, key: str | None, **expected) -> WalletTransaction | None:

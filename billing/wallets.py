@@ -1,18 +1,23 @@
 """Wallets: creating and changing them, top-ups and purchases, the real-time balance, auto
 top-up and the low-balance alert state."""
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_UP, Decimal
 
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from billing import ledger, services
 from billing.models import Invoice, InvoiceLineItem, Subscription, Wallet, WalletTransaction
+from catalog.models import Price
 from catalog.money import minor_unit_exponent
 from metering.models import Customer
+from metering.selectors import usage_state
 
 ZERO = Decimal(0)
 Reason = WalletTransaction.Reason
@@ -315,14 +320,55 @@ class Balance:
         return ledger.to_credits(self.real_time_balance, self.wallet)
 
 
+OPEN_USAGE_CACHE_SECONDS = 3600
+
+
 def open_period_usage(wallet: Wallet) -> Decimal:
     """What the customer's open periods in the wallet's currency would draw from it if they
-    closed now: a PRE_PAID wallet pays their USAGE lines, a POST_PAID one their totals."""
-    subscriptions = Subscription.objects.filter(
-        customer_id=wallet.customer_id,
-        currency=wallet.currency,
-        status=Subscription.Status.ACTIVE,
-    ).select_related("customer")
+    closed now: a PRE_PAID wallet pays their USAGE lines, a POST_PAID one their totals.
+
+    Cached under everything it depends on, read in three small queries: the subscriptions'
+    periods and the parts of their cycles closed early, their plans' prices and meters, and
+    the customer's usage state, which any event committed or folded moves."""
+    subscriptions = list(
+        Subscription.objects.filter(
+            customer_id=wallet.customer_id,
+            currency=wallet.currency,
+            status=Subscription.Status.ACTIVE,
+        )
+        .select_related("customer")
+        .annotate(parts=Max("invoices__updated_at", filter=Q(invoices__closed_early=True)))
+    )
+    if not subscriptions:
+        return ZERO
+    external_id = subscriptions[0].customer.external_id
+    state = usage_state(external_customer_id=external_id)
+    catalog = Price.objects.filter(plan_id__in={s.plan_id for s in subscriptions}).aggregate(
+        n=Count("pk"), prices=Max("updated_at"), meters=Max("meter__updated_at")
+    )
+    signature = repr(
+        [
+            wallet.wallet_type,
+            state,
+            sorted(catalog.items()),
+            [
+                (s.pk, s.plan_id, s.current_period_start, s.current_period_end)
+                + (s.cancel_at_period_end, s.end_date, s.parts)
+                for s in subscriptions
+            ],
+        ]
+    )
+    key = "tally:open-usage:" + hashlib.sha256(signature.encode()).hexdigest()
+    drawn = cache.get(key)
+    if drawn is None:
+        drawn = _open_period_usage(wallet, subscriptions)
+        # Only what was read in one usage state: no event committed or folded meanwhile.
+        if usage_state(external_customer_id=external_id) == state:
+            cache.set(key, drawn, OPEN_USAGE_CACHE_SECONDS)
+    return drawn
+
+
+def _open_period_usage(wallet: Wallet, subscriptions) -> Decimal:
     drawn = ZERO
     for subscription in subscriptions:
         proposal = services.invoice_compute(

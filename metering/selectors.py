@@ -158,6 +158,12 @@ def meter_reading(
 READINGS_CACHE_SECONDS = 3600
 
 
+def usage_state(*, external_customer_id: str) -> tuple:
+    """What moves whenever an event of the customer is committed or folded: readings made
+    in one state hold while it stays (``EventStore.usage_state``)."""
+    return storage().usage_state(customer=external_customer_id)
+
+
 def meter_readings(
     *, external_customer_id: str, windows: list[tuple[Meter, datetime, datetime]]
 ) -> list[Reading]:
@@ -173,8 +179,7 @@ def meter_readings(
     ready = rollups_ready_among(meter for meter, _, _ in windows)
     if any(meter.pk not in ready for meter, _, _ in windows):
         return _meter_readings(external_customer_id, windows, ready)
-    store = storage()
-    state = store.usage_state(customer=external_customer_id)
+    state = usage_state(external_customer_id=external_customer_id)
     signature = repr(
         [(m.pk, m.updated_at.isoformat(), s.isoformat(), e.isoformat()) for m, s, e in windows]
     )
@@ -186,7 +191,7 @@ def meter_readings(
     if readings is None:
         readings = _meter_readings(external_customer_id, windows, ready)
         # Only what was read in one state: no event committed or folded meanwhile.
-        if store.usage_state(customer=external_customer_id) == state:
+        if usage_state(external_customer_id=external_customer_id) == state:
             cache.set(key, readings, READINGS_CACHE_SECONDS)
     return readings
 

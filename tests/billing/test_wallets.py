@@ -645,3 +645,37 @@ def test_revenue_counts_usage_once_not_again_as_credits_bought(o1_subscriptions)
     by_plan = ov.revenue_by_plan(start=start, end=now)
     assert [(r.name, r.billed) for r in by_plan] == [(acme.plan.name, D("202.50"))]
     assert sum(r.billed for r in ov.revenue_by_feature(start=start, end=now)) == D("202.50")
+
+
+def event(customer, n, tokens, prompt_type="input"):
+    return {
+        "event_id": f"rt-{n}",
+        "event_name": "tokens",
+        "external_customer_id": customer.external_id,
+        "timestamp": timezone.now().isoformat(),
+        "properties": {"model": "OpenAI O1", "prompt_type": prompt_type, "tokens": tokens},
+    }
+
+
+def test_the_real_time_balance_sees_every_change_it_depends_on_at_once(o1_subscriptions):
+    from billing.services import subscription_period_close_early
+    from tests.factories import ingest
+
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    top_up(wallet, "1000")
+
+    def usage():
+        return wallets.wallet_balance(wallet).current_period_usage
+
+    assert usage() == D("202.50")
+    ingest(event(acme.customer, 1, 1_000_000), fold=False)  # unfolded
+    assert usage() == D("217.50")
+    ingest(event(acme.customer, 2, 1_000_000))  # and a fold
+    assert usage() == D("232.50")
+    PriceFactory(plan=acme.plan, meter=acme.plan.prices.first().meter, amount=D(1))
+    assert usage() == D("239.50")  # and $1 per million input tokens: 7
+    early = subscription_period_close_early(subscription=acme, now=timezone.now())
+    assert usage() == 0  # the continuing part has no usage of its own yet
+    invoice_void(invoice=early)
+    assert usage() == D("239.50")  # what the voided part billed falls to this part
