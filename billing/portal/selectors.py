@@ -5,11 +5,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Q
+from django.db.models import Q, Sum
 
-from billing.models import Invoice, InvoiceLineItem, Subscription
+from billing.models import Invoice, InvoiceLineItem, Subscription, Wallet, WalletTransaction
 from billing.periods import usage_start
 from billing.selectors import is_late, was_read
+from billing.wallet_selectors import ledger_entries
+from billing.wallets import Balance, wallet_balance
 from catalog import names, pricing
 from catalog.models import Meter, Price
 from catalog.money import format_money, format_quantity, round_money
@@ -569,3 +571,36 @@ def previous_invoice(subscription: Subscription) -> Invoice | None:
 def period_days(invoice: Invoice) -> tuple[date, date]:
     """The first and last UTC day of the invoice's period."""
     return day_of(invoice.period_start), day_of(invoice.period_end - timedelta(microseconds=1))
+
+
+@dataclass(frozen=True)
+class BalanceCard:
+    """The home page's credits: the ledger's balance, what this period's usage draws from it
+    now, what is left (the real-time balance) and purchases waiting for payment."""
+
+    wallet: Wallet
+    balance: Balance
+    pending: Decimal  # in the currency
+
+
+def portal_wallet(customer: Customer, subscription: Subscription | None = None) -> Wallet | None:
+    """The customer's open wallet in its subscription's currency, else its newest open one."""
+    wallets = customer.wallets.exclude(wallet_status=Wallet.Status.CLOSED)
+    if subscription is not None:
+        return wallets.filter(currency=subscription.currency).first()
+    return wallets.order_by("-created_at").first()
+
+
+def balance_card(customer: Customer, subscription: Subscription | None) -> BalanceCard | None:
+    wallet = portal_wallet(customer, subscription)
+    if wallet is None:
+        return None
+    pending = wallet.transactions.filter(
+        type=WalletTransaction.Type.CREDIT, transaction_status=WalletTransaction.Status.PENDING
+    ).aggregate(total=Sum("amount"))["total"]
+    return BalanceCard(wallet=wallet, balance=wallet_balance(wallet), pending=pending or Decimal(0))
+
+
+def customer_ledger(customer: Customer):
+    """Every transaction of the customer's wallets, newest first."""
+    return ledger_entries(wallets=customer.wallets.all())
