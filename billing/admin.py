@@ -1174,8 +1174,6 @@ class CreditGrantForm(forms.ModelForm):
         self.applied = self.instance.pk is not None and self.instance.applications.exists()
         for name in GRANT_MONEY_TERMS:
             self.fields[name].disabled = self.applied  # posted values are ignored
-        if self.applied:
-            self.fields["credits"].help_text = GRANT_FROZEN
 
     def clean_credits(self):
         credits = self.cleaned_data["credits"]
@@ -1210,9 +1208,15 @@ class CreditGrantInline(TallyTabularInline):
     form = CreditGrantForm
     formset = CreditGrantFormSet
     fk_name = "plan"
-    fields = CreditGrantForm.Meta.fields
+    fields = [*CreditGrantForm.Meta.fields, "given"]
+    readonly_fields = ["given"]
     extra = 0
     verbose_name_plural = "credit grants (given to every subscriber)"
+
+    @admin.display(description="Given")
+    def given(self, obj):
+        count = obj.applications.count() if obj.pk else 0
+        return f"{count} time{'' if count == 1 else 's'}. {GRANT_FROZEN}" if count else "—"
 
 
 admin.site.unregister(Plan)
