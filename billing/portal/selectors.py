@@ -75,7 +75,8 @@ def line_price_summary(line: InvoiceLineItem) -> str:
     return terms_summary(
         line.priced_terms(),
         currency=line.currency,
-        fixed=line.price_type == Price.Type.FIXED,
+        # A purchase of credits (no catalog price) is priced per credit, not per period.
+        fixed=line.price_type == Price.Type.FIXED and line.price_id is not None,
         unit_singular=line.unit_singular,
         unit_plural=line.unit_plural,
     )
@@ -599,6 +600,22 @@ def balance_card(customer: Customer, subscription: Subscription | None) -> Balan
         type=WalletTransaction.Type.CREDIT, transaction_status=WalletTransaction.Status.PENDING
     ).aggregate(total=Sum("amount"))["total"]
     return BalanceCard(wallet=wallet, balance=wallet_balance(wallet), pending=pending or Decimal(0))
+
+
+_Reason = WalletTransaction.Reason
+# What each entry means, in the customer's words.
+REASON_LABELS = {
+    _Reason.FREE_CREDIT_GRANT: "Promotional credits",
+    _Reason.SUBSCRIPTION_CREDIT_GRANT: "Credits included in your plan",
+    _Reason.PURCHASED_CREDIT_DIRECT: "Credits purchased",
+    _Reason.PURCHASED_CREDIT_INVOICED: "Credits purchased on invoice",
+    _Reason.PURCHASED_CREDIT_BONUS: "Bonus credits",
+    _Reason.INVOICE_PAYMENT: "Applied to an invoice",
+    _Reason.CREDIT_EXPIRED: "Credits expired",
+    _Reason.WALLET_TERMINATION: "Wallet closed",
+    _Reason.MANUAL_BALANCE_DEBIT: "Adjustment",
+    _Reason.INVOICE_VOID_REFUND: "Returned from a voided invoice",
+}
 
 
 def customer_ledger(customer: Customer):

@@ -381,7 +381,10 @@ def credits(request, customer):
         {
             "customer": customer,
             "card": selectors.balance_card(customer, subscription),
-            "entries": [(e, block_remaining(e)) for e in rows[:PAGE_SIZE]],
+            "entries": [
+                (e, block_remaining(e), selectors.REASON_LABELS[e.transaction_reason])
+                for e in rows[:PAGE_SIZE]
+            ],
             "page": page,
             "has_next": len(rows) > PAGE_SIZE,
             "bought": bought,

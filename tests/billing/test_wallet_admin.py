@@ -208,6 +208,9 @@ def test_invoiced_top_up_is_pending_until_the_operator_marks_its_invoice_paid(ad
         Decimal("50.00"),
     )
     assert ledger.balance(wallet) == Decimal("100")  # not usable yet
+    # The purchase line explains itself from its snapshot: 50 credits at $1 each.
+    page = admin_client.get(reverse("admin:billing_invoice_change", args=[invoice.pk]))
+    assert page.status_code == 200 and "$1.00 per credit" in page.content.decode()
 
     changelist = reverse("admin:billing_invoice_changelist")
     ask = admin_client.post(changelist, {"action": "mark_paid", "_selected_action": [invoice.pk]})
