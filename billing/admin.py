@@ -803,7 +803,7 @@ class TopUpForm(LedgerForm):
     expiry_date = forms.DateTimeField(
         required=False,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        help_text="Blank: never expires.",
+        help_text="UTC. Blank: never expires.",
     )
     description = forms.CharField(required=False, max_length=1000, widget=forms.Textarea)
 
