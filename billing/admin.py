@@ -61,7 +61,7 @@ from billing.wallets import (
 from catalog import admin as catalog_admin
 from catalog.models import BillingPeriod, Plan
 from catalog.money import format_money, format_quantity
-from config.admin import DecimalInput, TallyAdmin, TallyTabularInline
+from config.admin import DecimalInput, TallyAdmin, TallyTabularInline, plain_decimal
 from metering import admin as metering_admin
 from metering.models import Customer, Event
 
@@ -835,7 +835,7 @@ class WalletAdmin(BalanceDisplay, TallyAdmin):
         "currency",
         "wallet_type",
         "wallet_status",
-        "ledger_balance",
+        "balance",
     ]
     list_filter = ["wallet_type", "wallet_status", "currency"]
     search_fields = ["=id", "=customer__external_id", "customer__name", "name"]
@@ -851,7 +851,7 @@ class WalletAdmin(BalanceDisplay, TallyAdmin):
                 "fields": [
                     "id",
                     "customer",
-                    ("currency", "wallet_type", "conversion_rate"),
+                    ("currency", "wallet_type", "rate"),
                     "wallet_status",
                     "name",
                     "description",
@@ -885,7 +885,7 @@ class WalletAdmin(BalanceDisplay, TallyAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        shown = ["id", "customer", "currency", "wallet_type", "conversion_rate"]
+        shown = ["id", "customer", "currency", "wallet_type", "rate"]
         shown += ["ledger_balance", "period_usage", "live_balance"]
         shown += ["last_auto_topup_at", "alert_state", "created_at", "updated_at"]
         if obj.wallet_status == Wallet.Status.CLOSED:
@@ -894,6 +894,15 @@ class WalletAdmin(BalanceDisplay, TallyAdmin):
 
     def save_model(self, request, obj, form, change):
         pass  # the form's service call saved it
+
+    @admin.display(description="Balance")
+    def balance(self, obj):
+        """The ledger's only: the real-time one prices each open period, too slow for a list."""
+        return _worth(ledger.balance(obj), obj)
+
+    @admin.display(description="Conversion rate")
+    def rate(self, obj):
+        return f"{plain_decimal(obj.conversion_rate)} {obj.currency.upper()} per credit"
 
     def has_delete_permission(self, request, obj=None):
         return False  # its ledger keeps it; terminate closes it

@@ -77,6 +77,7 @@ def test_customer_page_shows_each_wallet_with_its_balance_and_real_time_balance(
     assert "$100.00 (100 credits)" in html  # the ledger
     assert "-$102.50 (-102.5 credits)" in html  # less the period's $202.50 of usage, live
     assert reverse("admin:billing_wallet_change", args=[quote(wallet.pk)]) in html
+    assert f"{reverse('admin:billing_wallet_add')}?customer={wallet.customer_id}" in html
 
 
 def test_wallet_list_shows_customer_type_status_and_balance(admin_client, wallet):

@@ -193,6 +193,9 @@ def test_buying_credits_issues_an_invoice_and_pending_credits(acme, wallet):
     assert invoice.invoice_number in by_testid(page, "purchase-notice")
     assert by_testid(page, "balance-pending") == "$50.00"
 
+    listed = acme.get(reverse("portal:invoices")).content.decode()
+    assert f"{invoice.invoice_number}</a> (credits)" in listed
+
     invoice_payment_update(invoice=invoice, payment_status="SUCCEEDED")
     assert ledger.balance(wallet) == Decimal("160")
 
