@@ -422,3 +422,51 @@ def test_a_given_grant_keeps_its_money_terms_and_is_archived_not_deleted(admin_c
     archived = {**existing, **grant_row(0, name="Renamed", status="archived")}
     assert admin_client.post(url, plan_change_post(o1_plan, **archived)).status_code == 302
     assert CreditGrant.objects.get(pk=grant.pk).status == "archived"
+
+
+def test_view_only_staff_see_the_wallet_but_cannot_top_up_or_debit(client, wallet):
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_wallet"))
+    client.force_login(user)
+    page = client.get(reverse("admin:billing_wallet_change", args=[wallet.pk]))
+    assert page.status_code == 200 and top_up_url(wallet) not in page.content.decode()
+    assert client.get(top_up_url(wallet)).status_code == 403
+    assert client.post(top_up_url(wallet), top_up_post()).status_code == 403
+    assert client.post(debit_url(wallet), {"credits": "1", "description": "x"}).status_code == 403
+    assert ledger.balance(wallet) == Decimal("100")
+
+
+def wallet_change_post(**overrides) -> dict:
+    return {
+        "name": "Acme credits",
+        "description": "",
+        "wallet_status": "active",
+        "auto_topup_threshold": "",
+        "auto_topup_amount": "",
+        "auto_topup_cooldown": "0",
+        "alert_settings": "{}",
+        "metadata": "{}",
+        **overrides,
+    }
+
+
+def test_operator_freezes_a_wallet_and_sets_auto_top_up_through_wallet_update(admin_client, wallet):
+    url = reverse("admin:billing_wallet_change", args=[wallet.pk])
+    data = wallet_change_post(
+        wallet_status="frozen",
+        auto_topup_enabled="on",
+        auto_topup_threshold="10",
+        auto_topup_amount="50",
+    )
+    assert admin_client.post(url, data).status_code == 302
+    wallet.refresh_from_db()
+    assert (wallet.wallet_status, wallet.auto_topup_threshold, wallet.auto_topup_amount) == (
+        "frozen",
+        Decimal("10"),
+        Decimal("50"),
+    )
+    closing = admin_client.post(url, wallet_change_post(wallet_status="closed"))
+    assert closing.status_code == 200 and "Select a valid choice." in closing.content.decode()
+    assert Wallet.objects.get(pk=wallet.pk).wallet_status == "frozen"
