@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Q, Sum
+from django.db.models import Max, Q, Sum
 
 from billing.models import Invoice, InvoiceLineItem, Subscription, Wallet, WalletTransaction
 from billing.periods import usage_start
@@ -616,6 +616,16 @@ REASON_LABELS = {
     _Reason.MANUAL_BALANCE_DEBIT: "Adjustment",
     _Reason.INVOICE_VOID_REFUND: "Returned from a voided invoice",
 }
+
+
+def ledger_stamp(customer: Customer) -> str:
+    """Changes whenever the customer's wallets or their ledgers do: the live panel reloads
+    the balance card then, not only when usage is recomputed."""
+    wallets = customer.wallets.aggregate(at=Max("updated_at"))["at"]
+    entries = WalletTransaction.objects.filter(wallet__customer=customer).aggregate(
+        at=Max("updated_at")
+    )["at"]
+    return "|".join(moment.isoformat() if moment else "" for moment in (wallets, entries))
 
 
 def customer_ledger(customer: Customer):

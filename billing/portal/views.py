@@ -111,6 +111,7 @@ def _live_context(customer) -> dict:
         "invoice": invoice,
         "usage": usage,
         "card": selectors.balance_card(customer, subscription),
+        "ledger_stamp": selectors.ledger_stamp(customer),
     }
 
 
@@ -205,7 +206,8 @@ def live(request, customer):
     subscription = selectors.portal_subscription(customer)
     invoice = selectors.proposed_invoice(subscription)
     stamp = invoice.last_computed_at.isoformat() if invoice and invoice.last_computed_at else ""
-    if request.GET.get("since") == stamp:
+    ledger = selectors.ledger_stamp(customer)
+    if request.GET.get("since") == stamp and request.GET.get("ledger", ledger) == ledger:
         return HttpResponse(status=204)
     context = _live_context(customer)
     shown = _decimal(request.GET.get("total"))  # the total on the page: a cue when it moves

@@ -292,3 +292,23 @@ def test_a_frozen_wallet_is_not_bought_into(acme, wallet):
     assert response.status_code == 400
     assert "only an active one is topped up" in response.content.decode()
     assert purchases() == []
+
+
+def test_the_live_panel_reloads_the_card_when_the_ledger_changes(acme, wallet, demo):
+    home = acme.get(reverse("portal:home")).content.decode()
+    url = re.search(r'hx-get="([^"]+)"', home).group(1).replace("&amp;", "&")
+    assert acme.get(url).status_code == 204  # nothing changed
+
+    block = wallet_top_up(
+        wallet=wallet, reason=Reason.PURCHASED_CREDIT_INVOICED, credits=Decimal(50)
+    )
+    pending = acme.get(url)
+    assert pending.status_code == 200
+    assert by_testid(pending.content.decode(), "balance-pending") == "$50.00"
+
+    url = re.search(r'hx-get="([^"]+)"', pending.content.decode()).group(1).replace("&amp;", "&")
+    assert acme.get(url).status_code == 204
+    invoice_payment_update(invoice=block.invoice, payment_status="SUCCEEDED")
+    paid = acme.get(url)
+    assert paid.status_code == 200
+    assert by_testid(paid.content.decode(), "balance-ledger") == "$160.00"
