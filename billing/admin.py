@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -62,6 +62,7 @@ from catalog import admin as catalog_admin
 from catalog.models import BillingPeriod, Plan
 from catalog.money import format_money, format_quantity
 from config.admin import DecimalInput, TallyAdmin, TallyTabularInline, plain_decimal
+from config.bounds import moment_check
 from metering import admin as metering_admin
 from metering.models import Customer, Event
 
@@ -123,7 +124,7 @@ def _errors_to_form(form, error: ValidationError, aliases: dict | None = None) -
         return
     for field, errors in error.error_dict.items():
         field = (aliases or {}).get(field, field)
-        if field is None:
+        if field in (None, NON_FIELD_ERRORS):
             form.add_error(None, errors)
         elif field in form.fields:
             form.add_error(field, errors)
@@ -185,10 +186,7 @@ class SubscriptionAddForm(forms.ModelForm):
                 end_date=data.get("end_date"),
             )
         except ValidationError as error:
-            self._service_errors_add(error)
-
-    def _service_errors_add(self, error: ValidationError):
-        _errors_to_form(self, error)
+            _errors_to_form(self, error)
 
 
 @admin.register(Subscription)
@@ -740,7 +738,7 @@ class WalletAddForm(forms.ModelForm):
         try:
             self.instance = wallet_create(**self.cleaned_data)
         except ValidationError as error:
-            _errors_to_form(self, error, {"__all__": None})
+            _errors_to_form(self, error)
 
 
 class WalletChangeForm(forms.ModelForm):
@@ -771,11 +769,7 @@ class WalletChangeForm(forms.ModelForm):
         try:
             self.instance = wallet_update(wallet=self.instance, **self.cleaned_data)
         except ValidationError as error:
-            _errors_to_form(self, error, {"__all__": None})
-
-
-def _idempotency_key() -> str:
-    return uuid.uuid4().hex
+            _errors_to_form(self, error)
 
 
 class LedgerForm(forms.Form):
@@ -787,7 +781,7 @@ class LedgerForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if not self.is_bound:
-            self.initial["idempotency_key"] = _idempotency_key()
+            self.initial["idempotency_key"] = uuid.uuid4().hex
 
 
 class TopUpForm(LedgerForm):
@@ -809,7 +803,13 @@ class TopUpForm(LedgerForm):
 
     def clean_expiry_date(self):
         expiry = self.cleaned_data["expiry_date"]
-        if expiry is not None and expiry <= timezone.now():
+        if expiry is None:
+            return None
+        try:
+            moment_check(expiry)
+        except ValueError as error:
+            raise ValidationError(f"The expiry {error}.") from None
+        if expiry <= timezone.now():
             raise ValidationError("The expiry must be in the future.")
         return expiry
 
@@ -822,7 +822,7 @@ class DebitForm(LedgerForm):
 
 
 # A service names the amount ``credits_to_add`` as the API does; the form calls it credits.
-LEDGER_FIELDS = {"credits_to_add": "credits", "transaction_reason": "reason", "__all__": None}
+LEDGER_FIELDS = {"credits_to_add": "credits", "transaction_reason": "reason"}
 
 
 @admin.register(Wallet)

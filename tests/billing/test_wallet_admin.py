@@ -133,6 +133,7 @@ def test_submitting_the_same_top_up_form_twice_adds_once(admin_client, wallet):
         ({"reason": "INVOICE_PAYMENT"}, "Select a valid choice."),
         ({"priority": "-1"}, "greater than or equal to 0"),
         ({"expiry_date": "2001-01-01T00:00"}, "The expiry must be in the future."),
+        ({"expiry_date": "2100-01-01T00:00"}, "The expiry must lie from 2000-01-01"),
         (
             {"credits": "10.005", "reason": "PURCHASED_CREDIT_INVOICED"},
             "not a whole amount of the currency",
