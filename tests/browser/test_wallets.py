@@ -1,9 +1,7 @@
 """Prepaid credits in Chromium: the operator tops up a wallet in the admin; the customer sees
 the balance card and buys credits in the portal."""
 
-import os
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -16,7 +14,6 @@ from tests.browser.test_admin_overview import sign_in_to_admin
 from tests.browser.test_portal import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 Reason = WalletTransaction.Reason
 
 
@@ -31,8 +28,8 @@ def wallet(o1_subscriptions):
 
 
 def screenshot(page, name: str, tmp_path) -> None:
-    path = DOCS / name if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path / name
-    page.screenshot(path=str(path), full_page=True)
+    """Kept with the test's files, for a person to look at when it fails."""
+    page.screenshot(path=str(tmp_path / name), full_page=True)
 
 
 def test_operator_tops_up_a_wallet_from_the_customer_page(
