@@ -8,8 +8,10 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import Issuer, Subscription
+from billing.credits import open_wallet
+from billing.models import Issuer, Subscription, Wallet, WalletTransaction
 from billing.services import invoice_propose, subscription_create
+from billing.wallets import wallet_create, wallet_top_up
 from catalog.models import Feature, Plan, Price
 from catalog.services import feature_create, plan_create, price_create
 from metering.ingestion import event_parse, events_ingest, meters_by_event_name
@@ -135,10 +137,46 @@ def demo_customers_load(*, scenario: dict, plan: Plan) -> list[Subscription]:
         }
         events.append(event_parse(raw, meters=meters, now=now))
     events_ingest(events=events)
+    demo_wallet_load(subscription=subscriptions["acme"])
     for subscription in subscriptions.values():
         invoice_propose(subscription=subscription)
         _demo_portal_user(subscription.customer)
     return list(subscriptions.values())
+
+
+# acme's prepaid credits: bought, and a promotion that lapses with the period.
+DEMO_PURCHASED = Decimal(100)
+DEMO_PROMOTIONAL = Decimal(10)
+
+
+def demo_wallet_load(*, subscription: Subscription) -> Wallet:
+    """A PRE_PAID wallet with $100 bought and $10 of promotional credits expiring at the end of
+    the current period; the keys make a second run add nothing."""
+    wallet = open_wallet(customer_id=subscription.customer_id, currency=subscription.currency)
+    if wallet is None:
+        wallet = wallet_create(
+            customer=subscription.customer,
+            currency=subscription.currency,
+            wallet_type=Wallet.Type.PRE_PAID,
+            name="Prepaid credits",
+        )
+    Reason = WalletTransaction.Reason
+    wallet_top_up(
+        wallet=wallet,
+        reason=Reason.PURCHASED_CREDIT_DIRECT,
+        credits=DEMO_PURCHASED,
+        idempotency_key="demo-purchase",
+        description="Demo: credits bought",
+    )
+    wallet_top_up(
+        wallet=wallet,
+        reason=Reason.FREE_CREDIT_GRANT,
+        credits=DEMO_PROMOTIONAL,
+        expiry_date=subscription.current_period_end,
+        idempotency_key="demo-promotion",
+        description="Demo: promotional credits",
+    )
+    return wallet
 
 
 def demo_issuer_load() -> None:

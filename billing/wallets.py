@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing import ledger, services
 from billing.models import Invoice, InvoiceLineItem, Subscription, Wallet, WalletTransaction
+from catalog import pricing
 from catalog.models import Price
 from catalog.money import minor_unit_exponent
 from metering.models import Customer
@@ -107,6 +108,12 @@ def _purchase_invoice(*, wallet: Wallet, credits: Decimal, amount: Decimal, now)
         currency=wallet.currency,
         period_start=now,
         period_end=now,
+        # Lines explain themselves from their snapshot: credits at the wallet's rate.
+        terms=pricing.terms_to_json(
+            pricing.Terms(billing_model=pricing.FLAT_FEE, amount=wallet.conversion_rate)
+        ),
+        unit_singular="credit",
+        unit_plural="credits",
     )
     return services.invoice_finalize(invoice=invoice)
 

@@ -5,11 +5,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Q
+from django.db.models import Max, Q, Sum
 
-from billing.models import Invoice, InvoiceLineItem, Subscription
+from billing.models import Invoice, InvoiceLineItem, Subscription, Wallet, WalletTransaction
 from billing.periods import usage_start
 from billing.selectors import is_late, was_read
+from billing.wallet_selectors import ledger_entries
+from billing.wallets import Balance, wallet_balance
 from catalog import names, pricing
 from catalog.models import Meter, Price
 from catalog.money import format_money, format_quantity, round_money
@@ -73,7 +75,8 @@ def line_price_summary(line: InvoiceLineItem) -> str:
     return terms_summary(
         line.priced_terms(),
         currency=line.currency,
-        fixed=line.price_type == Price.Type.FIXED,
+        # A purchase of credits (no catalog price) is priced per credit, not per period.
+        fixed=line.price_type == Price.Type.FIXED and line.price_id is not None,
         unit_singular=line.unit_singular,
         unit_plural=line.unit_plural,
     )
@@ -569,3 +572,62 @@ def previous_invoice(subscription: Subscription) -> Invoice | None:
 def period_days(invoice: Invoice) -> tuple[date, date]:
     """The first and last UTC day of the invoice's period."""
     return day_of(invoice.period_start), day_of(invoice.period_end - timedelta(microseconds=1))
+
+
+@dataclass(frozen=True)
+class BalanceCard:
+    """The home page's credits: the ledger's balance, what this period's usage draws from it
+    now, what is left (the real-time balance) and purchases waiting for payment."""
+
+    wallet: Wallet
+    balance: Balance
+    pending: Decimal  # in the currency
+
+
+def portal_wallet(customer: Customer, subscription: Subscription | None = None) -> Wallet | None:
+    """The customer's open wallet in its subscription's currency, else its newest open one."""
+    wallets = customer.wallets.exclude(wallet_status=Wallet.Status.CLOSED)
+    if subscription is not None:
+        return wallets.filter(currency=subscription.currency).first()
+    return wallets.order_by("-created_at").first()
+
+
+def balance_card(customer: Customer, subscription: Subscription | None) -> BalanceCard | None:
+    wallet = portal_wallet(customer, subscription)
+    if wallet is None:
+        return None
+    pending = wallet.transactions.filter(
+        type=WalletTransaction.Type.CREDIT, transaction_status=WalletTransaction.Status.PENDING
+    ).aggregate(total=Sum("amount"))["total"]
+    return BalanceCard(wallet=wallet, balance=wallet_balance(wallet), pending=pending or Decimal(0))
+
+
+_Reason = WalletTransaction.Reason
+# What each entry means, in the customer's words.
+REASON_LABELS = {
+    _Reason.FREE_CREDIT_GRANT: "Promotional credits",
+    _Reason.SUBSCRIPTION_CREDIT_GRANT: "Credits included in your plan",
+    _Reason.PURCHASED_CREDIT_DIRECT: "Credits purchased",
+    _Reason.PURCHASED_CREDIT_INVOICED: "Credits purchased on invoice",
+    _Reason.PURCHASED_CREDIT_BONUS: "Bonus credits",
+    _Reason.INVOICE_PAYMENT: "Applied to an invoice",
+    _Reason.CREDIT_EXPIRED: "Credits expired",
+    _Reason.WALLET_TERMINATION: "Wallet closed",
+    _Reason.MANUAL_BALANCE_DEBIT: "Adjustment",
+    _Reason.INVOICE_VOID_REFUND: "Returned from a voided invoice",
+}
+
+
+def ledger_stamp(customer: Customer) -> str:
+    """Changes whenever the customer's wallets or their ledgers do: the live panel reloads
+    the balance card then, not only when usage is recomputed."""
+    wallets = customer.wallets.aggregate(at=Max("updated_at"))["at"]
+    entries = WalletTransaction.objects.filter(wallet__customer=customer).aggregate(
+        at=Max("updated_at")
+    )["at"]
+    return "|".join(moment.isoformat() if moment else "" for moment in (wallets, entries))
+
+
+def customer_ledger(customer: Customer):
+    """Every transaction of the customer's wallets, newest first."""
+    return ledger_entries(wallets=customer.wallets.all())

@@ -27,6 +27,8 @@ urlpatterns = [
     path("events/", views.events, name="events"),
     path("events.csv", views.events_csv, name="events-csv"),
     path("invoices/", views.invoices, name="invoices"),
+    path("credits/", views.credits, name="credits"),
+    path("credits/buy/", views.credits_buy, name="credits-buy"),
     path("invoices/<id:invoice_id>/", documents.invoice_detail, name="invoice"),
     path("invoices/<id:invoice_id>.pdf", documents.invoice_pdf_download, name="invoice-pdf"),
 ]

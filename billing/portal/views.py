@@ -1,6 +1,7 @@
 """The customer portal: server-rendered pages, scoped to the signed-in user's customer."""
 
 import csv
+import uuid
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import wraps
@@ -11,14 +12,17 @@ from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse_lazy
+from django.urls import reverse, reverse_lazy
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from billing.charts import stacked_bars
 from billing.portal import selectors
+from billing.portal import services as portal_services
+from billing.wallet_selectors import block_remaining
 from catalog.money import format_money, format_quantity
 from config.bounds import MAX_PAGE, day_check
 from metering.fence import usage_fence_peek
@@ -102,7 +106,13 @@ def _live_context(customer) -> dict:
     subscription = selectors.portal_subscription(customer)
     invoice = selectors.proposed_invoice(subscription)
     usage = selectors.feature_usage(invoice) if invoice is not None else []
-    return {"subscription": subscription, "invoice": invoice, "usage": usage}
+    return {
+        "subscription": subscription,
+        "invoice": invoice,
+        "usage": usage,
+        "card": selectors.balance_card(customer, subscription),
+        "ledger_stamp": selectors.ledger_stamp(customer),
+    }
 
 
 MAX_RANGE_DAYS = 366
@@ -196,7 +206,8 @@ def live(request, customer):
     subscription = selectors.portal_subscription(customer)
     invoice = selectors.proposed_invoice(subscription)
     stamp = invoice.last_computed_at.isoformat() if invoice and invoice.last_computed_at else ""
-    if request.GET.get("since") == stamp:
+    ledger = selectors.ledger_stamp(customer)
+    if request.GET.get("since") == stamp and request.GET.get("ledger", ledger) == ledger:
         return HttpResponse(status=204)
     context = _live_context(customer)
     shown = _decimal(request.GET.get("total"))  # the total on the page: a cue when it moves
@@ -238,13 +249,23 @@ class EventFilter(forms.Form):
         )
 
 
+def _page(request) -> int | None:
+    """The ``page`` asked for, or None when it is not a whole number from 1 to MAX_PAGE."""
+    raw = request.GET.get("page", "1")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
+        return None
+    return int(raw)
+
+
+BAD_PAGE = f"page must be a whole number from 1 to {MAX_PAGE:,}."
+
+
 @portal_view
 def events(request, customer):
     form = EventFilter(request.GET or None, meters=selectors.portal_meters(customer))
-    raw = request.GET.get("page", "1")
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
-        return HttpResponseBadRequest(f"page must be a whole number from 1 to {MAX_PAGE:,}.")
-    page = int(raw)
+    page = _page(request)
+    if page is None:
+        return HttpResponseBadRequest(BAD_PAGE)
     offset = (page - 1) * PAGE_SIZE
     rows = list(form.events(customer)[offset : offset + PAGE_SIZE + 1])
     shown = rows[:PAGE_SIZE]
@@ -341,6 +362,85 @@ def invoices(request, customer):
         request,
         "portal/invoices.html",
         {"customer": customer, "invoices": selectors.customer_invoices(customer)},
+    )
+
+
+@portal_view
+def credits(request, customer):
+    """The ledger of the customer's wallets, newest first, 50 entries a page."""
+    page = _page(request)
+    if page is None:
+        return HttpResponseBadRequest(BAD_PAGE)
+    offset = (page - 1) * PAGE_SIZE
+    rows = list(selectors.customer_ledger(customer)[offset : offset + PAGE_SIZE + 1])
+    bought = None
+    if key := request.GET.get("purchase"):  # just bought: say what happens next
+        bought = selectors.customer_ledger(customer).filter(pk=key[:40]).first()
+    subscription = selectors.portal_subscription(customer)
+    return render(
+        request,
+        "portal/credits.html",
+        {
+            "customer": customer,
+            "card": selectors.balance_card(customer, subscription),
+            "entries": [
+                (e, block_remaining(e), selectors.REASON_LABELS[e.transaction_reason])
+                for e in rows[:PAGE_SIZE]
+            ],
+            "page": page,
+            "has_next": len(rows) > PAGE_SIZE,
+            "bought": bought,
+            "now": timezone.now(),
+        },
+    )
+
+
+MAX_PURCHASE = Decimal(1_000_000)  # credits in one purchase
+
+
+class BuyCreditsForm(forms.Form):
+    credits = forms.DecimalField(
+        min_value=Decimal("0.01"),
+        max_value=MAX_PURCHASE,
+        max_digits=19,
+        decimal_places=12,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
+    )
+    # Made when the form is shown: submitting the same form twice buys once.
+    idempotency_key = forms.RegexField(regex=r"^[0-9a-f]{32}$", widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial["idempotency_key"] = uuid.uuid4().hex
+
+
+@portal_view
+def credits_buy(request, customer):
+    """An invoiced purchase of credits into the signed-in customer's own wallet: the wallet is
+    never taken from the request."""
+    if request.portal["read_only"]:
+        raise PermissionDenied("Viewing as a customer is read-only.")
+    form = BuyCreditsForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and form.is_valid():
+        try:
+            block = portal_services.credits_buy(customer=customer, **form.cleaned_data)
+        except ValidationError as error:
+            on_amount = getattr(error, "error_dict", {}).get("credits_to_add")
+            form.add_error(*(("credits", on_amount) if on_amount else (None, error.messages)))
+        else:
+            return redirect(f"{reverse('portal:credits')}?purchase={block.pk}")
+    subscription = selectors.portal_subscription(customer)
+    return render(
+        request,
+        "portal/credits_buy.html",
+        {
+            "customer": customer,
+            "form": form,
+            "card": selectors.balance_card(customer, subscription),
+            "currency": subscription.currency if subscription else None,
+        },
+        status=400 if form.errors else 200,
     )
 
 

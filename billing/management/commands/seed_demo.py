@@ -23,7 +23,10 @@ class Command(BaseCommand):
                 subscription=subscription, period_start=subscription.current_period_start
             )
             customer = subscription.customer
+            credits = draft.total_prepaid_credits_applied
+            less = f" less {credits:.2f} of prepaid credits" if credits else ""
             self.stdout.write(
-                f"{customer.name}: proposed invoice {draft.total:.2f} {draft.currency.upper()}; "
+                f"{customer.name}: proposed invoice {draft.subtotal:.2f}{less}, "
+                f"{draft.total:.2f} {draft.currency.upper()} due; "
                 f"portal login {customer.external_id}@example.com / {demo_password(customer)}"
             )
