@@ -48,6 +48,7 @@ from billing.services import (
 )
 from billing.wallet_selectors import block_consumed, block_remaining, ledger_entries
 from billing.wallets import (
+    EXPIRY_IN_THE_PAST,
     TOP_UP_REASONS,
     Balance,
     invoice_payment_update,
@@ -810,7 +811,7 @@ class TopUpForm(LedgerForm):
         except ValueError as error:
             raise ValidationError(f"The expiry {error}.") from None
         if expiry <= timezone.now():
-            raise ValidationError("The expiry must be in the future.")
+            raise ValidationError(EXPIRY_IN_THE_PAST)
         return expiry
 
 

@@ -27,6 +27,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing.models import CreditConsumption, Invoice, Subscription, Wallet, WalletTransaction
+from billing.signals import wallet_changed_on_commit
 from catalog.money import minor_unit_exponent
 
 PLACES = Decimal("1e-12")  # the ledger's precision, in credits and in currency
@@ -191,6 +192,7 @@ def credit(
         description=description,
         metadata=metadata or {},
     )
+    wallet_changed_on_commit(wallet.customer_id)
     return block, True
 
 
@@ -247,6 +249,7 @@ def debit(
     CreditConsumption.objects.bulk_create(
         CreditConsumption(debit=entry, credit=block, credits=take) for block, take in taken
     )
+    wallet_changed_on_commit(wallet.customer_id)
     return entry, True
 
 

@@ -28,7 +28,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import credits, ledger, tasks, wallets
+from billing import credits, ledger, wallets
 from billing.api import INVOICE_EXAMPLE, InvoiceSerializer, MessageSerializer
 from billing.models import CreditGrant, Invoice, Subscription, Wallet, WalletTransaction
 from catalog.models import Plan
@@ -87,7 +87,7 @@ def _number(value: Decimal | None) -> str | None:
 
 def _future(moment: datetime, *, now: datetime) -> datetime:
     if moment <= now:
-        raise serializers.ValidationError("The expiry must be in the future.")
+        raise serializers.ValidationError(wallets.EXPIRY_IN_THE_PAST)
     return moment
 
 
@@ -116,15 +116,6 @@ def _customer(data: dict) -> Customer:
             {"customer_id": "Give customer_id or external_customer_id."}
         )
     return customer
-
-
-def drafts_refresh(*, customer_ids) -> None:
-    """After credits or wallet settings change: the customers' drafts show the credits they
-    would apply now, and their recompute re-checks the wallets (alert state, auto top-up)."""
-    external_ids = Customer.objects.filter(pk__in=customer_ids).values_list(
-        "external_id", flat=True
-    )
-    tasks.invoices_refresh_request(external_customer_ids=list(external_ids))
 
 
 # Alert settings and auto top-up, as the SDK's AlertSettings and AutoTopup.
@@ -915,7 +906,6 @@ class WalletViewSet(viewsets.GenericViewSet):
         except IntegrityError:  # an open wallet committed meanwhile
             _refuse_duplicate(body.validated_data)
             raise
-        drafts_refresh(customer_ids=[wallet.customer_id])
         return Response(self.output(self.get_queryset().get(pk=wallet.pk)))
 
     @extend_schema(
@@ -934,7 +924,6 @@ class WalletViewSet(viewsets.GenericViewSet):
         body = WalletUpdateSerializer(data=request.data, context={"wallet": wallet})
         body.is_valid(raise_exception=True)
         wallets.wallet_update(wallet=wallet, **body.validated_data)
-        drafts_refresh(customer_ids=[wallet.customer_id])
         return Response(self.output(self.get_object()))
 
     @extend_schema(
@@ -984,7 +973,6 @@ class WalletViewSet(viewsets.GenericViewSet):
         body = TopUpSerializer(data=request.data, context={"wallet": wallet})
         body.is_valid(raise_exception=True)
         purchase, _ = wallets.wallet_purchase(wallet=wallet, **body.validated_data)
-        drafts_refresh(customer_ids=[wallet.customer_id])
         return Response(
             {
                 "wallet": self.output(self.get_object()),
@@ -1012,8 +1000,7 @@ class WalletViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def terminate(self, request, pk):
-        wallet = wallets.wallet_terminate(wallet=self.get_object())
-        drafts_refresh(customer_ids=[wallet.customer_id])
+        wallets.wallet_terminate(wallet=self.get_object())
         return Response(self.output(self.get_object()))
 
     @extend_schema(
@@ -1301,13 +1288,6 @@ class CreditGrantViewSet(CreatableResourceViewSet):
     create_serializer_class = CreditGrantCreateSerializer
     create_service = staticmethod(credits.credit_grant_create)
 
-    def create(self, request):
-        response = super().create(request)
-        grant = CreditGrant.objects.get(pk=response.data["id"])
-        subscriptions = credits.grant_subscriptions(grant)
-        drafts_refresh(customer_ids=subscriptions.values_list("customer_id", flat=True))
-        return response
-
     @extend_schema(
         description="Renames a grant or changes its metadata.",
         request=CreditGrantUpdateSerializer,
@@ -1391,5 +1371,4 @@ class InvoicePaymentView(APIView):
         body = PaymentStatusSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         wallets.invoice_payment_update(invoice=invoice, **body.validated_data)
-        drafts_refresh(customer_ids=[invoice.customer_id])
         return Response(InvoiceSerializer(Invoice.objects.get(pk=pk)).data)

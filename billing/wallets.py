@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing import ledger, services
 from billing.models import Invoice, InvoiceLineItem, Subscription, Wallet, WalletTransaction
+from billing.signals import wallet_changed_on_commit
 from catalog import pricing
 from catalog.models import Price
 from catalog.money import minor_unit_exponent
@@ -32,6 +33,15 @@ ALERT_LEVELS = (  # most severe first
 )
 
 
+EXPIRY_IN_THE_PAST = "The expiry must be in the future."
+
+
+def expiry_check(expiry: datetime | None, *, field: str = "expiry_date") -> None:
+    """New credits must be usable for a while: an expiry, if any, is after now."""
+    if expiry is not None and expiry <= timezone.now():
+        raise ValidationError({field: EXPIRY_IN_THE_PAST})
+
+
 @transaction.atomic
 def wallet_create(
     *,
@@ -43,6 +53,7 @@ def wallet_create(
     **fields,
 ) -> Wallet:
     """A wallet, with its first credits (a free grant) when ``initial_credits`` is given."""
+    expiry_check(initial_credits_expiry, field="initial_credits_expiry")
     wallet = Wallet(customer=customer, currency=currency.lower(), wallet_type=wallet_type, **fields)
     wallet.full_clean()
     wallet.save()
@@ -54,10 +65,12 @@ def wallet_create(
             expiry_date=initial_credits_expiry,
             description="Initial credits",
         )
+    wallet_changed_on_commit(wallet.customer_id)
     return wallet
 
 
 CHANGEABLE = {
+    "wallet_status",  # active or frozen: closing is terminating
     "name",
     "description",
     "metadata",
@@ -79,10 +92,13 @@ def wallet_update(*, wallet: Wallet, **fields) -> Wallet:
     wallet = ledger.wallet_lock(wallet.pk)
     if wallet.wallet_status == Wallet.Status.CLOSED:
         raise ValidationError("The wallet is closed.")
+    if fields.get("wallet_status") == Wallet.Status.CLOSED:
+        raise ValidationError({"wallet_status": "A wallet is closed by terminating it."})
     for name, value in fields.items():
         setattr(wallet, name, value)
     wallet.full_clean()
     wallet.save()
+    wallet_changed_on_commit(wallet.customer_id)
     return wallet
 
 
@@ -136,6 +152,7 @@ def wallet_top_up(
     ``idempotency_key`` returns the first top-up and adds nothing."""
     if reason not in TOP_UP_REASONS:
         raise ValidationError({"transaction_reason": f"{reason} is not a top-up reason."})
+    expiry_check(expiry_date)
     wallet = ledger.wallet_lock(wallet.pk)
     if wallet.wallet_status != Wallet.Status.ACTIVE:
         raise ValidationError(
@@ -303,6 +320,7 @@ def invoice_payment_update(
             ledger.wallet_lock(block.wallet_id)
             block.transaction_status = WalletTransaction.Status.COMPLETED
             block.save(update_fields=["transaction_status", "updated_at"])
+            wallet_changed_on_commit(invoice.customer_id)
     elif amount is not None:
         raise ValidationError({"amount": f"amount goes with SUCCEEDED, not {payment_status}."})
     invoice.payment_status = payment_status

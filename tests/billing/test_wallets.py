@@ -679,3 +679,30 @@ def test_the_real_time_balance_sees_every_change_it_depends_on_at_once(o1_subscr
     assert usage() == 0  # the continuing part has no usage of its own yet
     invoice_void(invoice=early)
     assert usage() == D("239.50")  # what the voided part billed falls to this part
+
+
+def test_any_change_to_the_credits_refreshes_the_drafts(
+    o1_subscriptions, django_capture_on_commit_callbacks
+):
+    acme = o1_subscriptions["acme"]
+    with django_capture_on_commit_callbacks(execute=True):
+        wallet = wallet_of(acme.customer)
+        top_up(wallet, "50")
+    assert draft_of(acme).total_prepaid_credits_applied == D(50)
+    with django_capture_on_commit_callbacks(execute=True):
+        wallets.wallet_debit(wallet=wallet, credits=D(20), description="correction")
+    assert draft_of(acme).total_prepaid_credits_applied == D(30)
+    with django_capture_on_commit_callbacks(execute=True):
+        wallets.wallet_update(wallet=wallet, wallet_status=Wallet.Status.FROZEN)
+    assert draft_of(acme).total_prepaid_credits_applied == 0
+
+
+def test_new_credits_cannot_expire_in_the_past():
+    customer = CustomerFactory()
+    past = timezone.now() - timedelta(seconds=1)
+    with pytest.raises(ValidationError, match="future"):
+        wallet_of(customer, initial_credits=D(5), initial_credits_expiry=past)
+    wallet = wallet_of(customer)
+    with pytest.raises(ValidationError, match="future"):
+        top_up(wallet, "5", expiry_date=past)
+    assert not WalletTransaction.objects.exists()
