@@ -8,6 +8,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.db import transaction
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -18,6 +19,7 @@ from django.utils.timesince import timesince
 from solo.admin import SingletonModelAdmin
 
 from billing import ledger
+from billing.credits import grant_give_now
 from billing.models import (
     CreditConsumption,
     CreditGrant,
@@ -1193,14 +1195,7 @@ class CreditGrantForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        if self.applied:
-            return data
-        if data.get("expiration_type") == CreditGrant.Expiry.DURATION:
-            if not data.get("expiration_duration"):
-                self.add_error("expiration_duration", "A DURATION expiry needs a duration.")
-            if not data.get("expiration_duration_unit"):
-                self.add_error("expiration_duration_unit", "A DURATION expiry needs a unit.")
-        else:
+        if not self.applied and data.get("expiration_type") != CreditGrant.Expiry.DURATION:
             data["expiration_duration"], data["expiration_duration_unit"] = None, ""
         return data
 
@@ -1235,6 +1230,16 @@ admin.site.unregister(Plan)
 @admin.register(Plan)
 class PlanAdmin(catalog_admin.PlanAdmin):
     inlines = [*catalog_admin.PlanAdmin.inlines, CreditGrantInline]
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not CreditGrant:
+            return super().save_formset(request, form, formset, change)
+        with transaction.atomic():
+            new = [f.instance for f in formset.extra_forms if f.has_changed()]
+            super().save_formset(request, form, formset, change)
+            for grant in new:
+                if grant.pk is not None:
+                    grant_give_now(grant)
 
 
 # Customers and events, with what billing knows of them (metering's admin cannot know it)

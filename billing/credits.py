@@ -265,13 +265,18 @@ def credit_grant_create(**fields) -> CreditGrant:
     grant = CreditGrant(**fields)
     grant.full_clean()
     grant.save()
+    grant_give_now(grant)
+    return grant
+
+
+def grant_give_now(grant: CreditGrant) -> None:
+    """A new grant, to the active subscriptions it covers, for their current period."""
     for subscription in grant_subscriptions(grant):
         grants_apply(
             subscription=subscription,
             period_start=subscription.current_period_start,
             period_end=subscription.current_period_end,
         )
-    return grant
 
 
 def grant_subscriptions(grant: CreditGrant):

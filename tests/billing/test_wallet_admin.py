@@ -370,6 +370,7 @@ def grant_row(index: int, **fields) -> dict:
 
 
 def test_plan_form_adds_a_credit_grant_that_new_subscribers_get(admin_client, o1_plan):
+    existing = subscription_create(customer=CustomerFactory(), plan=o1_plan)
     data = plan_change_post(o1_plan, **{"credit_grants-TOTAL_FORMS": "1"}, **grant_row(0))
     response = admin_client.post(reverse("admin:catalog_plan_change", args=[o1_plan.pk]), data)
     assert response.status_code == 302
@@ -383,6 +384,9 @@ def test_plan_form_adds_a_credit_grant_that_new_subscribers_get(admin_client, o1
     subscription = subscription_create(customer=CustomerFactory(), plan=o1_plan)
     wallet = Wallet.objects.get(customer=subscription.customer)
     assert ledger.balance(wallet) == Decimal("5")
+    # and at once to those already subscribed, for their current period, as the API does
+    given = Wallet.objects.get(customer=existing.customer).transactions.get()
+    assert (given.credit_amount, given.expiry_date) == (Decimal(5), existing.current_period_end)
 
 
 def test_a_duration_grant_needs_its_duration(admin_client, o1_plan):
@@ -393,7 +397,7 @@ def test_a_duration_grant_needs_its_duration(admin_client, o1_plan):
     )
     response = admin_client.post(reverse("admin:catalog_plan_change", args=[o1_plan.pk]), data)
     assert response.status_code == 200
-    assert "A DURATION expiry needs a duration." in response.content.decode()
+    assert "A DURATION expiry needs it." in response.content.decode()
     assert not CreditGrant.objects.exists()
 
 
