@@ -157,6 +157,7 @@ def credit(
     wallet: Wallet,
     credits: Decimal,
     reason: str,
+    amount: Decimal | None = None,
     status: str = WalletTransaction.Status.COMPLETED,
     priority: int | None = None,
     expiry_date: datetime | None = None,
@@ -165,7 +166,8 @@ def credit(
     description: str = "",
     metadata: dict | None = None,
 ) -> tuple[WalletTransaction, bool]:
-    """Add a block of credits; a replayed idempotency key returns the first one, not created."""
+    """Add a block of credits, worth ``amount`` when it was bought for that (credits × rate
+    may be a hair off); a replayed idempotency key returns the first one, not created."""
     wallet = wallet_lock(wallet.pk)
     done = replayed(
         wallet, idempotency_key, type=WalletTransaction.Type.CREDIT, credit_amount=credits
@@ -184,7 +186,7 @@ def credit(
         transaction_status=status,
         transaction_reason=reason,
         credit_amount=credits,
-        amount=to_currency(credits, wallet),
+        amount=to_currency(credits, wallet) if amount is None else amount,
         priority=priority,
         expiry_date=expiry_date,
         invoice=invoice,

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from solo.models import SingletonModel
 
@@ -398,7 +399,8 @@ class WalletTransaction(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["wallet", "type", "transaction_status"], name="wtxn_blocks_idx")
+            models.Index(fields=["wallet", "type", "transaction_status"], name="wtxn_blocks_idx"),
+            models.Index(fields=["wallet", "updated_at"], name="wtxn_changed_idx"),
         ]
 
     def __str__(self):
@@ -469,7 +471,9 @@ class CreditGrant(models.Model):
     credits = models.DecimalField(**CREDITS)
     cadence = models.CharField(max_length=16, choices=Cadence.choices)
     expiration_type = models.CharField(max_length=16, choices=Expiry.choices, default=Expiry.NEVER)
-    expiration_duration = models.PositiveIntegerField(null=True, blank=True)
+    expiration_duration = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(3650)]
+    )
     expiration_duration_unit = models.CharField(
         max_length=8, choices=DurationUnit.choices, blank=True
     )

@@ -1200,7 +1200,7 @@ class CreditGrantCreateSerializer(Body):
     expiration_type = serializers.ChoiceField(
         CreditGrant.Expiry.choices, default=CreditGrant.Expiry.NEVER
     )
-    expiration_duration = serializers.IntegerField(required=False, min_value=1, max_value=3650)
+    expiration_duration = serializers.IntegerField(required=False)  # bounds: the model's
     expiration_duration_unit = serializers.ChoiceField(
         CreditGrant.DurationUnit.choices, required=False
     )

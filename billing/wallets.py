@@ -160,11 +160,19 @@ def wallet_top_up(
         )
     if (credits is None) == (amount is None):
         raise ValidationError({"credits_to_add": "Give either credits_to_add or amount."})
+    given = "credits_to_add" if amount is None else "amount"
+    sent = credits if amount is None else amount
+    if sent <= 0:
+        raise ValidationError({given: "Top up by more than 0 credits."})
+    if not (
+        sent < ledger.LIMIT and ledger.fits(credits or amount / wallet.conversion_rate, wallet)
+    ):
+        raise ValidationError({given: f"The ledger holds less than {ledger.LIMIT:,f} per block."})
     if credits is None:
         # Rounded up: credits bought for an amount are worth at least that amount.
         credits = ledger.to_credits(amount, wallet, rounding=ROUND_UP)
-    if credits <= 0:
-        raise ValidationError({"credits_to_add": "Top up by more than 0 credits."})
+    else:
+        amount = ledger.to_currency(credits, wallet)
     if idempotency_key:
         done = ledger.replayed(
             wallet, idempotency_key, type=WalletTransaction.Type.CREDIT, credit_amount=credits
@@ -173,21 +181,21 @@ def wallet_top_up(
             return done
     invoice, status = None, WalletTransaction.Status.COMPLETED
     if reason == Reason.PURCHASED_CREDIT_INVOICED:
-        price = ledger.to_currency(credits, wallet)
-        if price != price.quantize(Decimal(1).scaleb(-minor_unit_exponent(wallet.currency))):
+        if amount != amount.quantize(Decimal(1).scaleb(-minor_unit_exponent(wallet.currency))):
             raise ValidationError(
                 {
-                    "credits_to_add": f"The credits cost {price:f} {wallet.currency.upper()}, "
-                    "which is not a whole amount of the currency to invoice."
+                    given: f"The credits cost {amount.normalize():f} "
+                    f"{wallet.currency.upper()}, which is not a whole amount to invoice."
                 }
             )
         invoice = _purchase_invoice(
-            wallet=wallet, credits=credits, amount=price, now=timezone.now()
+            wallet=wallet, credits=credits, amount=amount, now=timezone.now()
         )
         status = WalletTransaction.Status.PENDING
     block, _ = ledger.credit(
         wallet=wallet,
         credits=credits,
+        amount=amount,
         reason=reason,
         status=status,
         priority=priority,
@@ -373,7 +381,9 @@ def open_period_usage(wallet: Wallet) -> Decimal:
     )
     signature = repr(
         [
-            wallet.wallet_type,
+            str(wallet.wallet_type),
+            wallet.customer_id,
+            external_id,
             state,
             sorted(catalog.items()),
             [

@@ -597,7 +597,9 @@ def balance_card(customer: Customer, subscription: Subscription | None) -> Balan
     if wallet is None:
         return None
     pending = wallet.transactions.filter(
-        type=WalletTransaction.Type.CREDIT, transaction_status=WalletTransaction.Status.PENDING
+        type=WalletTransaction.Type.CREDIT,
+        transaction_status=WalletTransaction.Status.PENDING,
+        transaction_reason=WalletTransaction.Reason.PURCHASED_CREDIT_INVOICED,  # not its bonus
     ).aggregate(total=Sum("amount"))["total"]
     return BalanceCard(wallet=wallet, balance=wallet_balance(wallet), pending=pending or Decimal(0))
 

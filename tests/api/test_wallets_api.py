@@ -618,7 +618,9 @@ def test_the_real_time_balance_takes_off_the_open_periods_usage_and_the_preview_
     )
 
 
-def test_a_top_up_refreshes_the_draft_with_the_credits_it_would_apply(api_client, wallet):
+def test_a_top_up_refreshes_the_draft_with_the_credits_it_would_apply(
+    api_client, wallet, django_capture_on_commit_callbacks
+):
     price = PriceFactory()
     subscription = SubscriptionFactory(customer=wallet.customer, plan=price.plan)
     ingest({"event_name": "tokens", "external_customer_id": "acme", "properties": {"tokens": "1"}})
@@ -626,7 +628,8 @@ def test_a_top_up_refreshes_the_draft_with_the_credits_it_would_apply(api_client
     services.invoice_propose(subscription=subscription)
     draft.refresh_from_db()
     assert (draft.subtotal, draft.total_prepaid_credits_applied) == (Decimal(15), Decimal(0))
-    sdk(top_up(api_client, wallet, credits_to_add="4"), models.TopUpWalletResponse)
+    with django_capture_on_commit_callbacks(execute=True):
+        sdk(top_up(api_client, wallet, credits_to_add="4"), models.TopUpWalletResponse)
     draft.refresh_from_db()
     assert (draft.total_prepaid_credits_applied, draft.total) == (Decimal(4), Decimal(11))
 

@@ -706,3 +706,45 @@ def test_new_credits_cannot_expire_in_the_past():
     with pytest.raises(ValidationError, match="future"):
         top_up(wallet, "5", expiry_date=past)
     assert not WalletTransaction.objects.exists()
+
+
+def test_credits_bought_for_an_amount_record_and_invoice_that_amount():
+    wallet = wallet_of(CustomerFactory(), conversion_rate=D(3))
+    direct = wallets.wallet_top_up(
+        wallet=wallet, reason=Reason.PURCHASED_CREDIT_DIRECT, amount=D(10)
+    )
+    assert (direct.credit_amount, direct.amount) == (D("3.333333333334"), D(10))
+    bought = wallets.wallet_top_up(
+        wallet=wallet, reason=Reason.PURCHASED_CREDIT_INVOICED, amount=D(10)
+    )
+    assert (bought.amount, bought.invoice.total) == (D(10), D(10))
+    with pytest.raises(ValidationError) as error:
+        wallets.wallet_top_up(
+            wallet=wallet, reason=Reason.PURCHASED_CREDIT_INVOICED, amount=D("10.005")
+        )
+    assert set(error.value.message_dict) == {"amount"}
+
+
+def test_a_grant_expires_within_ten_years_of_its_grant():
+    fee = PriceFactory(type=Price.Type.FIXED, meter=None, billing_model="FLAT_FEE", amount=D(20))
+    grant = CreditGrant(
+        name="x",
+        plan=fee.plan,
+        credits=D(5),
+        cadence=CreditGrant.Cadence.ONETIME,
+        expiration_type=CreditGrant.Expiry.DURATION,
+        expiration_duration=3651,
+        expiration_duration_unit=CreditGrant.DurationUnit.DAY,
+    )
+    with pytest.raises(ValidationError) as error:
+        grant.full_clean()
+    assert set(error.value.message_dict) == {"expiration_duration"}
+
+
+def test_the_real_time_balance_follows_a_renamed_customer(o1_subscriptions):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    assert wallets.wallet_balance(wallet).current_period_usage == D("202.50")
+    acme.customer.external_id = "acme-renamed"
+    acme.customer.save()
+    assert wallets.wallet_balance(wallet).current_period_usage == 0

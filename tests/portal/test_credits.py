@@ -254,7 +254,7 @@ def test_staff_viewing_as_the_customer_cannot_buy(admin_client, wallet):
         ("0", "greater than or equal to 0.01"),
         ("-5", "greater than or equal to 0.01"),
         ("many", "Enter a number."),
-        ("10.001", "not a whole amount of the currency"),
+        ("10.001", "not a whole amount to invoice"),
         ("1000000.01", "less than or equal to 1000000"),
         ("", "This field is required."),
     ],
