@@ -23,6 +23,7 @@ from billing.charts import stacked_bars
 from billing.portal import selectors
 from billing.portal import services as portal_services
 from billing.wallet_selectors import block_remaining
+from billing.wallets import PURCHASES
 from catalog.money import format_money, format_quantity
 from config.bounds import MAX_PAGE, day_check
 from metering.fence import usage_fence_peek
@@ -375,7 +376,11 @@ def credits(request, customer):
     rows = list(selectors.customer_ledger(customer)[offset : offset + PAGE_SIZE + 1])
     bought = None
     if key := request.GET.get("purchase"):  # just bought: say what happens next
-        bought = selectors.customer_ledger(customer).filter(pk=key[:40]).first()
+        bought = (
+            selectors.customer_ledger(customer)
+            .filter(pk=key[:40], transaction_reason__in=PURCHASES, invoice__isnull=False)
+            .first()
+        )
     subscription = selectors.portal_subscription(customer)
     return render(
         request,

@@ -312,3 +312,16 @@ def test_the_live_panel_reloads_the_card_when_the_ledger_changes(acme, wallet, d
     paid = acme.get(url)
     assert paid.status_code == 200
     assert by_testid(paid.content.decode(), "balance-ledger") == "$160.00"
+
+
+def test_the_purchase_notice_is_only_for_a_purchase_with_its_invoice(acme, wallet):
+    from billing.wallets import wallet_debit, wallet_top_up
+
+    entries = [
+        wallet_debit(wallet=wallet, credits=Decimal(1), description="correction"),
+        wallet_top_up(wallet=wallet, reason="FREE_CREDIT_GRANT", credits=Decimal(1)),
+    ]
+    for entry in entries:
+        page = acme.get(reverse("portal:credits"), {"purchase": entry.pk})
+        assert page.status_code == 200 and page.context["bought"] is None
+        assert "/portal/invoices/None/" not in page.content.decode()
