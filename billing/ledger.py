@@ -7,6 +7,7 @@ blocks' remaining credits, and a block's remaining credits are its amount less w
 consumed of it.
 """
 
+from collections import defaultdict
 from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
@@ -123,18 +124,38 @@ def exact(credits: Decimal | None) -> Decimal:
     return (credits or ZERO).quantize(PLACES)
 
 
-def balance(wallet: Wallet, *, at: datetime | None = None) -> Decimal:
-    """The credits the wallet can spend at ``at``: its unexpired completed blocks, less what
-    debits took of them. Two plain sums: it is on the real-time balance's hot path."""
+def balance_by_reason(wallet: Wallet, *, at: datetime | None = None) -> dict[str, Decimal]:
+    """The credits the wallet can spend at ``at``, by the reason they were given: its
+    unexpired completed blocks, less what debits took of them. Two small plain queries, as
+    it is on the real-time balance's hot path."""
     at = at or timezone.now()
-    credited = WalletTransaction.objects.filter(
-        _unexpired(at),
-        wallet=wallet,
-        type=WalletTransaction.Type.CREDIT,
-        transaction_status=WalletTransaction.Status.COMPLETED,
+    credited = list(
+        WalletTransaction.objects.filter(
+            _unexpired(at),
+            wallet_id=wallet.pk,
+            type=WalletTransaction.Type.CREDIT,
+            transaction_status=WalletTransaction.Status.COMPLETED,
+        )
+        .order_by()
+        .values_list("pk", "transaction_reason", "credit_amount")
     )
-    taken = CreditConsumption.objects.filter(credit__in=credited).aggregate(t=Sum("credits"))
-    return exact(credited.aggregate(t=Sum("credit_amount"))["t"]) - exact(taken["t"])
+    taken = {}
+    if credited:
+        taken = dict(
+            CreditConsumption.objects.filter(credit_id__in=[pk for pk, _, _ in credited])
+            .values_list("credit_id")
+            .annotate(Sum("credits"))
+            .order_by()
+        )
+    left = defaultdict(lambda: ZERO)
+    for pk, reason, amount in credited:
+        left[reason] += amount - exact(taken.get(pk))
+    return dict(left)
+
+
+def balance(wallet: Wallet, *, at: datetime | None = None) -> Decimal:
+    """The credits the wallet can spend at ``at``."""
+    return sum(balance_by_reason(wallet, at=at).values(), ZERO)
 
 
 def replayed(wallet: Wallet, key: str | None, **expected) -> WalletTransaction | None:

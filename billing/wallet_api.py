@@ -369,22 +369,19 @@ class WalletSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def live(self, wallet: Wallet) -> wallets.Balance | None:
-        if not self.context.get("real_time"):
-            return None
+    def balance_of(self, wallet: Wallet) -> wallets.Balance:
+        """Read once per wallet: the ledger, and the open periods' usage if asked."""
         found = self.context.setdefault("balances", {})
         if wallet.pk not in found:
-            found[wallet.pk] = wallets.wallet_balance(wallet)
+            usage = bool(self.context.get("real_time"))
+            found[wallet.pk] = wallets.wallet_balance(wallet, usage=usage)
         return found[wallet.pk]
 
+    def live(self, wallet: Wallet) -> wallets.Balance | None:
+        return self.balance_of(wallet) if self.context.get("real_time") else None
+
     def ledger_balance(self, wallet: Wallet) -> Decimal:
-        live = self.live(wallet)
-        if live is not None:
-            return live.credit_balance
-        found = self.context.setdefault("ledger", {})
-        if wallet.pk not in found:
-            found[wallet.pk] = ledger.balance(wallet)
-        return found[wallet.pk]
+        return self.balance_of(wallet).credit_balance
 
     @extend_schema_field(DECIMAL_SCHEMA)
     def get_balance(self, wallet) -> str:
@@ -406,15 +403,11 @@ class WalletSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(BreakdownSerializer)
     def get_credits_available_breakdown(self, wallet) -> dict:
-        purchased = free = ZERO
-        for reason, remaining in ledger.usable_blocks(wallet).values_list(
-            "transaction_reason", "remaining"
-        ):
-            if reason in wallets.PURCHASES:
-                purchased += remaining
-            else:
-                free += remaining
-        return {"purchased": _number(purchased), "free": _number(free)}
+        found = self.balance_of(wallet)
+        return {
+            "purchased": _number(found.purchased),
+            "free": _number(found.credit_balance - found.purchased),
+        }
 
     @extend_schema_field(AutoTopupSerializer)
     def get_auto_topup(self, wallet) -> dict:

@@ -343,6 +343,12 @@ class Balance:
     balance: Decimal  # the same in the currency
     current_period_usage: Decimal  # what the open periods would draw from it now
     as_of: datetime
+    by_reason: dict  # the ledger's balance in credits, by the reason they were given
+
+    @property
+    def purchased(self) -> Decimal:
+        """Of the credit balance, what was bought; the rest was given."""
+        return sum((v for r, v in self.by_reason.items() if r in PURCHASES), ZERO)
 
     @property
     def real_time_balance(self) -> Decimal:
@@ -419,19 +425,22 @@ def _open_period_usage(wallet: Wallet, subscriptions) -> Decimal:
     return drawn
 
 
-def wallet_balance(wallet: Wallet, *, now: datetime | None = None) -> Balance:
-    """The ledger's balance and, live from usage, what the open periods would take of it."""
+def wallet_balance(wallet: Wallet, *, now: datetime | None = None, usage=True) -> Balance:
+    """The ledger's balance and, live from usage, what the open periods would take of it
+    (unless ``usage`` is off: then nothing)."""
     now = now or timezone.now()
-    credit_balance = ledger.balance(wallet, at=now)
-    usage = ZERO
-    if wallet.wallet_status == Wallet.Status.ACTIVE:
-        usage = open_period_usage(wallet)
+    by_reason = ledger.balance_by_reason(wallet, at=now)
+    credit_balance = sum(by_reason.values(), ZERO)
+    drawn = ZERO
+    if usage and wallet.wallet_status == Wallet.Status.ACTIVE:
+        drawn = open_period_usage(wallet)
     return Balance(
         wallet=wallet,
         credit_balance=credit_balance,
         balance=ledger.to_currency(credit_balance, wallet),
-        current_period_usage=usage,
+        current_period_usage=drawn,
         as_of=now,
+        by_reason=by_reason,
     )
 
 

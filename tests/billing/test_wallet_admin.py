@@ -136,7 +136,7 @@ def test_submitting_the_same_top_up_form_twice_adds_once(admin_client, wallet):
         ({"expiry_date": "2100-01-01T00:00"}, "The expiry must lie from 2000-01-01"),
         (
             {"credits": "10.005", "reason": "PURCHASED_CREDIT_INVOICED"},
-            "not a whole amount of the currency",
+            "not a whole amount to invoice",
         ),
     ],
 )
