@@ -901,7 +901,19 @@ class WalletAdmin(BalanceDisplay, TallyAdmin):
     @admin.display(description="Balance")
     def balance(self, obj):
         """The ledger's only: the real-time one prices each open period, too slow for a list."""
-        return _worth(ledger.balance(obj), obj)
+        by_reason = getattr(obj, "ledger_by_reason", None)
+        if by_reason is None:
+            by_reason = ledger.balance_by_reason(obj)
+        return _worth(sum(by_reason.values(), Decimal(0)), obj)
+
+    def get_changelist_instance(self, request):
+        """The page's ledgers, read at once rather than row by row."""
+        changelist = super().get_changelist_instance(request)
+        rows = list(changelist.result_list)
+        found = ledger.balances_by_reason([wallet.pk for wallet in rows])
+        for wallet in rows:
+            wallet.ledger_by_reason = found[wallet.pk]
+        return changelist
 
     @admin.display(description="Conversion rate")
     def rate(self, obj):

@@ -124,33 +124,37 @@ def exact(credits: Decimal | None) -> Decimal:
     return (credits or ZERO).quantize(PLACES)
 
 
-def balance_by_reason(wallet: Wallet, *, at: datetime | None = None) -> dict[str, Decimal]:
-    """The credits the wallet can spend at ``at``, by the reason they were given: its
-    unexpired completed blocks, less what debits took of them. Two small plain queries, as
-    it is on the real-time balance's hot path."""
+def balances_by_reason(wallet_ids, *, at: datetime | None = None) -> dict[str, dict]:
+    """For each wallet, the credits it can spend at ``at`` by the reason they were given:
+    its unexpired completed blocks, less what debits took of them. Two small plain queries
+    for any number of wallets: a page of them, or one on the real-time balance's hot path."""
     at = at or timezone.now()
     credited = list(
         WalletTransaction.objects.filter(
             _unexpired(at),
-            wallet_id=wallet.pk,
+            wallet_id__in=list(wallet_ids),
             type=WalletTransaction.Type.CREDIT,
             transaction_status=WalletTransaction.Status.COMPLETED,
         )
         .order_by()
-        .values_list("pk", "transaction_reason", "credit_amount")
+        .values_list("pk", "wallet_id", "transaction_reason", "credit_amount")
     )
     taken = {}
     if credited:
         taken = dict(
-            CreditConsumption.objects.filter(credit_id__in=[pk for pk, _, _ in credited])
+            CreditConsumption.objects.filter(credit_id__in=[row[0] for row in credited])
             .values_list("credit_id")
             .annotate(Sum("credits"))
             .order_by()
         )
-    left = defaultdict(lambda: ZERO)
-    for pk, reason, amount in credited:
-        left[reason] += amount - exact(taken.get(pk))
-    return dict(left)
+    left = {pk: defaultdict(lambda: ZERO) for pk in wallet_ids}
+    for pk, wallet_id, reason, amount in credited:
+        left[wallet_id][reason] += amount - exact(taken.get(pk))
+    return {pk: dict(by_reason) for pk, by_reason in left.items()}
+
+
+def balance_by_reason(wallet: Wallet, *, at: datetime | None = None) -> dict[str, Decimal]:
+    return balances_by_reason([wallet.pk], at=at)[wallet.pk]
 
 
 def balance(wallet: Wallet, *, at: datetime | None = None) -> Decimal:

@@ -319,6 +319,16 @@ class BreakdownSerializer(serializers.Serializer):
     free = Amount(help_text="Every other credit: grants, bonuses, refunds.")
 
 
+class WalletListSerializer(serializers.ListSerializer):
+    """A page of wallets reads all their ledgers at once, not one by one."""
+
+    def to_representation(self, data):
+        rows = list(data.all() if hasattr(data, "all") else data)
+        ids = [wallet.pk for wallet in rows]
+        self.child.context.setdefault("ledgers", ledger.balances_by_reason(ids))
+        return super().to_representation(rows)
+
+
 @extend_schema_serializer(
     examples=[OpenApiExample("A prepaid wallet", value=WALLET_EXAMPLE, response_only=True)]
 )
@@ -342,6 +352,7 @@ class WalletSerializer(serializers.ModelSerializer):
     config = serializers.SerializerMethodField()
 
     class Meta:
+        list_serializer_class = WalletListSerializer
         model = Wallet
         fields = [
             "id",
@@ -374,7 +385,8 @@ class WalletSerializer(serializers.ModelSerializer):
         found = self.context.setdefault("balances", {})
         if wallet.pk not in found:
             usage = bool(self.context.get("real_time"))
-            found[wallet.pk] = wallets.wallet_balance(wallet, usage=usage)
+            read = self.context.get("ledgers", {}).get(wallet.pk)
+            found[wallet.pk] = wallets.wallet_balance(wallet, usage=usage, by_reason=read)
         return found[wallet.pk]
 
     def live(self, wallet: Wallet) -> wallets.Balance | None:

@@ -425,11 +425,15 @@ def _open_period_usage(wallet: Wallet, subscriptions) -> Decimal:
     return drawn
 
 
-def wallet_balance(wallet: Wallet, *, now: datetime | None = None, usage=True) -> Balance:
-    """The ledger's balance and, live from usage, what the open periods would take of it
-    (unless ``usage`` is off: then nothing)."""
+def wallet_balance(
+    wallet: Wallet, *, now: datetime | None = None, usage=True, by_reason=None
+) -> Balance:
+    """The ledger's balance (``by_reason`` if already read, as ``ledger.balances_by_reason``
+    gives it) and, live from usage, what the open periods would take of it (unless
+    ``usage`` is off: then nothing)."""
     now = now or timezone.now()
-    by_reason = ledger.balance_by_reason(wallet, at=now)
+    if by_reason is None:
+        by_reason = ledger.balance_by_reason(wallet, at=now)
     credit_balance = sum(by_reason.values(), ZERO)
     drawn = ZERO
     if usage and wallet.wallet_status == Wallet.Status.ACTIVE:

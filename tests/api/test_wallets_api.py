@@ -664,3 +664,25 @@ def test_a_wallet_committed_while_another_is_created_makes_that_one_a_clean_400(
     body = assert_error(response, 400, "currency")
     assert body["code"] == "already_exists"
     assert Wallet.objects.count() == 1 and not WalletTransaction.objects.exists()
+
+
+def test_a_page_of_wallets_reads_its_ledgers_in_a_fixed_number_of_queries(api_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def page_queries() -> int:
+        with CaptureQueriesContext(connection) as run:
+            response = api_client.post("/v1/wallets/search", {"limit": 50}, format="json")
+        assert response.status_code == 200
+        return len(run.captured_queries)
+
+    def add_wallets(n):
+        for _ in range(n):
+            wallet = wallets.wallet_create(customer=CustomerFactory(), currency="usd")
+            wallets.wallet_top_up(wallet=wallet, reason="FREE_CREDIT_GRANT", credits=Decimal(3))
+
+    add_wallets(2)
+    page_queries()  # the API key is looked up once, then remembered
+    few = page_queries()
+    add_wallets(8)
+    assert page_queries() == few

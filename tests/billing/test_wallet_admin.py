@@ -475,3 +475,26 @@ def test_operator_freezes_a_wallet_and_sets_auto_top_up_through_wallet_update(ad
     closing = admin_client.post(url, wallet_change_post(wallet_status="closed"))
     assert closing.status_code == 200 and "Select a valid choice." in closing.content.decode()
     assert Wallet.objects.get(pk=wallet.pk).wallet_status == "frozen"
+
+
+def test_the_wallet_list_reads_its_ledgers_in_a_fixed_number_of_queries(admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from billing import wallets
+    from tests.factories import CustomerFactory
+
+    def page_queries() -> int:
+        with CaptureQueriesContext(connection) as run:
+            assert admin_client.get(reverse("admin:billing_wallet_changelist")).status_code == 200
+        return len(run.captured_queries)
+
+    def add_wallets(n):
+        for _ in range(n):
+            wallet = wallets.wallet_create(customer=CustomerFactory(), currency="usd")
+            wallets.wallet_top_up(wallet=wallet, reason="FREE_CREDIT_GRANT", credits=Decimal(3))
+
+    add_wallets(2)
+    few = page_queries()
+    add_wallets(8)
+    assert page_queries() == few
