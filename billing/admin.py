@@ -48,7 +48,7 @@ from billing.services import (
     subscription_create,
     subscription_period_close_early,
 )
-from billing.wallet_selectors import block_consumed, block_remaining, ledger_entries
+from billing.wallet_selectors import block_remaining, ledger_entries
 from billing.wallets import (
     EXPIRY_IN_THE_PAST,
     TOP_UP_REASONS,
@@ -1135,7 +1135,7 @@ class WalletTransactionAdmin(TallyAdmin):
     readonly_fields = [f for row in fields for f in (row if isinstance(row, tuple) else [row])]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(consumed=block_consumed())
+        return super().get_queryset(request).annotate(consumed=ledger.consumed())
 
     def get_inline_instances(self, request, obj=None):
         inlines = super().get_inline_instances(request, obj)

@@ -70,7 +70,8 @@ def wallet_lock(wallet_id: str) -> Wallet:
     return Wallet.objects.select_for_update().get(pk=wallet_id)
 
 
-def _consumed():
+def consumed():
+    """Of a credit block, what debits took of it (0 if none)."""
     return Coalesce(
         Subquery(
             CreditConsumption.objects.filter(credit=OuterRef("pk"))
@@ -86,16 +87,18 @@ def _consumed():
 
 def with_remaining(transactions: QuerySet) -> QuerySet:
     """Transactions annotated with ``remaining``: a credit's amount less what debits took."""
-    return transactions.annotate(remaining=F("credit_amount") - _consumed())
+    return transactions.annotate(remaining=F("credit_amount") - consumed())
 
 
 def blocks(wallet: Wallet) -> QuerySet:
     """The wallet's completed credit blocks, each annotated with ``remaining``."""
-    return WalletTransaction.objects.filter(
-        wallet=wallet,
-        type=WalletTransaction.Type.CREDIT,
-        transaction_status=WalletTransaction.Status.COMPLETED,
-    ).annotate(remaining=F("credit_amount") - _consumed())
+    return with_remaining(
+        WalletTransaction.objects.filter(
+            wallet=wallet,
+            type=WalletTransaction.Type.CREDIT,
+            transaction_status=WalletTransaction.Status.COMPLETED,
+        )
+    )
 
 
 def _unexpired(at: datetime) -> Q:
@@ -291,17 +294,12 @@ def expire_due(*, now: datetime) -> int:
         status=Subscription.Status.ACTIVE,
         current_period_start__lt=OuterRef("expiry_date"),
     )
-    due = (
-        WalletTransaction.objects.filter(
-            type=WalletTransaction.Type.CREDIT,
-            transaction_status=WalletTransaction.Status.COMPLETED,
-            expiry_date__lte=now,
-        )
-        .exclude(Exists(unclosed))
-        .annotate(remaining=F("credit_amount") - _consumed())
-        .filter(remaining__gt=0)
-        .values_list("pk", "wallet_id")
-    )
+    lapsed = WalletTransaction.objects.filter(
+        type=WalletTransaction.Type.CREDIT,
+        transaction_status=WalletTransaction.Status.COMPLETED,
+        expiry_date__lte=now,
+    ).exclude(Exists(unclosed))
+    due = with_remaining(lapsed).filter(remaining__gt=0).values_list("pk", "wallet_id")
     for block_id, wallet_id in list(due[:1000]):
         with transaction.atomic():
             wallet = wallet_lock(wallet_id)

@@ -3,28 +3,10 @@ what each debit took. Reads only; the balance itself is ``billing.wallets.wallet
 
 from decimal import Decimal
 
-from django.db.models import DecimalField, OuterRef, Prefetch, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Prefetch, QuerySet
 
+from billing import ledger
 from billing.models import CreditConsumption, WalletTransaction
-
-ZERO = Decimal(0)
-CREDITS_FIELD = DecimalField(max_digits=28, decimal_places=12)
-
-
-def block_consumed():
-    """Of a credit block, what debits took of it."""
-    return Coalesce(
-        Subquery(
-            CreditConsumption.objects.filter(credit=OuterRef("pk"))
-            .values("credit")
-            .annotate(total=Sum("credits"))
-            .values("total"),
-            output_field=CREDITS_FIELD,
-        ),
-        Value(ZERO),
-        output_field=CREDITS_FIELD,
-    )
 
 
 def ledger_entries(
@@ -45,7 +27,7 @@ def ledger_entries(
         entries = entries.filter(transaction_reason=reason)
     return (
         entries.select_related("wallet", "invoice")
-        .annotate(consumed=block_consumed())
+        .annotate(consumed=ledger.consumed())
         .prefetch_related(
             Prefetch(
                 "consumptions",
