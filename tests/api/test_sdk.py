@@ -32,17 +32,17 @@ def o1_meter(prompt_type: str) -> dict:
     }
 
 
-def test_sdk_builds_o1_ingests_and_reads_usage_and_invoices(fp):
+def o1_catalog(fp) -> tuple[dict, object, list]:
+    """o1's input and output features, its plan and its two package prices, through the SDK."""
     features = {
         kind: fp.features.create_feature(
             name=f"{kind} tokens", type_="metered", lookup_key=f"o1-{kind}", meter=o1_meter(kind)
         )
         for kind in ("input", "output")
     }
-    assert all(f.meter_id for f in features.values())
     plan = fp.plans.create_plan(name="OpenAI O1", lookup_key="openai-o1")
-    for kind, amount in (("input", "15"), ("output", "60")):
-        price = fp.prices.create_price(
+    prices = [
+        fp.prices.create_price(
             entity_type="PLAN",
             entity_id=plan.id,
             type_="USAGE",
@@ -56,6 +56,15 @@ def test_sdk_builds_o1_ingests_and_reads_usage_and_invoices(fp):
             meter_id=features[kind].meter_id,
             transform_quantity={"divide_by": 1000000, "round": "up"},
         )
+        for kind, amount in (("input", "15"), ("output", "60"))
+    ]
+    return features, plan, prices
+
+
+def test_sdk_builds_o1_ingests_and_reads_usage_and_invoices(fp):
+    features, plan, prices = o1_catalog(fp)
+    assert all(f.meter_id for f in features.values())
+    for price, amount in zip(prices, ("15", "60"), strict=True):
         assert price.amount == amount and price.transform_quantity.divide_by == 1000000
     customer = fp.customers.create_customer(external_id="acme", name="Acme AI")
     assert fp.customers.get_customer_by_external_id(external_id="acme").id == customer.id

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from flexprice.models import errors
 
-from tests.api.test_sdk import fp, o1_meter  # noqa: F401  (fp is the live SDK client)
+from tests.api.test_sdk import fp, o1_catalog  # noqa: F401  (fp is the live SDK client)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,28 +18,7 @@ def stamp(moment: datetime) -> str:
 
 
 def test_sdk_drives_a_prepaid_wallet_from_top_up_to_the_finalized_invoice(fp):  # noqa: F811
-    features = {
-        kind: fp.features.create_feature(
-            name=f"{kind} tokens", type_="metered", lookup_key=f"o1-{kind}", meter=o1_meter(kind)
-        )
-        for kind in ("input", "output")
-    }
-    plan = fp.plans.create_plan(name="OpenAI O1", lookup_key="openai-o1")
-    for kind, amount in (("input", "15"), ("output", "60")):
-        fp.prices.create_price(
-            entity_type="PLAN",
-            entity_id=plan.id,
-            type_="USAGE",
-            billing_model="PACKAGE",
-            billing_period="MONTHLY",
-            billing_period_count=1,
-            invoice_cadence="ARREAR",
-            price_unit_type="FIAT",
-            currency="usd",
-            amount=amount,
-            meter_id=features[kind].meter_id,
-            transform_quantity={"divide_by": 1000000, "round": "up"},
-        )
+    features, plan, _ = o1_catalog(fp)
     customer = fp.customers.create_customer(external_id="acme", name="Acme AI")
     now = datetime.now(UTC)
 
