@@ -113,8 +113,8 @@ def race_outcomes(n: int, target) -> list:
 
 def assert_ledger_exact(wallet: Wallet) -> None:
     """Each debit took exactly its amount from blocks; no block below zero or consumed while
-    not completed; the balance is completed credits less debits, less what has expired
-    unexpired-yet-undebited (none here: expiry leaves with its own debit)."""
+    not completed; the balance is completed credits less debits, less what is left of
+    expired blocks whose debit waits for the customer's open period to close."""
     entries = WalletTransaction.objects.filter(wallet=wallet)
     for entry in entries.filter(type=DEBIT):
         took = entry.consumptions.aggregate(total=Sum("credits"))["total"]
@@ -128,9 +128,10 @@ def assert_ledger_exact(wallet: Wallet) -> None:
         total=Sum("credit_amount")
     )["total"] or Decimal(0)
     debited = entries.filter(type=DEBIT).aggregate(total=Sum("credit_amount"))["total"] or 0
-    unexpired_left = ledger.balance(wallet, at=timezone.now() - timedelta(days=3650))
-    assert ledger.balance(wallet) == credited - debited
-    assert unexpired_left == credited - debited  # nothing expired is left undebited
+    now = timezone.now()
+    lapsed = ledger.blocks(wallet).filter(expiry_date__lte=now)
+    waiting = sum((block.remaining for block in lapsed), Decimal(0))
+    assert ledger.balance(wallet, at=now) == credited - debited - waiting
 
 
 def test_parallel_top_ups_with_one_key_add_one_block(wallet):
