@@ -14,6 +14,7 @@ from django.utils import timezone
 from billing import ledger, services, tasks
 from billing.models import Invoice, WalletTransaction
 from billing.wallets import wallet_balance, wallet_create, wallet_debit
+from tests.billing.test_late_usage import require_postgresql
 from tests.billing.test_wallet_concurrency import (  # noqa: F401 (fixtures)
     assert_ledger_exact,
     plan,
@@ -86,6 +87,7 @@ def test_the_beat_task_debits_each_expired_remainder_once():
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_expiry_runs_debit_each_block_once():
+    require_postgresql()
     now = timezone.now()
     # No open period: one would hold the debit until it closes (``ledger.expire_due``).
     wallet = wallet_create(customer=CustomerFactory(), currency="usd")
