@@ -4,8 +4,10 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 from solo.models import SingletonModel
 
 from catalog import pricing
@@ -537,3 +539,41 @@ class CreditGrantApplication(models.Model):
                 fields=["grant", "subscription", "period_start"], name="one_grant_per_period"
             )
         ]
+
+
+class EventType(models.TextChoices):
+    """What Tally tells the operator's systems about, as webhooks (``billing.outbox``)."""
+
+    INVOICE_FINALIZED = "invoice.finalized"
+    INVOICE_VOIDED = "invoice.voided"
+    INVOICE_PAYMENT_UPDATED = "invoice.payment.updated"
+    WALLET_TOPPED_UP = "wallet.topped_up"
+    WALLET_BALANCE_LOW = "wallet.balance_low"
+    WALLET_CREDITS_EXPIRED = "wallet.credits_expired"
+    ALERT_STATE_CHANGED = "alert.state_changed"
+    ENTITLEMENT_EXCEEDED = "entitlement.exceeded"
+    SUBSCRIPTION_CREATED = "subscription.created"
+    SUBSCRIPTION_CANCELLED = "subscription.cancelled"
+    BUDGET_THRESHOLD_REACHED = "budget.threshold_reached"
+
+
+class OutboxEvent(models.Model):
+    """One event, written in the transaction of the change it reports, so a crash loses or
+    duplicates none; workers deliver it after commit. Its id is the receivers' dedupe key."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("evt"), editable=False
+    )
+    event_type = models.CharField(max_length=64, choices=EventType.choices)
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    data = models.JSONField(encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["event_type", "created_at"], name="outbox_type_idx")]
+
+    def __str__(self):
+        return f"{self.event_type} {self.pk}"
