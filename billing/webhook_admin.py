@@ -17,6 +17,7 @@ from config.admin import TallyAdmin, TallyTabularInline
 
 
 class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=2000, assume_scheme="https", help_text="http or https.")
     event_types = forms.MultipleChoiceField(
         choices=EventType.choices,
         widget=forms.CheckboxSelectMultiple,

@@ -103,14 +103,16 @@ def webhooks_due(*, now: datetime) -> list[str]:
     and return the deliveries due whose task was lost (a worker died) or is a retry."""
     settled = now - SWEEP_GRACE
     unfanned = OutboxEvent.objects.filter(fanned_out_at__isnull=True, created_at__lte=settled)
+    ids = []
     for event_id in list(
         unfanned.order_by("created_at").values_list("pk", flat=True)[:SWEEP_LIMIT]
     ):
-        event_fan_out(event_id=event_id)
+        ids += event_fan_out(event_id=event_id)
     due = WebhookDelivery.objects.filter(
         status=Status.PENDING, next_attempt_at__lte=settled, endpoint__enabled=True
     )
-    return list(due.order_by("next_attempt_at").values_list("pk", flat=True)[:SWEEP_LIMIT])
+    ids += due.order_by("next_attempt_at").values_list("pk", flat=True)[:SWEEP_LIMIT]
+    return list(dict.fromkeys(ids))
 
 
 # Backoff
