@@ -1,14 +1,21 @@
 """``/v1/webhooks/endpoints``: a Tally extension (Flexprice's SDK manages no endpoints), in
 the same list, error and id shapes as the rest of the API."""
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from billing import webhooks
+from billing.api import MessageSerializer
 from billing.models import EventType, WebhookEndpoint
-from config.resources import Body, ListPagination
+from billing.wallet_api import NoBody, page_examples
+from config.resources import Body, ListPagination, page_of
 
 ENDPOINT_EXAMPLE = {
     "id": "whep_01JF3Z8YQ3H6M2T9W5K7N4B1CD",
@@ -72,7 +79,13 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
     def output(self, endpoint):
         return WebhookEndpointSerializer(endpoint).data
 
-    @extend_schema(description="The webhook endpoints, newest first.")
+    @extend_schema(
+        description="The webhook endpoints, newest first.",
+        responses=OpenApiResponse(
+            page_of(WebhookEndpointSerializer),
+            examples=page_examples("An endpoint", ENDPOINT_EXAMPLE),
+        ),
+    )
     def list(self, request):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(WebhookEndpointSerializer(page, many=True).data)
@@ -105,11 +118,16 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
         return Response(self.output(endpoint))
 
     @extend_schema(
-        description="Deletes the endpoint with its deliveries' log.", responses={204: None}
+        description="Deletes the endpoint with its deliveries' log.",
+        request=None,
+        responses={200: MessageSerializer},
+        examples=[OpenApiExample("Deleted", value={"message": "webhook endpoint deleted"})],
     )
     def destroy(self, request, pk):
-        self.get_object().delete()
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        endpoint = self.get_object()
+        NoBody(data=request.data or {}).is_valid(raise_exception=True)
+        endpoint.delete()
+        return Response({"message": "webhook endpoint deleted"})
 
     @extend_schema(
         description="A new secret, used for every delivery from now on; the old one stops "
@@ -119,5 +137,7 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"], url_path="rotate_secret")
     def rotate_secret(self, request, pk):
-        endpoint = webhooks.webhook_endpoint_rotate_secret(endpoint=self.get_object())
+        endpoint = self.get_object()
+        NoBody(data=request.data or {}).is_valid(raise_exception=True)
+        endpoint = webhooks.webhook_endpoint_rotate_secret(endpoint=endpoint)
         return Response(self.output(endpoint))
