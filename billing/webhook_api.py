@@ -1,12 +1,8 @@
 """``/v1/webhooks/endpoints``: a Tally extension (Flexprice's SDK manages no endpoints), in
 the same list, error and id shapes as the rest of the API."""
 
-from drf_spectacular.utils import (
-    OpenApiExample,
-    OpenApiResponse,
-    extend_schema,
-    extend_schema_serializer,
-)
+import django_filters
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -14,8 +10,8 @@ from rest_framework.response import Response
 from billing import webhooks
 from billing.api import MessageSerializer
 from billing.models import EventType, WebhookEndpoint
-from billing.wallet_api import NoBody, page_examples
-from config.resources import Body, ListPagination, page_of
+from billing.wallet_api import NoBody
+from config.resources import Body, ListPagination
 
 ENDPOINT_EXAMPLE = {
     "id": "whep_01JF3Z8YQ3H6M2T9W5K7N4B1CD",
@@ -69,25 +65,29 @@ class WebhookEndpointCreateSerializer(WebhookEndpointUpdateSerializer):
     url = serializers.URLField(max_length=2000, help_text="http or https.")
 
 
+class WebhookEndpointFilter(django_filters.FilterSet):
+    enabled = django_filters.TypedChoiceFilter(  # anything but true or false is a 400
+        choices=[("true", "true"), ("false", "false")], coerce=lambda value: value == "true"
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["enabled"]
+
+
 class WebhookEndpointViewSet(viewsets.GenericViewSet):
     queryset = WebhookEndpoint.objects.all()
     serializer_class = WebhookEndpointSerializer
     lookup_value_converter = "id"
     pagination_class = ListPagination
-    filter_backends = []
+    filterset_class = WebhookEndpointFilter
 
     def output(self, endpoint):
         return WebhookEndpointSerializer(endpoint).data
 
-    @extend_schema(
-        description="The webhook endpoints, newest first.",
-        responses=OpenApiResponse(
-            page_of(WebhookEndpointSerializer),
-            examples=page_examples("An endpoint", ENDPOINT_EXAMPLE),
-        ),
-    )
+    @extend_schema(description="The webhook endpoints, newest first.")
     def list(self, request):
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(WebhookEndpointSerializer(page, many=True).data)
 
     @extend_schema(

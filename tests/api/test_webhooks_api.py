@@ -78,3 +78,10 @@ def test_an_endpoint_is_changed_rotated_and_deleted(api_client):
 def test_an_unknown_endpoint_is_a_404(api_client):
     assert api_client.get(f"{BASE}/whep_nope").status_code == 404
     assert send(api_client, "put", f"{BASE}/whep_nope", {"enabled": True}).status_code == 404
+
+
+def test_the_list_filters_by_enabled(api_client):
+    on = send(api_client, "post", BASE, {"url": "https://a.example/"}).json()
+    send(api_client, "post", BASE, {"url": "https://b.example/", "enabled": False})
+    assert [e["id"] for e in api_client.get(f"{BASE}?enabled=true").json()["items"]] == [on["id"]]
+    assert api_client.get(f"{BASE}?enabled=maybe").status_code == 400
