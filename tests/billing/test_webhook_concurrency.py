@@ -9,21 +9,13 @@ from django.db import connection
 from billing import webhooks
 from billing.models import EventType, OutboxEvent, WebhookAttempt, WebhookDelivery
 from tests.billing.test_late_usage import finish, in_thread, require_postgresql
-from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def receiver():
-    require_postgresql()
-    started = Receiver().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 def delivery(receiver):
+    require_postgresql()
     webhooks.webhook_endpoint_create(url=receiver.url)
     event = OutboxEvent.objects.create(event_type=EventType.INVOICE_VOIDED, data={})
     (delivery_id,) = webhooks.event_fan_out(event_id=event.pk)

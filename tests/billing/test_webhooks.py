@@ -22,13 +22,6 @@ Status = WebhookDelivery.Status
 
 
 @pytest.fixture
-def receiver():
-    started = Receiver().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 def eager():
     """Tasks run in-process, as without a broker, whatever the run's broker."""
     before = app.conf.task_always_eager

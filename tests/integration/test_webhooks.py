@@ -18,16 +18,8 @@ from billing.models import (
 from billing.wallets import wallet_create, wallet_top_up
 from tests.factories import CustomerFactory
 from tests.integration.conftest import Worker, require_services, wait_for
-from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def receiver():
-    started = Receiver().start()
-    yield started
-    started.stop()
 
 
 @pytest.fixture
