@@ -87,7 +87,12 @@ def _replayed(modeladmin, request, attempts):
 
 
 class ReadOnly:
+    """A log: shown and replayed, never edited."""
+
     def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
     def has_delete_permission(self, request, obj=None):
