@@ -3,6 +3,8 @@ attempts, with replay."""
 
 from django import forms
 from django.contrib import admin, messages
+from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils.html import format_html
 
 from billing import webhooks
@@ -33,7 +35,7 @@ class WebhookEndpointForm(forms.ModelForm):
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(TallyAdmin):
     form = WebhookEndpointForm
-    list_display = ["url", "enabled", "events", "description", "created_at"]
+    list_display = ["url", "enabled", "events", "description", "log", "created_at"]
     list_filter = ["enabled"]
     search_fields = ["url", "description"]
     readonly_fields = ["id", "signing_secret", "created_at", "updated_at"]
@@ -46,6 +48,16 @@ class WebhookEndpointAdmin(TallyAdmin):
     @admin.display(description="events")
     def events(self, endpoint):
         return ", ".join(endpoint.event_types) or "all"
+
+    @admin.display(description="deliveries")
+    def log(self, endpoint):
+        url = reverse("admin:billing_webhookdelivery_changelist")
+        return format_html('<a href="{}?endpoint__id__exact={}">log</a>', url, endpoint.pk)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """To the endpoint's page, where its new secret is shown for the receiver."""
+        self.message_user(request, "Copy the signing secret below into the receiver.")
+        return redirect(reverse("admin:billing_webhookendpoint_change", args=[obj.pk]))
 
     @admin.display(description="secret")
     def signing_secret(self, endpoint):

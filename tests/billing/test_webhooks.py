@@ -234,6 +234,11 @@ def test_admin_pages_and_replay_actions(admin_client, receiver):
     webhooks.delivery_send(delivery_id=delivery.pk)
     for name in ("webhookendpoint", "webhookdelivery", "outboxevent"):
         assert admin_client.get(reverse(f"admin:billing_{name}_changelist")).status_code == 200
+    log = admin_client.get(
+        reverse("admin:billing_webhookdelivery_changelist"),
+        {"endpoint__id__exact": delivery.endpoint_id},
+    )
+    assert delivery.event_id in log.content.decode()
     pages = [
         reverse("admin:billing_webhookendpoint_change", args=[delivery.endpoint_id]),
         reverse("admin:billing_webhookdelivery_change", args=[delivery.pk]),
@@ -264,8 +269,9 @@ def test_an_endpoint_is_registered_in_the_admin_with_a_generated_secret(admin_cl
             "description": "finance",
         },
     )
-    assert response.status_code == 302
     (hook,) = webhooks.WebhookEndpoint.objects.all()
+    assert response.status_code == 302
+    assert response.url == reverse("admin:billing_webhookendpoint_change", args=[hook.pk])
     assert hook.event_types == ["invoice.finalized", "invoice.voided"]
     assert Webhook(hook.secret)  # a valid Standard Webhooks secret
     bad = admin_client.post(
