@@ -27,7 +27,15 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.models import CreditConsumption, Invoice, Subscription, Wallet, WalletTransaction
+from billing import outbox
+from billing.models import (
+    CreditConsumption,
+    EventType,
+    Invoice,
+    Subscription,
+    Wallet,
+    WalletTransaction,
+)
 from billing.signals import wallet_changed_on_commit
 from catalog.money import minor_unit_exponent
 
@@ -224,7 +232,16 @@ def credit(
         metadata=metadata or {},
     )
     wallet_changed_on_commit(wallet.customer_id)
+    if status == WalletTransaction.Status.COMPLETED:
+        credits_usable_emit(block=block)
     return block, True
+
+
+def credits_usable_emit(*, block: WalletTransaction) -> None:
+    """wallet.topped_up, when a block's credits become usable: top-ups, purchases once
+    paid, grants and bonuses; not a voided invoice's refund, which only gives back."""
+    if block.transaction_reason != Reason.INVOICE_VOID_REFUND:
+        outbox.wallet_emit(event_type=EventType.WALLET_TOPPED_UP, wallet=block.wallet, entry=block)
 
 
 def debit(
@@ -307,7 +324,7 @@ def expire_due(*, now: datetime) -> int:
             block = blocks(wallet).get(pk=block_id)
             if exact(block.remaining) <= 0:
                 continue  # consumed or expired meanwhile
-            _, created = debit(
+            entry, created = debit(
                 wallet=wallet,
                 credits=exact(block.remaining),
                 reason=Reason.CREDIT_EXPIRED,
@@ -315,6 +332,13 @@ def expire_due(*, now: datetime) -> int:
                 description=f"Credits of {block.pk} expired at {block.expiry_date:%Y-%m-%d %H:%M}.",
                 only=block,
             )
+            if created:
+                outbox.wallet_emit(
+                    event_type=EventType.WALLET_CREDITS_EXPIRED,
+                    wallet=wallet,
+                    entry=entry,
+                    expired_transaction_id=block.pk,
+                )
             expired += created
     return expired
 

@@ -11,12 +11,20 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from billing import ledger, services
-from billing.models import Invoice, InvoiceLineItem, Subscription, Wallet, WalletTransaction
+from billing import ledger, outbox, services
+from billing.models import (
+    EventType,
+    Invoice,
+    InvoiceLineItem,
+    Subscription,
+    Wallet,
+    WalletTransaction,
+)
 from billing.signals import wallet_changed_on_commit
 from catalog import pricing
 from catalog.models import Meter, Price
 from catalog.money import minor_unit_exponent
+from config.admin import plain_decimal
 from metering.models import Customer
 from metering.selectors import usage_state
 
@@ -24,6 +32,7 @@ ZERO = Decimal(0)
 Reason = WalletTransaction.Reason
 PURCHASES = (Reason.PURCHASED_CREDIT_DIRECT, Reason.PURCHASED_CREDIT_INVOICED)
 TOP_UP_REASONS = (*PURCHASES, Reason.FREE_CREDIT_GRANT, Reason.PURCHASED_CREDIT_BONUS)
+ALERT_ORDER = [state for state in Wallet.AlertState]  # least severe first
 AUTO_TOPUP_KEY = "auto-topup:"  # then the instant it fired
 ALERT_LEVELS = (  # most severe first
     ("critical", Wallet.AlertState.IN_ALARM),
@@ -328,10 +337,14 @@ def invoice_payment_update(
             block.transaction_status = WalletTransaction.Status.COMPLETED
             block.save(update_fields=["transaction_status", "updated_at"])
             wallet_changed_on_commit(invoice.customer_id)
+            ledger.credits_usable_emit(block=block)
     elif amount is not None:
         raise ValidationError({"amount": f"amount goes with SUCCEEDED, not {payment_status}."})
+    changed = invoice.payment_status != payment_status
     invoice.payment_status = payment_status
     invoice.save()
+    if changed:
+        outbox.invoice_emit(event_type=EventType.INVOICE_PAYMENT_UPDATED, invoice=invoice)
     return invoice
 
 
@@ -504,6 +517,14 @@ def wallet_check(*, wallet_id: str, now: datetime | None = None) -> WalletTransa
         elif wallet.auto_topup_threshold is not None:
             wallet.auto_topup_armed |= live.real_time_credit_balance > wallet.auto_topup_threshold
         wallet.alert_state = alert_state_for(wallet.alert_settings, live.real_time_credit_balance)
+        if ALERT_ORDER.index(wallet.alert_state) > ALERT_ORDER.index(before[0]):
+            outbox.wallet_emit(
+                event_type=EventType.WALLET_BALANCE_LOW,
+                wallet=wallet,
+                alert_state=wallet.alert_state,
+                previous_alert_state=before[0],
+                real_time_credit_balance=plain_decimal(live.real_time_credit_balance),
+            )
         if topped is not None or (wallet.alert_state, wallet.auto_topup_armed) != before:
             wallet.save(
                 update_fields=[
