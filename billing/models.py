@@ -47,6 +47,15 @@ class Subscription(models.Model):
     current_period_end = models.DateTimeField()
     cancel_at_period_end = models.BooleanField(default=False)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # When the usage billed since the last invoice of the cycle, less prepaid credits, reaches
+    # this, an interim invoice is finalized (``billing.thresholds``). Blank: never.
+    auto_invoice_threshold = models.DecimalField(
+        **AMOUNT,
+        null=True,
+        blank=True,
+        help_text="Finalize an interim invoice when the usage amount due since the last one "
+        "reaches this, in the subscription's currency. Blank: only at the period's end.",
+    )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -57,6 +66,19 @@ class Subscription(models.Model):
 
     def __str__(self):
         return f"{self.customer} on {self.plan}"
+
+    def clean(self):
+        threshold = self.auto_invoice_threshold
+        if threshold is None:
+            return
+        exponent = minor_unit_exponent(self.currency or "usd")
+        if threshold <= 0:
+            message = "It must be more than 0."
+        elif threshold != threshold.quantize(Decimal(1).scaleb(-exponent)):
+            message = f"{self.currency.upper()} amounts have at most {exponent} decimals."
+        else:
+            return
+        raise ValidationError({"auto_invoice_threshold": message})
 
 
 class Invoice(models.Model):
@@ -76,6 +98,9 @@ class Invoice(models.Model):
         SUBSCRIPTION_CREATE = "SUBSCRIPTION_CREATE"  # the first period's advance charges
         SUBSCRIPTION_CYCLE = "SUBSCRIPTION_CYCLE"
         MANUAL = "MANUAL"  # a purchase of credits
+        # A part of a cycle closed early because its usage reached the subscription's
+        # auto_invoice_threshold; it bills as any part closed early (``CYCLE_REASONS``).
+        AUTO_INVOICE_THRESHOLD = "AUTO_INVOICE_THRESHOLD"
 
     class Type(models.TextChoices):
         SUBSCRIPTION = "SUBSCRIPTION"
@@ -132,6 +157,9 @@ class Invoice(models.Model):
 
     def __str__(self):
         return self.invoice_number or f"{self.invoice_status} {self.period_start:%Y-%m-%d}"
+
+    # The reasons of the invoices that bill a cycle's usage and fees, in one or more parts.
+    CYCLE_REASONS = (BillingReason.SUBSCRIPTION_CYCLE, BillingReason.AUTO_INVOICE_THRESHOLD)
 
     @property
     def is_draft(self) -> bool:
