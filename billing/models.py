@@ -13,7 +13,7 @@ from solo.models import SingletonModel
 from catalog import pricing
 from catalog.ids import id_factory
 from catalog.models import AMOUNT, BillingPeriod, Meter, Plan, Price
-from catalog.money import format_money, minor_unit_exponent
+from catalog.money import format_money, in_minor_units, minor_unit_exponent
 from metering.models import Customer
 
 
@@ -71,11 +71,12 @@ class Subscription(models.Model):
         threshold = self.auto_invoice_threshold
         if threshold is None:
             return
-        exponent = minor_unit_exponent(self.currency or "usd")
+        currency = self.currency or "usd"
         if threshold <= 0:
             message = "It must be more than 0."
-        elif threshold != threshold.quantize(Decimal(1).scaleb(-exponent)):
-            message = f"{self.currency.upper()} amounts have at most {exponent} decimals."
+        elif not in_minor_units(threshold, currency):
+            exponent = minor_unit_exponent(currency)
+            message = f"{currency.upper()} amounts have at most {exponent} decimals."
         else:
             return
         raise ValidationError({"auto_invoice_threshold": message})

@@ -662,41 +662,40 @@ def subscription_recompute(*, subscription_id: str) -> Invoice | None:
     if subscription is None:
         return None
     draft = invoice_propose(subscription=subscription)
-    if threshold_reached(subscription=subscription, draft=draft):
-        subscription_threshold_invoice(subscription=subscription, now=timezone.now())
+    now = timezone.now()
+    if threshold_reached(subscription=subscription, draft=draft, now=now):
+        subscription_threshold_invoice(subscription=subscription, now=now)
         return invoice_propose(subscription=subscription)
     return draft
 
 
-def threshold_amount_due(*, draft: Invoice) -> Decimal:
-    """What an interim invoice closed now would ask: the draft's usage since the cycle's last
-    part, less the prepaid credits it would take. Fixed fees wait for the cycle's end."""
-    usage = credits.usage_amount(draft.line_items.values_list("price_type", "amount"))
-    return usage - draft.total_prepaid_credits_applied
-
-
-def threshold_reached(*, subscription: Subscription, draft: Invoice) -> bool:
-    """Whether the draft of the running period is due an interim invoice now."""
+def threshold_reached(*, subscription: Subscription, draft: Invoice, now: datetime) -> bool:
+    """Whether the running period's draft is due an interim invoice at ``now``: what that
+    invoice would bill (the usage since the cycle's last part, read up to ``now``; fixed fees
+    wait for the cycle's end), less the prepaid credits it would take, reaches the
+    threshold."""
     threshold = subscription.auto_invoice_threshold
-    return (
-        threshold is not None
-        and draft.is_draft
-        and threshold_amount_due(draft=draft) >= threshold
+    if threshold is None or not draft.is_draft or not draft.period_start < now < draft.period_end:
+        return False
+    interim = invoice_compute(
+        subscription=subscription,
+        period_start=draft.period_start,
+        period_end=now,
+        closed_early=True,
     )
+    return interim.usage - interim.prepaid_credits() >= threshold
 
 
 @transaction.atomic
 def subscription_threshold_invoice(*, subscription: Subscription, now: datetime) -> Invoice | None:
     """Finalize an interim (AUTO_INVOICE_THRESHOLD) invoice for the usage so far if the
     threshold is reached, decided under the subscription's lock, so concurrent recomputes of
-    one crossing make one invoice. None when it is not reached (or the period is not running)."""
+    one crossing make one invoice. None when it is not reached (or the period not running)."""
     subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
-    if subscription.status != Subscription.Status.ACTIVE or not (
-        subscription.current_period_start < now < subscription.current_period_end
-    ):
-        return None  # period close or cancellation bills it
+    if subscription.status != Subscription.Status.ACTIVE:
+        return None
     draft = invoice_propose(subscription=subscription)
-    if not threshold_reached(subscription=subscription, draft=draft):
+    if not threshold_reached(subscription=subscription, draft=draft, now=now):
         return None
     return _draft_close_early(
         subscription=subscription,
