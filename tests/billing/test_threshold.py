@@ -21,6 +21,7 @@ from billing.services import subscription_cancel, subscription_create
 from billing.wallets import wallet_create
 from catalog.models import Price
 from metering.models import Customer
+from tests.billing import test_close_early
 from tests.billing.test_close_early import P0, P1, at, close, draft_of, fixed, lines, use
 from tests.conftest import load_scenario
 from tests.factories import MeterFactory, PlanFactory, PriceFactory, PriceTierFactory
@@ -30,15 +31,7 @@ pytestmark = pytest.mark.django_db
 THRESHOLD = Invoice.BillingReason.AUTO_INVOICE_THRESHOLD
 CYCLE = Invoice.BillingReason.SUBSCRIPTION_CYCLE
 
-
-@pytest.fixture
-def plan():
-    """$20 platform fee in ADVANCE, $5 support in ARREAR, $15 per started 1M tokens."""
-    plan = PlanFactory()
-    fixed(plan, "20", Price.Cadence.ADVANCE, "Platform")
-    fixed(plan, "5", Price.Cadence.ARREAR, "Support")
-    PriceFactory(plan=plan, meter=MeterFactory(), display_name="Tokens")
-    return plan
+plan = test_close_early.plan  # $20 platform fee in ADVANCE, $5 support in ARREAR, $15 per 1M
 
 
 def subscribe(plan, threshold: str | None = "50", customer: str = "acme") -> Subscription:

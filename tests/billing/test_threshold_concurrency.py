@@ -14,7 +14,7 @@ from billing.models import Invoice, Subscription
 from billing.selectors import late_usage
 from catalog.models import Price
 from tests.billing.test_late_usage import finish, in_thread, require_postgresql
-from tests.billing.test_wallet_concurrency import race
+from tests.billing.test_wallet_concurrency import race, tokens
 from tests.factories import (
     CustomerFactory,
     MeterFactory,
@@ -42,16 +42,6 @@ def subscription():
         start_date=day_ago,
         billing_anchor=day_ago,
     )
-
-
-def tokens(n: int, amount: int) -> dict:
-    return {
-        "event_id": f"t-{n}",
-        "event_name": "tokens",
-        "external_customer_id": "acme",
-        "timestamp": (timezone.now() - timedelta(minutes=5)).isoformat(),
-        "properties": {"tokens": amount},
-    }
 
 
 def crossed(subscription, tokens_sent: int) -> None:
