@@ -72,7 +72,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     subscription_status = serializers.CharField(source="status")
     status = Constant("published")
     billing_cadence = Constant("RECURRING")
-    auto_invoice_threshold = Amount(allow_null=True)
+    auto_invoice_threshold = Amount(allow_null=True, help_text="Null: no interim invoices.")
     metadata = Metadata()
 
     class Meta:
@@ -130,7 +130,13 @@ class SubscriptionCreateSerializer(Body):
     start_date = Moment(required=False)
     end_date = Moment(required=False)
     billing_anchor = Moment(required=False)
-    auto_invoice_threshold = Amount(required=False, allow_null=True)
+    auto_invoice_threshold = Amount(
+        required=False,
+        allow_null=True,
+        help_text="In the subscription's currency, more than 0, in whole minor units: when the "
+        "usage due since the period's last invoice reaches it, an AUTO_INVOICE_THRESHOLD "
+        "invoice is finalized for the usage so far.",
+    )
     metadata = Metadata(required=False)
 
     def validate(self, data):
