@@ -160,6 +160,7 @@ class SubscriptionAddForm(forms.ModelForm):
             "billing_cycle",
             "start_date",
             "end_date",
+            "auto_invoice_threshold",
         ]
         help_texts = {
             "currency": "Blank: the currency of the plan's first price.",
@@ -190,9 +191,14 @@ class SubscriptionAddForm(forms.ModelForm):
                 billing_cycle=data["billing_cycle"],
                 start_date=data.get("start_date"),
                 end_date=data.get("end_date"),
+                auto_invoice_threshold=data.get("auto_invoice_threshold"),
             )
         except ValidationError as error:
             _errors_to_form(self, error)
+
+
+# What a subscription's page changes; the rest moves only through the services.
+EDITABLE_LATER = ("metadata", "auto_invoice_threshold")
 
 
 @admin.register(Subscription)
@@ -223,6 +229,7 @@ class SubscriptionAdmin(TallyAdmin):
                     ("start_date", "end_date"),
                     ("current_period_start", "current_period_end"),
                     ("cancel_at_period_end", "cancelled_at"),
+                    "auto_invoice_threshold",
                 ]
             },
         ),
@@ -243,13 +250,13 @@ class SubscriptionAdmin(TallyAdmin):
         return [
             "id",
             "invoices",
-            *(f.name for f in Subscription._meta.fields if f.name != "metadata"),
+            *(f.name for f in Subscription._meta.fields if f.name not in EDITABLE_LATER),
         ]
 
     def save_model(self, request, obj, form, change):
         if change:
-            # Only metadata is editable; write only it, never a stale period or status.
-            obj.save(update_fields=["metadata", "updated_at"])
+            # Write only what is editable, never a stale period or status.
+            obj.save(update_fields=[*EDITABLE_LATER, "updated_at"])
         # An added subscription was already created by subscription_create in the form.
 
     def has_delete_permission(self, request, obj=None):

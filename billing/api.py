@@ -54,6 +54,7 @@ SUBSCRIPTION_EXAMPLE = {
     "current_period_end": "2026-12-01T00:00:00Z",
     "cancel_at_period_end": False,
     "cancelled_at": None,
+    "auto_invoice_threshold": "500",
     "metadata": {},
     "created_at": "2026-11-01T00:00:00Z",
     "updated_at": "2026-11-01T00:00:00Z",
@@ -71,6 +72,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     subscription_status = serializers.CharField(source="status")
     status = Constant("published")
     billing_cadence = Constant("RECURRING")
+    auto_invoice_threshold = Amount(allow_null=True, help_text="Null: no interim invoices.")
     metadata = Metadata()
 
     class Meta:
@@ -93,6 +95,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "current_period_end",
             "cancel_at_period_end",
             "cancelled_at",
+            "auto_invoice_threshold",
             "metadata",
             "created_at",
             "updated_at",
@@ -127,6 +130,13 @@ class SubscriptionCreateSerializer(Body):
     start_date = Moment(required=False)
     end_date = Moment(required=False)
     billing_anchor = Moment(required=False)
+    auto_invoice_threshold = Amount(
+        required=False,
+        allow_null=True,
+        help_text="In the subscription's currency, more than 0, in whole minor units: when the "
+        "usage due since the period's last invoice reaches it, an AUTO_INVOICE_THRESHOLD "
+        "invoice is finalized for the usage so far.",
+    )
     metadata = Metadata(required=False)
 
     def validate(self, data):

@@ -15,7 +15,7 @@ from solo.models import SingletonModel
 from catalog import pricing
 from catalog.ids import id_factory
 from catalog.models import AMOUNT, BillingPeriod, Meter, Plan, Price
-from catalog.money import format_money, minor_unit_exponent
+from catalog.money import format_money, in_minor_units, minor_unit_exponent
 from metering.models import Customer
 
 
@@ -49,6 +49,15 @@ class Subscription(models.Model):
     current_period_end = models.DateTimeField()
     cancel_at_period_end = models.BooleanField(default=False)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # When the usage billed since the last invoice of the cycle, less prepaid credits, reaches
+    # this, an interim invoice is finalized (``billing.thresholds``). Blank: never.
+    auto_invoice_threshold = models.DecimalField(
+        **AMOUNT,
+        null=True,
+        blank=True,
+        help_text="Finalize an interim invoice when the usage amount due since the last one "
+        "reaches this, in the subscription's currency. Blank: only at the period's end.",
+    )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -59,6 +68,20 @@ class Subscription(models.Model):
 
     def __str__(self):
         return f"{self.customer} on {self.plan}"
+
+    def clean(self):
+        threshold = self.auto_invoice_threshold
+        if threshold is None:
+            return
+        currency = self.currency or "usd"
+        if threshold <= 0:
+            message = "It must be more than 0."
+        elif not in_minor_units(threshold, currency):
+            exponent = minor_unit_exponent(currency)
+            message = f"{currency.upper()} amounts have at most {exponent} decimals."
+        else:
+            return
+        raise ValidationError({"auto_invoice_threshold": message})
 
 
 class Invoice(models.Model):
@@ -78,6 +101,9 @@ class Invoice(models.Model):
         SUBSCRIPTION_CREATE = "SUBSCRIPTION_CREATE"  # the first period's advance charges
         SUBSCRIPTION_CYCLE = "SUBSCRIPTION_CYCLE"
         MANUAL = "MANUAL"  # a purchase of credits
+        # A part of a cycle closed early because its usage reached the subscription's
+        # auto_invoice_threshold; it bills as any part closed early (``CYCLE_REASONS``).
+        AUTO_INVOICE_THRESHOLD = "AUTO_INVOICE_THRESHOLD"
 
     class Type(models.TextChoices):
         SUBSCRIPTION = "SUBSCRIPTION"
@@ -134,6 +160,9 @@ class Invoice(models.Model):
 
     def __str__(self):
         return self.invoice_number or f"{self.invoice_status} {self.period_start:%Y-%m-%d}"
+
+    # The reasons of the invoices that bill a cycle's usage and fees, in one or more parts.
+    CYCLE_REASONS = (BillingReason.SUBSCRIPTION_CYCLE, BillingReason.AUTO_INVOICE_THRESHOLD)
 
     @property
     def is_draft(self) -> bool:

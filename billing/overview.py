@@ -203,7 +203,7 @@ def invoices_with_late_usage(*, now: datetime) -> Capped:
     invoices = Invoice.objects.filter(
         MAY_HAVE_LATE_USAGE,
         invoice_status__in=CLOSED_STATUSES,
-        billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+        billing_reason__in=Invoice.CYCLE_REASONS,
     ).filter(Exists(late))
     return _counted(invoices)
 
@@ -328,7 +328,7 @@ def late_invoices_of(*, events: list[Event]) -> dict[int, Invoice]:
         Invoice.objects.filter(
             MAY_HAVE_LATE_USAGE,
             invoice_status__in=CLOSED_STATUSES,
-            billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+            billing_reason__in=Invoice.CYCLE_REASONS,
             customer__external_id__in={e.external_customer_id for e in events},
             usage_fence__lt=max(e.id for e in events),
             period_end__gt=min(moments),

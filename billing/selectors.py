@@ -130,7 +130,7 @@ def late_usage(*, limit: int = 100, finalized_after: datetime | None = None) -> 
     invoices = Invoice.objects.filter(
         MAY_HAVE_LATE_USAGE,
         invoice_status__in=CLOSED_STATUSES,
-        billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,  # the one that bills usage
+        billing_reason__in=Invoice.CYCLE_REASONS,  # those that bill usage
         subscription__isnull=False,
     ).filter(Exists(_events_after_fence()))
     if finalized_after is not None:

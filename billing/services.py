@@ -190,7 +190,7 @@ def _cycle_billed(
     rows = (
         InvoiceLineItem.objects.filter(
             invoice__subscription=subscription,
-            invoice__billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+            invoice__billing_reason__in=Invoice.CYCLE_REASONS,
             invoice__closed_early=True,
             invoice__invoice_status__in=(Invoice.Status.FINALIZED, Invoice.Status.SKIPPED),
             invoice__period_start__gte=cycle_start,
@@ -224,7 +224,7 @@ def invoice_compute(
     value does not add up over parts (MAX, LATEST, COUNT_UNIQUE, AVG) or a price falls with
     volume, a later part's line can be negative: a credit that keeps the cycle's total.
     """
-    cycle = billing_reason == Invoice.BillingReason.SUBSCRIPTION_CYCLE
+    cycle = billing_reason in Invoice.CYCLE_REASONS
     cycle_start = None
     if cycle:
         cycle_start = _cycle_continued(subscription=subscription, period_start=period_start)
@@ -450,6 +450,7 @@ def subscription_create(
     start_date: datetime | None = None,
     billing_anchor: datetime | None = None,
     end_date: datetime | None = None,
+    auto_invoice_threshold: Decimal | None = None,
     metadata: dict | None = None,
 ) -> Subscription:
     prices = list(plan.prices.all())
@@ -490,6 +491,7 @@ def subscription_create(
         end_date=end_date,
         current_period_start=max(period_start, start),
         current_period_end=period_end,
+        auto_invoice_threshold=auto_invoice_threshold,
         metadata=metadata or {},
     )
     subscription.full_clean()
@@ -602,7 +604,21 @@ def subscription_period_close_early(*, subscription: Subscription, now: datetime
         raise InvalidTransition(
             f"The period's invoice is already {draft.invoice_status}; nothing to close."
         )
+    return _draft_close_early(subscription=subscription, draft=draft, now=now)
+
+
+def _draft_close_early(
+    *,
+    subscription: Subscription,
+    draft: Invoice,
+    now: datetime,
+    billing_reason: str = Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+) -> Invoice:
+    """Under the subscription's lock: finalize the running period's draft as a part ending
+    at ``now`` and open the draft for the rest of the cycle."""
+    end = subscription.current_period_end
     draft.period_end, draft.closed_early = now, True
+    draft.billing_reason = billing_reason
     draft.cycle_start = draft.cycle_start or draft.period_start
     draft.save()
     invoice = invoice_finalize(invoice=draft)
@@ -644,7 +660,8 @@ def periods_close(*, now: datetime) -> int:
 
 
 def subscription_recompute(*, subscription_id: str) -> Invoice | None:
-    """Recompute an active subscription's draft; None if it is not active."""
+    """Recompute an active subscription's draft, and finalize an interim invoice if its
+    auto_invoice_threshold is reached; None if it is not active."""
     subscription = (
         Subscription.objects.filter(pk=subscription_id, status=Subscription.Status.ACTIVE)
         .select_related("customer")
@@ -652,4 +669,45 @@ def subscription_recompute(*, subscription_id: str) -> Invoice | None:
     )
     if subscription is None:
         return None
-    return invoice_propose(subscription=subscription)
+    draft = invoice_propose(subscription=subscription)
+    now = timezone.now()
+    if threshold_reached(subscription=subscription, draft=draft, now=now):
+        subscription_threshold_invoice(subscription=subscription, now=now)
+        return invoice_propose(subscription=subscription)
+    return draft
+
+
+def threshold_reached(*, subscription: Subscription, draft: Invoice, now: datetime) -> bool:
+    """Whether the running period's draft is due an interim invoice at ``now``: what that
+    invoice would bill (the usage since the cycle's last part, read up to ``now``; fixed fees
+    wait for the cycle's end), less the prepaid credits it would take, reaches the
+    threshold."""
+    threshold = subscription.auto_invoice_threshold
+    if threshold is None or not draft.is_draft or not draft.period_start < now < draft.period_end:
+        return False
+    interim = invoice_compute(
+        subscription=subscription,
+        period_start=draft.period_start,
+        period_end=now,
+        closed_early=True,
+    )
+    return interim.usage - interim.prepaid_credits() >= threshold
+
+
+@transaction.atomic
+def subscription_threshold_invoice(*, subscription: Subscription, now: datetime) -> Invoice | None:
+    """Finalize an interim (AUTO_INVOICE_THRESHOLD) invoice for the usage so far if the
+    threshold is reached, decided under the subscription's lock, so concurrent recomputes of
+    one crossing make one invoice. None when it is not reached (or the period not running)."""
+    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    if subscription.status != Subscription.Status.ACTIVE:
+        return None
+    draft = invoice_propose(subscription=subscription)
+    if not threshold_reached(subscription=subscription, draft=draft, now=now):
+        return None
+    return _draft_close_early(
+        subscription=subscription,
+        draft=draft,
+        now=now,
+        billing_reason=Invoice.BillingReason.AUTO_INVOICE_THRESHOLD,
+    )

@@ -37,6 +37,16 @@ def minor_unit_exponent(currency: str) -> int:
     return _EXPONENTS.get(currency.lower(), 2)
 
 
+def in_minor_units(amount: Decimal, currency: str) -> bool:
+    """Whether ``amount`` is a whole number of the currency's minor unit (``10.50`` USD, not
+    ``10.505``). Exact at any size: nothing is rounded to the context's precision."""
+    if not amount.is_finite():
+        return False
+    _, digits, exponent = amount.as_tuple()
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return -(exponent + trailing_zeros) <= minor_unit_exponent(currency)
+
+
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round half away from zero to the currency's minor unit."""
     return amount.quantize(Decimal(1).scaleb(-minor_unit_exponent(currency)), ROUND_HALF_UP)

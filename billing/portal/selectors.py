@@ -136,7 +136,7 @@ def earlier_parts(invoice: Invoice) -> list[Invoice]:
     return list(
         Invoice.objects.filter(
             subscription_id=invoice.subscription_id,
-            billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+            billing_reason__in=Invoice.CYCLE_REASONS,
             closed_early=True,
             invoice_status__in=(Invoice.Status.FINALIZED, Invoice.Status.SKIPPED),
             period_start__gte=invoice.cycle_start,
@@ -278,7 +278,7 @@ def billing_facts(*, customer: Customer, since: datetime | None = None) -> Billi
     )
     invoices = Invoice.objects.filter(
         subscription_id__in=subscriptions,
-        billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+        billing_reason__in=Invoice.CYCLE_REASONS,
     )
     if since is not None:
         invoices = invoices.filter(Q(period_end__gt=since) | Q(invoice_status=Invoice.Status.DRAFT))
@@ -544,7 +544,7 @@ def subscription_invoices(*, subscription: Subscription, first: date, last: date
     return list(
         Invoice.objects.filter(
             subscription=subscription,
-            billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+            billing_reason__in=Invoice.CYCLE_REASONS,
             period_start__lt=datetime.combine(last + DAY, time(), UTC),
             period_end__gt=datetime.combine(first, time(), UTC),
         )
@@ -560,7 +560,7 @@ def previous_invoice(subscription: Subscription) -> Invoice | None:
     return (
         Invoice.objects.filter(
             subscription=subscription,
-            billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+            billing_reason__in=Invoice.CYCLE_REASONS,
             period_end=subscription.current_period_start,
         )
         .select_related("customer")

@@ -133,12 +133,12 @@ def test_end_date_before_start_lands_on_its_field(admin_client, plan):
     assert not Subscription.objects.exists()
 
 
-def test_subscription_change_page_edits_only_metadata(admin_client, subs):
+def test_subscription_change_page_edits_only_metadata_and_the_threshold(admin_client, subs):
     sub = subs["acme"]
     url = reverse("admin:billing_subscription_change", args=[sub.pk])
     page = admin_client.get(url)
     assert page.status_code == 200
-    assert list(page.context["adminform"].form.fields) == ["metadata"]
+    assert list(page.context["adminform"].form.fields) == ["auto_invoice_threshold", "metadata"]
 
     response = admin_client.post(url, {"metadata": '{"tier": "gold"}', "currency": "eur"})
 

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from catalog.money import format_money, minor_unit_exponent, round_money
+from catalog.money import format_money, in_minor_units, minor_unit_exponent, round_money
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,20 @@ def test_format_money_uses_symbol_and_thousands_separators():
     assert format_money(Decimal("1234567.5"), "usd") == "$1,234,567.50"
     assert format_money(Decimal("1234"), "jpy") == "¥1,234"
     assert format_money(Decimal("1.2345"), "kwd") == "1.235 KWD"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "whole"),
+    [
+        ("10.50", "usd", True),
+        ("10.505", "usd", False),
+        ("100.00", "jpy", True),
+        ("0.5", "jpy", False),
+        ("1.0001", "kwd", False),
+        ("1" * 40, "usd", True),  # beyond the context's precision: no InvalidOperation
+        ("10." + "0" * 30 + "1", "usd", False),  # not rounded away
+        ("Infinity", "usd", False),
+    ],
+)
+def test_in_minor_units_is_exact_at_any_size(amount, currency, whole):
+    assert in_minor_units(Decimal(amount), currency) is whole
