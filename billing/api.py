@@ -27,6 +27,7 @@ from config.resources import (
     CreatableResourceViewSet,
     ExistingId,
     Ids,
+    MessageSerializer,
     Metadata,
     ResourceViewSet,
     SearchRequest,
@@ -221,10 +222,6 @@ class CancelResultSerializer(serializers.Serializer):
     effective_date = serializers.DateTimeField()
     processed_at = serializers.DateTimeField()
     reason = serializers.CharField(allow_blank=True)
-    message = serializers.CharField()
-
-
-class MessageSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 

@@ -29,13 +29,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import credits, ledger, wallets
-from billing.api import INVOICE_EXAMPLE, InvoiceSerializer, MessageSerializer
+from billing.api import INVOICE_EXAMPLE, InvoiceSerializer
 from billing.models import CreditGrant, Invoice, Subscription, Wallet, WalletTransaction
 from catalog.models import Plan
 from config.bounds import CanonicalDecimal, Moment, MomentFilter, moment_check
 from config.resources import (
     DECIMAL_SCHEMA,
-    PAGE_INFO_EXAMPLE,
     Amount,
     Body,
     BodyPagination,
@@ -44,8 +43,11 @@ from config.resources import (
     ExistingId,
     Ids,
     ListPagination,
+    MessageSerializer,
     Metadata,
+    NoBody,
     SearchRequest,
+    page_examples,
     page_of,
     resource_schema,
 )
@@ -846,10 +848,6 @@ class TransactionSearchSerializer(Body, SearchRequest):
         return queryset
 
 
-def page_examples(name: str, example: dict) -> list[OpenApiExample]:
-    return [OpenApiExample(name, value={"items": [example], "pagination": PAGE_INFO_EXAMPLE})]
-
-
 TOP_UP_EXAMPLE = {
     "wallet": WALLET_EXAMPLE,
     "wallet_transaction": {
@@ -1249,10 +1247,6 @@ class CreditGrantCreateSerializer(Body):
 class CreditGrantUpdateSerializer(Body):
     name = serializers.CharField(required=False, max_length=255)
     metadata = Metadata(required=False)
-
-
-class NoBody(Body):
-    """A DELETE takes no options."""
 
 
 class CreditGrantFilter(django_filters.FilterSet):

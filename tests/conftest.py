@@ -50,11 +50,13 @@ def eager_celery(request):
 def fresh_process_caches():
     """Each test starts as a fresh process would: no meters or API keys remembered from
     another test's (rolled back) data."""
+    from billing.entitlement_api import usage_summaries_forget
     from metering.auth import api_keys_forget
     from metering.ingestion import meters_forget
 
     meters_forget()
     api_keys_forget()
+    usage_summaries_forget()
 
 
 @pytest.fixture
