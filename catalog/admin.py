@@ -181,7 +181,15 @@ class PriceInline(WideMeterPicker, TallyStackedInline):
 class EntitlementForm(forms.ModelForm):
     class Meta:
         model = Entitlement
-        exclude = ["feature_type"]
+        fields = [
+            "feature",
+            "is_enabled",
+            "usage_limit",
+            "usage_reset_period",
+            "is_soft_limit",
+            "static_value",
+            "status",
+        ]
 
     def clean(self):
         """The entitlement's type is its feature's: the operator does not pick it."""
@@ -195,15 +203,6 @@ class EntitlementInline(TallyTabularInline):
     model = Entitlement
     form = EntitlementForm
     extra = 0
-    fields = [
-        "feature",
-        "is_enabled",
-        "usage_limit",
-        "usage_reset_period",
-        "is_soft_limit",
-        "static_value",
-        "status",
-    ]
     autocomplete_fields = ["feature"]
     verbose_name_plural = "Entitlements (what subscribers may use)"
 
