@@ -131,7 +131,7 @@ USAGE_EXAMPLE = {
             "feature": FEATURE_EXAMPLE,
             "current_usage": "250000",
             "total_limit": 1000000,
-            "usage_percent": "25.00",
+            "usage_percent": "25",
             "is_enabled": True,
             "is_soft_limit": False,
             "is_unlimited": False,

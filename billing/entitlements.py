@@ -369,7 +369,7 @@ def _exceeded_record(
             "feature_id": entitlement.feature_id,
             "usage_limit": entitlement.usage_limit,
             "is_soft_limit": entitlement.is_soft_limit,
-            "current_usage": str(usage),
+            "current_usage": format(usage.normalize(), "f"),
             "period_start": period[0],
             "period_end": period[1],
         },

@@ -559,7 +559,8 @@ class EntitlementCreateSerializer(EntitlementTermsSerializer):
         attrs.pop("entity_type", None)
         if plan is None:
             raise serializers.ValidationError({"entity_id": ["This field is required."]})
-        return {**attrs, "plan": plan, "feature": attrs.pop("feature_id")}
+        feature = attrs.pop("feature_id")
+        return {**attrs, "plan": plan, "feature": feature}
 
 
 class EntitlementBulkSerializer(Body):
