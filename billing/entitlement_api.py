@@ -163,6 +163,25 @@ USAGE_EXAMPLE = {
 }
 
 
+ENTITLEMENTS_EXAMPLE = {
+    "customer_id": USAGE_EXAMPLE["customer_id"],
+    "features": [
+        {
+            "feature": FEATURE_EXAMPLE,
+            "entitlement": {
+                "is_enabled": True,
+                "usage_limit": 1000000,
+                "is_soft_limit": False,
+                "usage_reset_period": "MONTHLY",
+                "static_values": [],
+            },
+            "sources": USAGE_EXAMPLE["features"][0]["sources"],
+        }
+    ],
+    "subscriptions": [SUBSCRIPTION_EXAMPLE],
+}
+
+
 def _keys(query, name: str) -> list[str]:
     """A list parameter, comma-joined (as the SDK sends it) or repeated; bounded."""
     values = [v for raw in query.getlist(name) for v in raw.split(",") if v]
@@ -255,7 +274,10 @@ class CustomerUsageView(APIView):
 class CustomerEntitlementsView(APIView):
     """``GET /v1/customers/external/{external_id}/entitlements``."""
 
-    @extend_schema(responses={200: CustomerEntitlementsSerializer})
+    @extend_schema(
+        responses={200: CustomerEntitlementsSerializer},
+        examples=[OpenApiExample("One plan", value=ENTITLEMENTS_EXAMPLE, response_only=True)],
+    )
     def get(self, request, external_id):
         customer = get_object_or_404(Customer, external_id=external_id)
         subscriptions, features = customer_entitlements(customer=customer)

@@ -612,6 +612,14 @@ class EntitlementViewSet(CreatableResourceViewSet):
     @extend_schema(
         description="Creates up to 100 entitlements, all or none.",
         request=EntitlementBulkSerializer,
+        examples=[
+            OpenApiExample(
+                "Created",
+                value={"items": [ENTITLEMENT_EXAMPLE]},
+                response_only=True,
+                status_codes=["201"],
+            )
+        ],
         responses={
             201: inline_serializer(
                 name="EntitlementBulkResult", fields={"items": EntitlementSerializer(many=True)}
