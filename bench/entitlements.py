@@ -9,13 +9,11 @@ Run alone with ``bench/run.py entitlements``; ``make bench`` runs it with the ot
 import json
 import os
 import time
-from datetime import UTC, datetime, timedelta
 
 import harness as h
-import psycopg
 from ingest import machine_jiffies
 
-from billing import expected_input, load_period, subscribe  # bench/billing.py, not the app
+from billing import expected_input, loaded_subscriber  # bench/billing.py, not the app
 
 TARGETS = {"checks_per_s": 2000, "p99_ms": 10.0, "fresh_s": 2.0}
 EVENTS = 1_000_000
@@ -107,19 +105,12 @@ def freshness(port: int, key: str, limit: int) -> dict:
 
 def main() -> dict:
     url = h.database_url()
-    h.database_recreate(url)
-    h.manage(url, "migrate", "--noinput")
-    h.manage(url, "seed_demo")
-    _, start, end = subscribe(url, CUSTOMER)
-    with h.stopwatch() as load:
-        load_period(url, CUSTOMER, EVENTS, start, datetime.now(UTC) - timedelta(minutes=1))
-    with psycopg.connect(url, autocommit=True) as conn:  # rollups are trusted
-        conn.execute("UPDATE metering_meterrollupstate SET built_at = now()")
+    start, end, load_seconds = loaded_subscriber(url, CUSTOMER, EVENTS)
     used = int(expected_input(url, CUSTOMER, start, end))
     limit = used + FRESH_ROUNDS  # the last fresh event reaches it
     entitle(url, limit)
     key = h.manage(url, "create_api_key", "bench-entitlements").strip().splitlines()[-1]
-    figures: dict = {"events": EVENTS, "load_s": round(load["seconds"], 1)}
+    figures: dict = {"events": EVENTS, "load_s": round(load_seconds, 1)}
     server = h.Gunicorn(
         url, workers=2, worker_class="gthread", threads=8, log=h.RESULTS / "gunicorn-ent.log"
     )

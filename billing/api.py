@@ -31,6 +31,7 @@ from config.resources import (
     Metadata,
     ResourceViewSet,
     SearchRequest,
+    one_page,
     page_of,
     resource_schema,
 )
@@ -205,9 +206,7 @@ class CustomerSubscriptionsView(APIView):
     def get(self, request, external_id):
         customer = get_object_or_404(Customer, external_id=external_id)
         items = SubscriptionSerializer(customer.subscriptions.all(), many=True).data
-        return Response(
-            {"items": items, "pagination": {"total": len(items), "limit": len(items), "offset": 0}}
-        )
+        return Response(one_page(items))
 
 
 class CancelSerializer(Body):

@@ -47,6 +47,7 @@ from config.resources import (
     Metadata,
     NoBody,
     SearchRequest,
+    one_page,
     page_examples,
     page_of,
     resource_schema,
@@ -1324,9 +1325,7 @@ class PlanCreditGrantsView(APIView):
     def get(self, request, pk):
         plan = get_object_or_404(Plan, pk=pk)
         items = CreditGrantSerializer(plan.credit_grants.all(), many=True).data
-        return Response(
-            {"items": items, "pagination": {"total": len(items), "limit": len(items), "offset": 0}}
-        )
+        return Response(one_page(items))
 
 
 # Paying an invoice outside Tally.

@@ -42,6 +42,7 @@ from config.resources import (
     Metadata,
     NoBody,
     SearchRequest,
+    one_page,
     page_examples,
     page_of,
     resource_schema,
@@ -670,6 +671,4 @@ class PlanEntitlementsView(APIView):
         plan = get_object_or_404(Plan, pk=pk)
         rows = plan.entitlements.filter(status=Entitlement.Status.PUBLISHED)
         items = EntitlementSerializer(rows, many=True).data
-        return Response(
-            {"items": items, "pagination": {"total": len(items), "limit": len(items), "offset": 0}}
-        )
+        return Response(one_page(items))

@@ -107,3 +107,34 @@ def o1_subscriptions(o1_plan):
     for subscription in subscriptions.values():
         invoice_propose(subscription=subscription)
     return subscriptions
+
+
+@pytest.fixture
+def entitled(db):
+    """acme on a plan with a token price (feature ``tokens``), entitled to 1,000 tokens per
+    billing period; the subscription started 10 days ago."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalog.services import entitlement_create
+    from tests.factories import (
+        CustomerFactory,
+        MeterFactory,
+        PlanFactory,
+        PriceFactory,
+        SubscriptionFactory,
+    )
+
+    meter = MeterFactory(feature__lookup_key="tokens")
+    plan = PlanFactory()
+    PriceFactory(plan=plan, meter=meter)
+    entitlement = entitlement_create(
+        plan=plan, feature=meter.feature, feature_type="metered", usage_limit=1000
+    )
+    subscription = SubscriptionFactory(
+        customer=CustomerFactory(external_id="acme"),
+        plan=plan,
+        start_date=timezone.now() - timedelta(days=10),
+    )
+    return {"meter": meter, "plan": plan, "entitlement": entitlement, "sub": subscription}

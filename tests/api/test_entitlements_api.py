@@ -13,6 +13,7 @@ from billing import entitlement_api
 from catalog.models import Entitlement, Feature
 from catalog.services import entitlement_create
 from tests.api.test_sdk import fp, o1_catalog  # noqa: F401  (fp is the live SDK client)
+from tests.billing.test_entitlements import use
 from tests.factories import (
     CustomerFactory,
     FeatureFactory,
@@ -20,38 +21,9 @@ from tests.factories import (
     PlanFactory,
     PriceFactory,
     SubscriptionFactory,
-    ingest,
 )
 
 METERED = Feature.Type.METERED
-
-
-@pytest.fixture
-def setup(db):
-    meter = MeterFactory(feature__lookup_key="tokens")
-    plan = PlanFactory()
-    PriceFactory(plan=plan, meter=meter)
-    entitlement = entitlement_create(
-        plan=plan, feature=meter.feature, feature_type=METERED, usage_limit=1000
-    )
-    customer = CustomerFactory(external_id="acme")
-    subscription = SubscriptionFactory(
-        customer=customer, plan=plan, start_date=timezone.now() - timedelta(hours=1)
-    )
-    return {"meter": meter, "plan": plan, "entitlement": entitlement, "sub": subscription}
-
-
-def use(tokens: int, n=[0]):  # noqa: B006 (a counter for unique ids)
-    n[0] += 1
-    ingest(
-        {
-            "event_id": f"api-{n[0]}",
-            "event_name": "tokens",
-            "external_customer_id": "acme",
-            "timestamp": (timezone.now() - timedelta(seconds=5)).isoformat(),
-            "properties": {"tokens": tokens},
-        }
-    )
 
 
 def check(api_client, **params):
@@ -59,7 +31,7 @@ def check(api_client, **params):
     return response.status_code, response.json()
 
 
-def test_the_check_answers_flexprice_s_summary_with_tally_s_fields(api_client, setup):
+def test_the_check_answers_flexprice_s_summary_with_tally_s_fields(api_client, entitled):
     use(250)
     status, body = check(api_client, customer_lookup_key="acme", feature_lookup_keys="tokens")
     assert status == 200
@@ -71,25 +43,27 @@ def test_the_check_answers_flexprice_s_summary_with_tally_s_fields(api_client, s
         "25",
     )
     assert feature.is_enabled and not feature.is_soft_limit and not feature.is_unlimited
-    assert feature.next_usage_reset_at == setup["sub"].current_period_end
-    assert feature.feature.id == setup["meter"].feature.pk
-    assert feature.sources[0].subscription_id == setup["sub"].pk
+    assert feature.next_usage_reset_at == entitled["sub"].current_period_end
+    assert feature.feature.id == entitled["meter"].feature.pk
+    assert feature.sources[0].subscription_id == entitled["sub"].pk
     (raw,) = body["features"]
     assert (raw["allowed"], raw["reason"], raw["remaining"]) == (True, None, "750")
     assert raw["wallet_real_time_balance"] is None
-    assert parsed.customer_id == setup["sub"].customer_id
-    assert parsed.period.start_time == setup["sub"].current_period_start
+    assert parsed.customer_id == entitled["sub"].customer_id
+    assert parsed.period.start_time == entitled["sub"].current_period_start
 
 
-def test_the_check_by_customer_id_and_feature_id_matches_the_lookup_keys(api_client, setup):
+def test_the_check_by_customer_id_and_feature_id_matches_the_lookup_keys(api_client, entitled):
     by_key = check(api_client, customer_lookup_key="acme")
     by_id = check(
-        api_client, customer_id=setup["sub"].customer_id, feature_ids=setup["meter"].feature.pk
+        api_client,
+        customer_id=entitled["sub"].customer_id,
+        feature_ids=entitled["meter"].feature.pk,
     )
     assert by_key == by_id and by_key[0] == 200
 
 
-def test_the_check_refuses_once_the_hard_limit_is_reached(api_client, setup):
+def test_the_check_refuses_once_the_hard_limit_is_reached(api_client, entitled):
     use(1000)
     _, body = check(api_client, customer_lookup_key="acme")
     assert (body["features"][0]["allowed"], body["features"][0]["reason"]) == (
@@ -111,17 +85,17 @@ def test_the_check_refuses_once_the_hard_limit_is_reached(api_client, setup):
         ({"customer_lookup_key": "acme", "feature_ids": ",".join("x" * 101)}, "feature_ids"),
     ],
 )
-def test_bad_or_unknown_check_parameters_are_a_400_naming_them(api_client, setup, params, field):
+def test_bad_or_unknown_check_parameters_are_a_400_naming_them(api_client, entitled, params, field):
     status, body = check(api_client, **params)
     assert status == 400, body
     assert field in body["error"]["details"], body
 
 
-def test_the_check_needs_an_api_key(client, setup):
+def test_the_check_needs_an_api_key(client, entitled):
     assert client.get("/v1/customers/usage?customer_lookup_key=acme").status_code == 401
 
 
-def test_the_check_is_kept_at_most_a_second(api_client, setup):
+def test_the_check_is_kept_at_most_a_second(api_client, entitled):
     assert check(api_client, customer_lookup_key="acme")[1]["features"][0]["current_usage"] == "0"
     use(10)
     started = time.monotonic()
@@ -130,30 +104,30 @@ def test_the_check_is_kept_at_most_a_second(api_client, setup):
         time.sleep(0.05)
 
 
-def test_customer_entitlements_by_external_id(api_client, setup):
+def test_customer_entitlements_by_external_id(api_client, entitled):
     flag = FeatureFactory(type="boolean", name="SSO")
-    entitlement_create(plan=setup["plan"], feature=flag, feature_type="boolean")
+    entitlement_create(plan=entitled["plan"], feature=flag, feature_type="boolean")
     response = api_client.get("/v1/customers/external/acme/entitlements")
     assert response.status_code == 200
     parsed = CustomerEntitlementsResponse.model_validate(response.json())
     by_feature = {f.feature.id: f for f in parsed.features}
-    metered = by_feature[setup["meter"].feature.pk].entitlement
+    metered = by_feature[entitled["meter"].feature.pk].entitlement
     assert (metered.usage_limit, metered.usage_reset_period, metered.is_enabled) == (
         1000,
         "MONTHLY",
         True,
     )
     assert by_feature[flag.pk].entitlement.usage_limit is None
-    assert [s.id for s in parsed.subscriptions] == [setup["sub"].pk]
+    assert [s.id for s in parsed.subscriptions] == [entitled["sub"].pk]
     missing = api_client.get("/v1/customers/external/nobody/entitlements")
     assert missing.status_code == 404
 
 
-def test_entitlement_crud_search_and_plan_list(api_client, setup):
+def test_entitlement_crud_search_and_plan_list(api_client, entitled):
     flag = FeatureFactory(type="boolean")
     created = api_client.post(
         "/v1/entitlements",
-        {"entity_type": "PLAN", "entity_id": setup["plan"].pk, "feature_id": flag.pk,
+        {"entity_type": "PLAN", "entity_id": entitled["plan"].pk, "feature_id": flag.pk,
          "feature_type": "boolean", "is_enabled": False},
         format="json",
     )  # fmt: skip
@@ -164,12 +138,12 @@ def test_entitlement_crud_search_and_plan_list(api_client, setup):
     assert updated.status_code == 200 and updated.json()["is_enabled"] is True
     found = api_client.post("/v1/entitlements/search", {"feature_ids": [flag.pk]}, format="json")
     assert [e["id"] for e in found.json()["items"]] == [pk]
-    listed = api_client.get(f"/v1/plans/{setup['plan'].pk}/entitlements").json()
+    listed = api_client.get(f"/v1/plans/{entitled['plan'].pk}/entitlements").json()
     assert len(listed["items"]) == 2
     deleted = api_client.delete(f"/v1/entitlements/{pk}")
     assert deleted.status_code == 200
     assert Entitlement.objects.get(pk=pk).status == "archived"
-    assert len(api_client.get(f"/v1/plans/{setup['plan'].pk}/entitlements").json()["items"]) == 1
+    assert len(api_client.get(f"/v1/plans/{entitled['plan'].pk}/entitlements").json()["items"]) == 1
     assert api_client.get("/v1/plans/plan_nope/entitlements").status_code == 404
     assert api_client.get("/v1/entitlements/ent_nope").status_code == 404
 
@@ -185,8 +159,8 @@ def test_entitlement_crud_search_and_plan_list(api_client, setup):
         ({"feature_type": "metered"}, "non_field_errors", "already_exists"),
     ],
 )
-def test_bad_entitlements_are_a_400_naming_the_field(api_client, setup, body, field, code):
-    body = {"entity_id": setup["plan"].pk, "feature_id": setup["meter"].feature.pk, **body}
+def test_bad_entitlements_are_a_400_naming_the_field(api_client, entitled, body, field, code):
+    body = {"entity_id": entitled["plan"].pk, "feature_id": entitled["meter"].feature.pk, **body}
     if field == "feature_id":
         body["feature_id"] = "feat_nope"
     response = api_client.post("/v1/entitlements", body, format="json")
@@ -197,10 +171,10 @@ def test_bad_entitlements_are_a_400_naming_the_field(api_client, setup, body, fi
         assert error["code"] == code
 
 
-def test_bulk_creates_all_or_none(api_client, setup):
+def test_bulk_creates_all_or_none(api_client, entitled):
     flags = [FeatureFactory(type="boolean") for _ in range(2)]
     items = [
-        {"entity_id": setup["plan"].pk, "feature_id": f.pk, "feature_type": "boolean"}
+        {"entity_id": entitled["plan"].pk, "feature_id": f.pk, "feature_type": "boolean"}
         for f in flags
     ]
     bad = api_client.post(

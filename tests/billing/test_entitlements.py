@@ -68,23 +68,6 @@ def test_usage_denied_names_the_reason_a_use_is_refused(inputs, denied):
     assert usage_denied(**{**base, **inputs}) == denied
 
 
-@pytest.fixture
-def setup(db):
-    """acme on a plan with a token price, entitled to 1,000 tokens per billing period; the
-    subscription started 10 days ago on the 1st of November."""
-    meter = MeterFactory()
-    plan = PlanFactory()
-    PriceFactory(plan=plan, meter=meter)
-    entitlement = entitlement_create(
-        plan=plan, feature=meter.feature, feature_type=METERED, usage_limit=1000
-    )
-    customer = CustomerFactory(external_id="acme")
-    subscription = SubscriptionFactory(
-        customer=customer, plan=plan, start_date=timezone.now() - timedelta(days=10)
-    )
-    return {"meter": meter, "plan": plan, "entitlement": entitlement, "sub": subscription}
-
-
 def use(tokens: int, *, at=None, n=[0]):  # noqa: B006 (a counter for unique ids)
     n[0] += 1
     ingest(
@@ -98,13 +81,13 @@ def use(tokens: int, *, at=None, n=[0]):  # noqa: B006 (a counter for unique ids
     )
 
 
-def summary(setup, **kwargs):
-    return customer_usage_summary(customer=setup["sub"].customer, **kwargs)[1]
+def summary(entitled, **kwargs):
+    return customer_usage_summary(customer=entitled["sub"].customer, **kwargs)[1]
 
 
-def test_usage_counts_against_the_limit_until_a_hard_limit_refuses(setup):
+def test_usage_counts_against_the_limit_until_a_hard_limit_refuses(entitled):
     use(400)
-    (feature,) = summary(setup)
+    (feature,) = summary(entitled)
     assert (feature.current_usage, feature.remaining, feature.usage_percent) == (
         Decimal(400),
         Decimal(600),
@@ -112,7 +95,7 @@ def test_usage_counts_against_the_limit_until_a_hard_limit_refuses(setup):
     )
     assert feature.allowed and feature.entitlement.total_limit == 1000
     use(600)
-    (feature,) = summary(setup)
+    (feature,) = summary(entitled)
     assert (feature.allowed, feature.denied, feature.remaining) == (
         False,
         USAGE_LIMIT_REACHED,
@@ -120,82 +103,84 @@ def test_usage_counts_against_the_limit_until_a_hard_limit_refuses(setup):
     )
 
 
-def test_a_soft_limit_reached_still_allows(setup):
-    entitlement_update(entitlement=setup["entitlement"], is_soft_limit=True)
+def test_a_soft_limit_reached_still_allows(entitled):
+    entitlement_update(entitlement=entitled["entitlement"], is_soft_limit=True)
     use(1500)
-    (feature,) = summary(setup)
+    (feature,) = summary(entitled)
     assert feature.allowed and feature.usage_percent == Decimal("150.00")
     assert feature.entitlement.is_soft_limit
 
 
-def test_a_disabled_or_archived_entitlement_and_an_unentitled_feature_refuse(setup):
+def test_a_disabled_or_archived_entitlement_and_an_unentitled_feature_refuse(entitled):
     other = FeatureFactory(type=BOOLEAN)
-    entitlement_update(entitlement=setup["entitlement"], is_enabled=False)
-    features = summary(setup, features=[setup["meter"].feature, other])
+    entitlement_update(entitlement=entitled["entitlement"], is_enabled=False)
+    features = summary(entitled, features=[entitled["meter"].feature, other])
     assert [(f.entitlement.feature, f.denied) for f in features] == [
-        (setup["meter"].feature, FEATURE_DISABLED),
+        (entitled["meter"].feature, FEATURE_DISABLED),
         (other, FEATURE_DISABLED),
     ]
-    setup["entitlement"].status = Entitlement.Status.ARCHIVED
-    setup["entitlement"].save()
-    assert summary(setup) == []
+    entitled["entitlement"].status = Entitlement.Status.ARCHIVED
+    entitled["entitlement"].save()
+    assert summary(entitled) == []
 
 
-def test_a_boolean_entitlement_allows_and_a_static_one_carries_its_value(setup):
+def test_a_boolean_entitlement_allows_and_a_static_one_carries_its_value(entitled):
     flag = FeatureFactory(type=BOOLEAN, name="A SSO")
     tier = FeatureFactory(type=Feature.Type.STATIC, name="B support")
-    entitlement_create(plan=setup["plan"], feature=flag, feature_type=BOOLEAN)
+    entitlement_create(plan=entitled["plan"], feature=flag, feature_type=BOOLEAN)
     entitlement_create(
-        plan=setup["plan"], feature=tier, feature_type="static", static_value="premium"
+        plan=entitled["plan"], feature=tier, feature_type="static", static_value="premium"
     )
-    features = {f.entitlement.feature.pk: f for f in summary(setup)}
+    features = {f.entitlement.feature.pk: f for f in summary(entitled)}
     assert features[flag.pk].allowed and features[tier.pk].allowed
     assert features[tier.pk].entitlement.static_values == ["premium"]
 
 
-def test_an_empty_prepaid_wallet_refuses_unless_it_tops_up_automatically(setup):
+def test_an_empty_prepaid_wallet_refuses_unless_it_tops_up_automatically(entitled):
     wallet = wallet_create(
-        customer=setup["sub"].customer, currency="usd", initial_credits=Decimal(1)
+        customer=entitled["sub"].customer, currency="usd", initial_credits=Decimal(1)
     )
-    (feature,) = summary(setup)
+    (feature,) = summary(entitled)
     assert feature.allowed and feature.wallet.real_time_balance == Decimal(1)
     use(200_000)  # $15 per million, a package: $15 > $1
-    (feature,) = summary(setup)
+    (feature,) = summary(entitled)
     assert feature.wallet.real_time_balance == Decimal(-14)
     assert feature.denied == USAGE_LIMIT_REACHED  # the limit is checked first
-    entitlement_update(entitlement=setup["entitlement"], usage_limit=None)
-    (feature,) = summary(setup)
+    entitlement_update(entitlement=entitled["entitlement"], usage_limit=None)
+    (feature,) = summary(entitled)
     assert feature.denied == WALLET_EMPTY and feature.remaining is None
     wallet_update(
         wallet=wallet, auto_topup_enabled=True, auto_topup_threshold=Decimal(0),
         auto_topup_amount=Decimal(50),
     )  # fmt: skip
-    (feature,) = summary(setup)
+    (feature,) = summary(entitled)
     assert feature.allowed
 
 
-def test_budget_capped_refuses_a_metered_feature(setup):
-    (feature,) = summary(setup, budget_capped=True)
+def test_budget_capped_refuses_a_metered_feature(entitled):
+    (feature,) = summary(entitled, budget_capped=True)
     assert feature.denied == BUDGET_CAPPED
 
 
-def test_an_entitlement_with_a_bad_type_or_terms_is_refused(setup):
+def test_an_entitlement_with_a_bad_type_or_terms_is_refused(entitled):
     flag = FeatureFactory(type=BOOLEAN)
     with pytest.raises(ValidationError) as wrong:
-        entitlement_create(plan=setup["plan"], feature=flag, feature_type=METERED)
+        entitlement_create(plan=entitled["plan"], feature=flag, feature_type=METERED)
     assert "feature_type" in wrong.value.message_dict
     with pytest.raises(ValidationError) as limited:
-        entitlement_create(plan=setup["plan"], feature=flag, feature_type=BOOLEAN, usage_limit=5)
+        entitlement_create(plan=entitled["plan"], feature=flag, feature_type=BOOLEAN, usage_limit=5)
     assert "usage_limit" in limited.value.message_dict
     with pytest.raises(ValidationError) as twice:
-        entitlement_create(plan=setup["plan"], feature=setup["meter"].feature, feature_type=METERED)
+        entitlement_create(
+            plan=entitled["plan"], feature=entitled["meter"].feature, feature_type=METERED
+        )
     assert twice.value.error_dict["__all__"][0].code == "unique"
 
 
-def test_a_new_plan_version_copies_its_entitlements(setup):
-    copy = plan_version_create(plan=setup["plan"])
+def test_a_new_plan_version_copies_its_entitlements(entitled):
+    copy = plan_version_create(plan=entitled["plan"])
     (entitlement,) = copy.entitlements.all()
-    assert (entitlement.feature, entitlement.usage_limit) == (setup["meter"].feature, 1000)
+    assert (entitlement.feature, entitlement.usage_limit) == (entitled["meter"].feature, 1000)
 
 
 # Usage periods
@@ -254,19 +239,19 @@ def test_usage_period_per_reset_period(reset, sub, expected):
     )
 
 
-def test_a_daily_limit_counts_from_the_daily_boundary(setup):
-    entitlement_update(entitlement=setup["entitlement"], usage_reset_period="DAILY")
-    anchor = setup["sub"].billing_anchor
+def test_a_daily_limit_counts_from_the_daily_boundary(entitled):
+    entitlement_update(entitlement=entitled["entitlement"], usage_reset_period="DAILY")
+    anchor = entitled["sub"].billing_anchor
     now = timezone.now()
-    start, end, _ = usage_period(subscription=setup["sub"], reset_period="DAILY", now=now)
+    start, end, _ = usage_period(subscription=entitled["sub"], reset_period="DAILY", now=now)
     assert start.time() == anchor.time() and end - start == timedelta(days=1)
     use(700, at=start - timedelta(seconds=1))  # yesterday's window
     use(300, at=max(start, now - timedelta(seconds=30)))
-    (feature,) = summary(setup, now=now)
+    (feature,) = summary(entitled, now=now)
     assert feature.current_usage == Decimal(300)
     assert feature.entitlement.next_usage_reset_at == end
     with time_machine.travel(end + timedelta(seconds=1)):
-        (feature,) = summary(setup)
+        (feature,) = summary(entitled)
     assert feature.current_usage == Decimal(0)
 
 
@@ -277,26 +262,26 @@ def exceeded_events():
     return list(OutboxEvent.objects.filter(event_type=EventType.ENTITLEMENT_EXCEEDED))
 
 
-def test_exceeded_is_emitted_once_per_period_when_usage_first_reaches_the_limit(setup):
+def test_exceeded_is_emitted_once_per_period_when_usage_first_reaches_the_limit(entitled):
     use(999)
-    subscription_recompute(subscription_id=setup["sub"].pk)
+    subscription_recompute(subscription_id=entitled["sub"].pk)
     assert exceeded_events() == []
     use(1)
-    subscription_recompute(subscription_id=setup["sub"].pk)
+    subscription_recompute(subscription_id=entitled["sub"].pk)
     use(50)
-    subscription_recompute(subscription_id=setup["sub"].pk)
+    subscription_recompute(subscription_id=entitled["sub"].pk)
     (event,) = exceeded_events()
     assert event.data["current_usage"] == "1000"
-    assert event.data["feature_id"] == setup["meter"].feature.pk
-    assert event.customer_id == setup["sub"].customer_id
+    assert event.data["feature_id"] == entitled["meter"].feature.pk
+    assert event.customer_id == entitled["sub"].customer_id
     row = EntitlementUsageExceeded.objects.get()
-    assert row.period_start == setup["sub"].current_period_start
+    assert row.period_start == entitled["sub"].current_period_start
 
 
-def test_exceeded_counts_a_soft_limit_too(setup):
-    entitlement_update(entitlement=setup["entitlement"], is_soft_limit=True)
+def test_exceeded_counts_a_soft_limit_too(entitled):
+    entitlement_update(entitlement=entitled["entitlement"], is_soft_limit=True)
     use(1000)
-    subscription_recompute(subscription_id=setup["sub"].pk)
+    subscription_recompute(subscription_id=entitled["sub"].pk)
     assert exceeded_events()[0].data["is_soft_limit"] is True
 
 
@@ -327,17 +312,17 @@ def test_concurrent_recomputes_emit_exceeded_once():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_record_racing_an_uncommitted_one_waits_and_emits_nothing(setup):
+def test_a_record_racing_an_uncommitted_one_waits_and_emits_nothing(entitled):
     """A holds its record uncommitted while B, having passed the exists check, inserts."""
     require_postgresql()
     from django.db import transaction
 
     from billing.entitlements import _exceeded_record
 
-    period = (setup["sub"].current_period_start, setup["sub"].current_period_end)
+    period = (entitled["sub"].current_period_start, entitled["sub"].current_period_end)
     held, go = (
         threading.Event(),
-        dict(subscription=setup["sub"], entitlement=setup["entitlement"], period=period),
+        dict(subscription=entitled["sub"], entitlement=entitled["entitlement"], period=period),
     )
 
     def first():
