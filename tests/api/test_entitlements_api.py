@@ -1,6 +1,7 @@
 """Entitlements and the "may I?" check on Flexprice's wire: the API, and the official SDK
 unchanged against a live Tally."""
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -298,3 +299,61 @@ def test_sdk_entitlement_calls_work_unchanged(fp):  # noqa: F811
         fp.customers.get_customer_entitlements_by_external_id(external_id="nobody")
     assert missing.value.data.code == "not_found"
     assert fp.entitlements.delete_entitlement(id=limited.id).message == "entitlement archived"
+
+
+def wsgi_get(app, query: str, key: str) -> tuple[str, dict, bytes]:
+    """One GET through the WSGI application that gunicorn serves."""
+    import io
+
+    answer = {}
+
+    def start_response(status, headers, exc_info=None):
+        answer.update(status=status, headers=dict(headers))
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/v1/customers/usage",
+        "QUERY_STRING": query,
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "testserver",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": io.StringIO(),
+    }
+    if key:
+        environ["HTTP_X_API_KEY"] = key
+    body = b"".join(app(environ, start_response))
+    return answer["status"], answer["headers"], body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_fast_path_serves_kept_answers_as_django_does_and_refuses_as_django_does(
+    entitled, settings
+):
+    from config.wsgi import application
+    from metering.services import api_key_create
+
+    _, key = api_key_create(name="fast")
+    django_status, django_headers, first = wsgi_get(application, "customer_lookup_key=acme", key)
+    assert django_status == "200 OK"
+    use(10)  # kept for up to a second: the fast path answers what Django answered
+    status, headers, kept = wsgi_get(application, "customer_lookup_key=acme", key)
+    assert (status, kept) == ("200 OK", first)
+    assert headers == django_headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    started = time.monotonic()
+    while (
+        json.loads(wsgi_get(application, "customer_lookup_key=acme", key)[2])["features"][0][
+            "current_usage"
+        ]
+        == "0"
+    ):
+        assert time.monotonic() - started < entitlement_api.SUMMARY_SECONDS + 0.5
+        time.sleep(0.05)
+    assert wsgi_get(application, "customer_lookup_key=acme", "")[0].startswith("401")
+    assert wsgi_get(application, "customer_lookup_key=acme", "not-a-key")[0].startswith("401")
+    assert wsgi_get(application, "customer_lookup_key=nobody", key)[0].startswith("400")
+    settings.TALLY_API_RATE = "1/min"
+    statuses = [wsgi_get(application, "customer_lookup_key=acme", key)[0] for _ in range(2)]
+    assert statuses[-1].startswith("429")
