@@ -109,7 +109,6 @@ def paced(port: int, key: str) -> dict:
             latencies.extend(mine)
 
     busy0, all0 = machine_jiffies()
-    t0 = time.perf_counter()
     threads = [
         threading.Thread(target=client, args=(i * interval / PACED_CONNECTIONS,))
         for i in range(PACED_CONNECTIONS)
