@@ -339,3 +339,42 @@ def test_a_record_racing_an_uncommitted_one_waits_and_emits_nothing(entitled):
     a, b = in_thread(first), in_thread(second)
     assert finish(a) is not None and finish(b) is None
     assert len(exceeded_events()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stress_ingest_and_recompute_together_emit_exceeded_once():
+    """Four threads each ingest ten one-token events, checking after each; the limit of
+    20 is crossed somewhere among them."""
+    require_postgresql()
+    meter = MeterFactory()
+    plan = PlanFactory()
+    PriceFactory(plan=plan, meter=meter)
+    entitlement_create(plan=plan, feature=meter.feature, feature_type=METERED, usage_limit=20)
+    subscription = SubscriptionFactory(
+        customer=CustomerFactory(external_id="acme"),
+        plan=plan,
+        start_date=timezone.now() - timedelta(days=1),
+    )
+    barrier = threading.Barrier(4)
+
+    def work(i):
+        barrier.wait(10)
+        for n in range(10):
+            ingest(
+                {
+                    "event_id": f"stress-{i}-{n}",
+                    "event_name": "tokens",
+                    "external_customer_id": "acme",
+                    "timestamp": (timezone.now() - timedelta(seconds=5)).isoformat(),
+                    "properties": {"tokens": 1},
+                },
+                fold=n % 3 == 0,
+            )
+            entitlements_exceeded_record(subscription_id=subscription.pk)
+
+    for thread in [in_thread(work, i) for i in range(4)]:
+        finish(thread, timeout=120)
+    entitlements_exceeded_record(subscription_id=subscription.pk)
+    (event,) = exceeded_events()
+    assert int(event.data["current_usage"]) >= 20
+    assert EntitlementUsageExceeded.objects.count() == 1
