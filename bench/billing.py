@@ -136,6 +136,21 @@ def load_period(url: str, customer: str, n: int, start: datetime, end: datetime)
         conn.execute("VACUUM ANALYZE")
 
 
+def loaded_subscriber(url: str, customer: str, events: int) -> tuple[datetime, datetime, float]:
+    """A fresh bench database with the demo, ``customer`` subscribed 20 days ago and
+    ``events`` input-token events in its period (rollups built and trusted): the period, and
+    the seconds the load took."""
+    h.database_recreate(url)
+    h.manage(url, "migrate", "--noinput")
+    h.manage(url, "seed_demo")
+    _, start, end = subscribe(url, customer)
+    t0 = time.perf_counter()
+    load_period(url, customer, events, start, datetime.now(UTC) - timedelta(minutes=1))
+    with psycopg.connect(url, autocommit=True) as conn:  # rollups are trusted
+        conn.execute("UPDATE metering_meterrollupstate SET built_at = now()")
+    return start, end, time.perf_counter() - t0
+
+
 def expected_input(url: str, customer: str, start, end) -> Decimal:
     (value,) = sql_one(
         url,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BENCHMARKS = ["ingest", "billing", "wallet", "admin"]
+BENCHMARKS = ["ingest", "billing", "wallet", "entitlements", "admin"]
 
 
 def main(names: list[str]) -> int:

@@ -9,14 +9,12 @@ Run alone with ``bench/run.py wallet``; ``make bench`` runs it with the other le
 import json
 import os
 import time
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import harness as h
-import psycopg
 from ingest import machine_jiffies
 
-from billing import expected_input, load_period, subscribe  # bench/billing.py, not the app
+from billing import expected_input, loaded_subscriber  # bench/billing.py, not the app
 
 TARGETS = {"balance_p99_ms_1m": 20.0}
 CALLS = 450
@@ -128,17 +126,10 @@ def http_latency(url: str, wallet: str) -> dict | None:
 
 def main() -> dict:
     url = h.database_url()
-    h.database_recreate(url)
-    h.manage(url, "migrate", "--noinput")
-    h.manage(url, "seed_demo")
-    _, start, end = subscribe(url, CUSTOMER)
-    with h.stopwatch() as load:
-        load_period(url, CUSTOMER, EVENTS, start, datetime.now(UTC) - timedelta(minutes=1))
-    with psycopg.connect(url, autocommit=True) as conn:  # rollups are trusted
-        conn.execute("UPDATE metering_meterrollupstate SET built_at = now()")
+    start, end, load_seconds = loaded_subscriber(url, CUSTOMER, EVENTS)
     wallet = wallet_open(url, CUSTOMER, 1_000_000)
     packages = (expected_input(url, CUSTOMER, start, end) + 999_999) // 1_000_000
-    figures: dict = {"events": EVENTS, "load_s": round(load["seconds"], 1)}
+    figures: dict = {"events": EVENTS, "load_s": round(load_seconds, 1)}
     figures["loadavg_before"] = [round(v, 2) for v in os.getloadavg()]
     service = service_latency(url, wallet)
     service["exact"] = Decimal(service["usage"]) == packages * 15

@@ -27,9 +27,11 @@ from config.resources import (
     CreatableResourceViewSet,
     ExistingId,
     Ids,
+    MessageSerializer,
     Metadata,
     ResourceViewSet,
     SearchRequest,
+    one_page,
     page_of,
     resource_schema,
 )
@@ -214,9 +216,7 @@ class CustomerSubscriptionsView(APIView):
     def get(self, request, external_id):
         customer = get_object_or_404(Customer, external_id=external_id)
         items = SubscriptionSerializer(customer.subscriptions.all(), many=True).data
-        return Response(
-            {"items": items, "pagination": {"total": len(items), "limit": len(items), "offset": 0}}
-        )
+        return Response(one_page(items))
 
 
 class CancelSerializer(Body):
@@ -231,10 +231,6 @@ class CancelResultSerializer(serializers.Serializer):
     effective_date = serializers.DateTimeField()
     processed_at = serializers.DateTimeField()
     reason = serializers.CharField(allow_blank=True)
-    message = serializers.CharField()
-
-
-class MessageSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 

@@ -14,7 +14,7 @@ from solo.models import SingletonModel
 
 from catalog import pricing
 from catalog.ids import id_factory
-from catalog.models import AMOUNT, BillingPeriod, Meter, Plan, Price
+from catalog.models import AMOUNT, BillingPeriod, Feature, Meter, Plan, Price
 from catalog.money import format_money, in_minor_units, minor_unit_exponent
 from metering.models import Customer
 
@@ -715,3 +715,28 @@ class WebhookAttempt(models.Model):
 
     def __str__(self):
         return f"{self.status_code or self.error} at {self.attempted_at:%Y-%m-%d %H:%M:%S}"
+
+
+class EntitlementUsageExceeded(models.Model):
+    """A subscription's usage of a feature reached its limit in one usage period. Unique
+    per period, so the webhook that reports it is written once whatever runs at once."""
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="entitlements_exceeded"
+    )
+    feature = models.ForeignKey(Feature, on_delete=models.CASCADE, related_name="+")
+    period_start = models.DateTimeField()
+    usage = models.DecimalField(max_digits=40, decimal_places=12)
+    usage_limit = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "feature", "period_start"],
+                name="one_exceeded_per_usage_period",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.feature_id} over {self.usage_limit} from {self.period_start:%Y-%m-%d}"

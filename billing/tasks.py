@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from billing import selectors, services, wallets
+from billing import entitlements, selectors, services, wallets
 from config.coalesce import Coalescer
 
 RECOMPUTE_DELAY_SECONDS = 1
@@ -30,6 +30,7 @@ def subscription_recompute(*, subscription_id: str):
         invoice = services.subscription_recompute(subscription_id=subscription_id)
         if invoice is not None:
             wallets.customer_wallets_check(customer_id=invoice.customer_id)
+            entitlements.entitlements_exceeded_record(subscription_id=subscription_id)
         return invoice
 
 

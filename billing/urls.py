@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from billing import api, services, wallet_api, webhook_api
+from billing import api, entitlement_api, services, wallet_api, webhook_api
 
 router = SimpleRouter(trailing_slash=False, use_regex_path=False)
 router.register("subscriptions", api.SubscriptionViewSet, basename="subscription")
@@ -48,6 +48,12 @@ urlpatterns = [
         name="invoice-payment",
     ),
     # config/urls.py puts these before metering's ``customers/<id:pk>``.
+    path("customers/usage", entitlement_api.CustomerUsageView.as_view(), name="customer-usage"),
+    re_path(
+        r"^customers/external/(?P<external_id>[^\x00]+)/entitlements$",
+        entitlement_api.CustomerEntitlementsView.as_view(),
+        name="customer-entitlements",
+    ),
     path(
         "customers/wallets",
         wallet_api.CustomerWalletsLookupView.as_view(),

@@ -29,13 +29,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import credits, ledger, wallets
-from billing.api import INVOICE_EXAMPLE, InvoiceSerializer, MessageSerializer
+from billing.api import INVOICE_EXAMPLE, InvoiceSerializer
 from billing.models import CreditGrant, Invoice, Subscription, Wallet, WalletTransaction
 from catalog.models import Plan
 from config.bounds import CanonicalDecimal, Moment, MomentFilter, moment_check
 from config.resources import (
     DECIMAL_SCHEMA,
-    PAGE_INFO_EXAMPLE,
     Amount,
     Body,
     BodyPagination,
@@ -44,8 +43,12 @@ from config.resources import (
     ExistingId,
     Ids,
     ListPagination,
+    MessageSerializer,
     Metadata,
+    NoBody,
     SearchRequest,
+    one_page,
+    page_examples,
     page_of,
     resource_schema,
 )
@@ -846,10 +849,6 @@ class TransactionSearchSerializer(Body, SearchRequest):
         return queryset
 
 
-def page_examples(name: str, example: dict) -> list[OpenApiExample]:
-    return [OpenApiExample(name, value={"items": [example], "pagination": PAGE_INFO_EXAMPLE})]
-
-
 TOP_UP_EXAMPLE = {
     "wallet": WALLET_EXAMPLE,
     "wallet_transaction": {
@@ -1251,10 +1250,6 @@ class CreditGrantUpdateSerializer(Body):
     metadata = Metadata(required=False)
 
 
-class NoBody(Body):
-    """A DELETE takes no options."""
-
-
 class CreditGrantFilter(django_filters.FilterSet):
     plan_id = django_filters.CharFilter()
     subscription_id = django_filters.CharFilter()
@@ -1330,9 +1325,7 @@ class PlanCreditGrantsView(APIView):
     def get(self, request, pk):
         plan = get_object_or_404(Plan, pk=pk)
         items = CreditGrantSerializer(plan.credit_grants.all(), many=True).data
-        return Response(
-            {"items": items, "pagination": {"total": len(items), "limit": len(items), "offset": 0}}
-        )
+        return Response(one_page(items))
 
 
 # Paying an invoice outside Tally.

@@ -22,7 +22,7 @@ from catalog.forms import (
     price_example_from_form,
 )
 from catalog.labels import filters_text, meter_text
-from catalog.models import Feature, Meter, Plan, Price, PriceTier
+from catalog.models import Entitlement, Feature, Meter, Plan, Price, PriceTier
 from catalog.money import format_quantity, format_unit_price
 from catalog.selectors import plan_in_use, price_example, price_in_use
 from catalog.services import plan_version_create
@@ -178,6 +178,35 @@ class PriceInline(WideMeterPicker, TallyStackedInline):
         return worked_example(obj, scope=".inline-related")
 
 
+class EntitlementForm(forms.ModelForm):
+    class Meta:
+        model = Entitlement
+        fields = [
+            "feature",
+            "is_enabled",
+            "usage_limit",
+            "usage_reset_period",
+            "is_soft_limit",
+            "static_value",
+            "status",
+        ]
+
+    def clean(self):
+        """The entitlement's type is its feature's: the operator does not pick it."""
+        data = super().clean()
+        if data.get("feature") is not None:
+            self.instance.feature_type = data["feature"].type
+        return data
+
+
+class EntitlementInline(TallyTabularInline):
+    model = Entitlement
+    form = EntitlementForm
+    extra = 0
+    autocomplete_fields = ["feature"]
+    verbose_name_plural = "Entitlements (what subscribers may use)"
+
+
 class PlanForm(forms.ModelForm):
     class Meta:
         help_texts = PLAN_HELP
@@ -199,7 +228,7 @@ class PlanAdmin(TallyAdmin):
         "active",
         "metadata",
     ]
-    inlines = [PriceInline]
+    inlines = [PriceInline, EntitlementInline]
     actions = ["duplicate_as_new_version"]
     change_form_template = FROZEN_CHANGE_FORM
 

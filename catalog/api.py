@@ -6,12 +6,30 @@ Serializers only parse shapes; every catalog rule is checked by the services.
 from decimal import Decimal
 
 import django_filters
-from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
-from rest_framework import serializers
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from catalog import pricing
-from catalog.models import BillingPeriod, Feature, Meter, Plan, Price
-from catalog.services import feature_create, plan_create, price_create
+from catalog.models import BillingPeriod, Entitlement, Feature, Meter, Plan, Price
+from catalog.services import (
+    entitlement_archive,
+    entitlement_create,
+    entitlement_update,
+    entitlements_create,
+    feature_create,
+    plan_create,
+    price_create,
+)
 from config.resources import (
     DECIMAL_SCHEMA,
     Amount,
@@ -20,8 +38,13 @@ from config.resources import (
     CreatableResourceViewSet,
     ExistingId,
     Ids,
+    MessageSerializer,
     Metadata,
+    NoBody,
     SearchRequest,
+    one_page,
+    page_examples,
+    page_of,
     resource_schema,
 )
 
@@ -444,3 +467,208 @@ class PlanViewSet(CreatableResourceViewSet):
     search_class = PlanSearchSerializer
     create_serializer_class = PlanCreateSerializer
     create_service = staticmethod(plan_create)
+
+
+# Entitlements
+
+MAX_USAGE_LIMIT = 2**63 - 1
+
+ENTITLEMENT_EXAMPLE = {
+    "id": "ent_01JD7X8Y9ZK2M3N4P5Q6R7S8T9",
+    "entity_type": "PLAN",
+    "entity_id": PRICE_EXAMPLE["entity_id"],
+    "plan_id": PRICE_EXAMPLE["entity_id"],
+    "feature_id": FEATURE_EXAMPLE["id"],
+    "feature_type": "metered",
+    "is_enabled": True,
+    "usage_limit": 1000000,
+    "usage_reset_period": "MONTHLY",
+    "is_soft_limit": False,
+    "static_value": "",
+    "status": "published",
+    "created_at": "2026-11-27T10:00:00Z",
+    "updated_at": "2026-11-27T10:00:00Z",
+}
+
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("1M tokens a month", value=ENTITLEMENT_EXAMPLE, response_only=True)]
+)
+class EntitlementSerializer(serializers.ModelSerializer):
+    entity_type = Constant("PLAN")
+    entity_id = serializers.CharField(source="plan_id")
+    usage_reset_period = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Entitlement
+        fields = ["id", "entity_type", "entity_id", "plan_id", "feature_id", "feature_type"]
+        fields += ["is_enabled", "usage_limit", "usage_reset_period", "is_soft_limit"]
+        fields += ["static_value", "status", "created_at", "updated_at"]
+        read_only_fields = fields
+
+    def get_usage_reset_period(self, entitlement) -> str | None:
+        """Empty (null on the wire) follows the subscription's billing period."""
+        return entitlement.usage_reset_period or None
+
+
+class EntitlementTermsSerializer(Body):
+    """Flexprice's UpdateEntitlementRequest: the terms Tally implements."""
+
+    is_enabled = serializers.BooleanField(required=False)
+    usage_limit = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_USAGE_LIMIT
+    )
+    usage_reset_period = serializers.ChoiceField(
+        Entitlement.ResetPeriod.choices, required=False, allow_null=True
+    )
+    is_soft_limit = serializers.BooleanField(required=False)
+    static_value = _text(max_length=255)
+
+    def validate_usage_reset_period(self, value):
+        return value or ""
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "1M tokens a month",
+            value={
+                "entity_type": "PLAN",
+                "entity_id": PRICE_EXAMPLE["entity_id"],
+                "feature_id": FEATURE_EXAMPLE["id"],
+                "feature_type": "metered",
+                "usage_limit": 1000000,
+                "usage_reset_period": "MONTHLY",
+            },
+            request_only=True,
+        )
+    ]
+)
+class EntitlementCreateSerializer(EntitlementTermsSerializer):
+    """Flexprice's CreateEntitlementRequest; ``plan_id`` is accepted for ``entity_id``."""
+
+    entity_type = serializers.ChoiceField(["PLAN"], required=False)
+    entity_id = ExistingId(Plan, required=False)
+    plan_id = ExistingId(Plan, required=False)
+    feature_id = ExistingId(Feature)
+    feature_type = serializers.ChoiceField(Feature.Type.choices)
+
+    def validate(self, attrs):
+        """The keyword arguments of ``entitlement_create``."""
+        plan = attrs.pop("entity_id", None) or attrs.pop("plan_id", None)
+        attrs.pop("plan_id", None)
+        attrs.pop("entity_type", None)
+        if plan is None:
+            raise serializers.ValidationError({"entity_id": ["This field is required."]})
+        feature = attrs.pop("feature_id")
+        return {**attrs, "plan": plan, "feature": feature}
+
+
+class EntitlementBulkSerializer(Body):
+    items = EntitlementCreateSerializer(many=True, allow_empty=False, max_length=100)
+
+
+class EntitlementSearchSerializer(SearchRequest):
+    feature_ids = Ids(required=False)
+    plan_ids = Ids(required=False)
+    entity_ids = Ids(required=False)
+    feature_type = serializers.ChoiceField(Feature.Type.choices, required=False)
+    is_enabled = serializers.BooleanField(required=False)
+    status = serializers.ChoiceField(Entitlement.Status.choices, required=False)
+
+    lookups = {
+        "feature_ids": "feature_id__in",
+        "plan_ids": "plan_id__in",
+        "entity_ids": "plan_id__in",
+        "feature_type": "feature_type",
+        "is_enabled": "is_enabled",
+        "status": "status",
+    }
+
+
+class EntitlementFilter(django_filters.FilterSet):
+    plan_id = django_filters.CharFilter()
+    feature_id = django_filters.CharFilter()
+
+    class Meta:
+        model = Entitlement
+        fields = ["plan_id", "feature_id", "feature_type", "is_enabled", "status"]
+
+
+ENTITLEMENT_ERROR_NAMES = {"plan": "entity_id", "feature": "feature_id"}
+
+
+@resource_schema
+class EntitlementViewSet(CreatableResourceViewSet):
+    """``/v1/entitlements``. DELETE archives: subscribers lose the entitlement at once."""
+
+    queryset = Entitlement.objects.all()
+    serializer_class = EntitlementSerializer
+    filterset_class = EntitlementFilter
+    search_class = EntitlementSearchSerializer
+    create_serializer_class = EntitlementCreateSerializer
+    create_service = staticmethod(entitlement_create)
+    error_names = ENTITLEMENT_ERROR_NAMES
+
+    @extend_schema(
+        description="Creates up to 100 entitlements, all or none.",
+        request=EntitlementBulkSerializer,
+        examples=[
+            OpenApiExample(
+                "Created",
+                value={"items": [ENTITLEMENT_EXAMPLE]},
+                response_only=True,
+                status_codes=["201"],
+            )
+        ],
+        responses={
+            201: inline_serializer(
+                name="EntitlementBulkResult", fields={"items": EntitlementSerializer(many=True)}
+            )
+        },
+    )
+    @action(detail=False, methods=["post"], url_path="bulk", filter_backends=[])
+    def bulk(self, request):
+        body = EntitlementBulkSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        created = entitlements_create(items=body.validated_data["items"])
+        rows = Entitlement.objects.filter(pk__in=[e.pk for e in created])
+        return Response({"items": self.output(rows, many=True)}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        description="Changes an entitlement's terms; subscribers see them within a second.",
+        request=EntitlementTermsSerializer,
+        responses={200: EntitlementSerializer},
+    )
+    def update(self, request, pk):
+        entitlement = self.get_object()
+        body = EntitlementTermsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        entitlement_update(entitlement=entitlement, **body.validated_data)
+        return Response(self.output(self.get_object()))
+
+    @extend_schema(
+        description="Archives the entitlement: subscribers lose it at once.",
+        request=None,
+        responses={200: MessageSerializer},
+        examples=[OpenApiExample("Archived", value={"message": "entitlement archived"})],
+    )
+    def destroy(self, request, pk):
+        entitlement = self.get_object()
+        NoBody(data=request.data or {}).is_valid(raise_exception=True)
+        entitlement_archive(entitlement=entitlement)
+        return Response({"message": "entitlement archived"})
+
+
+class PlanEntitlementsView(APIView):
+    """A plan's published entitlements."""
+
+    @extend_schema(
+        responses=page_of(EntitlementSerializer),
+        examples=page_examples("1M tokens a month", ENTITLEMENT_EXAMPLE),
+    )
+    def get(self, request, pk):
+        plan = get_object_or_404(Plan, pk=pk)
+        rows = plan.entitlements.filter(status=Entitlement.Status.PUBLISHED)
+        items = EntitlementSerializer(rows, many=True).data
+        return Response(one_page(items))

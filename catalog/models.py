@@ -6,7 +6,12 @@ from catalog import names, pricing
 from catalog.ids import id_factory
 from catalog.labels import meter_text, terms_summary
 from catalog.money import format_quantity
-from catalog.validation import PRICE_MONEY_TERMS, validate_meter, validate_price
+from catalog.validation import (
+    PRICE_MONEY_TERMS,
+    validate_entitlement,
+    validate_meter,
+    validate_price,
+)
 
 # Unit prices need sub-cent precision: $15 per million tokens is 0.000015 a token.
 AMOUNT = {"max_digits": 28, "decimal_places": 12}
@@ -297,4 +302,75 @@ class PriceTier(models.Model):
     def as_tier(self) -> pricing.Tier:
         return pricing.Tier(
             up_to=self.up_to, unit_amount=self.unit_amount, flat_amount=self.flat_amount
+        )
+
+
+class Entitlement(models.Model):
+    """What a plan's subscribers may use of a feature: access (boolean), a fixed value
+    (static), or a usage limit per period (metered; null is unlimited)."""
+
+    class ResetPeriod(models.TextChoices):
+        DAILY = "DAILY"
+        WEEKLY = "WEEKLY"
+        MONTHLY = "MONTHLY"
+        QUARTERLY = "QUARTERLY"
+        HALF_YEARLY = "HALF_YEARLY"
+        ANNUAL = "ANNUAL"
+        NEVER = "NEVER"
+
+    class Status(models.TextChoices):
+        PUBLISHED = "published"
+        ARCHIVED = "archived"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("ent"), editable=False
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="entitlements")
+    feature = models.ForeignKey(Feature, on_delete=models.PROTECT, related_name="entitlements")
+    feature_type = models.CharField(
+        max_length=16, choices=Feature.Type.choices, help_text="The feature's type."
+    )
+    is_enabled = models.BooleanField(default=True)
+    usage_limit = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Per usage period; empty is unlimited."
+    )
+    usage_reset_period = models.CharField(
+        max_length=16,
+        choices=ResetPeriod.choices,
+        blank=True,
+        help_text="When usage counts from zero again; empty follows the billing period.",
+    )
+    is_soft_limit = models.BooleanField(
+        default=False, help_text="Usage past a soft limit is still allowed (and reported)."
+    )
+    static_value = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PUBLISHED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plan", "feature"],
+                condition=models.Q(status="published"),
+                name="one_published_entitlement_per_plan_feature",
+                violation_error_message="The plan already has an entitlement for this feature.",
+                violation_error_code="unique",
+            )
+        ]
+
+    def __str__(self):
+        return (
+            f"{self.feature} on {self.plan}" if self.feature_id and self.plan_id else "Entitlement"
+        )
+
+    def clean(self):
+        validate_entitlement(
+            feature_type=self.feature_type,
+            actual_type=self.feature.type if self.feature_id else self.feature_type,
+            usage_limit=self.usage_limit,
+            usage_reset_period=self.usage_reset_period,
+            is_soft_limit=self.is_soft_limit,
+            static_value=self.static_value,
         )

@@ -3,11 +3,11 @@
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from catalog import pricing
-from catalog.models import Feature, Meter, Plan, Price, PriceTier
+from catalog.models import Entitlement, Feature, Meter, Plan, Price, PriceTier
 from catalog.selectors import price_in_use
 from catalog.validation import (
     validate_feature,
@@ -204,6 +204,13 @@ def plan_version_create(*, plan: Plan) -> Plan:
             )
             for t in price.tiers.all()
         )
+    for entitlement in plan.entitlements.filter(status=Entitlement.Status.PUBLISHED):
+        entitlement_create(
+            plan=copy,
+            feature=entitlement.feature,
+            feature_type=entitlement.feature_type,
+            **{name: getattr(entitlement, name) for name in ENTITLEMENT_TERMS},
+        )
     return copy
 
 
@@ -227,3 +234,67 @@ def _version_keys_taken(*, plan: Plan, prices: list[Price], version: int) -> boo
     return (
         plan_key is not None and Plan.objects.filter(lookup_key=plan_key).exists()
     ) or Price.objects.filter(lookup_key__in=price_keys).exists()
+
+
+# Entitlements
+
+ENTITLEMENT_TERMS = (
+    "is_enabled",
+    "usage_limit",
+    "usage_reset_period",
+    "is_soft_limit",
+    "static_value",
+)
+
+
+def entitlement_create(*, plan: Plan, feature: Feature, feature_type: str, **terms) -> Entitlement:
+    """A plan's entitlement to a feature; ``terms`` are ENTITLEMENT_TERMS. One published
+    entitlement per plan and feature (a second is refused as already existing)."""
+    entitlement = Entitlement(plan=plan, feature=feature, feature_type=feature_type)
+    _entitlement_set(entitlement, terms)
+    try:
+        with transaction.atomic():
+            entitlement.save()
+    except IntegrityError:  # a concurrent create took the plan and feature first
+        raise ValidationError(
+            Entitlement._meta.constraints[0].violation_error_message, code="unique"
+        ) from None
+    return entitlement
+
+
+@transaction.atomic
+def entitlements_create(*, items: list[dict]) -> list[Entitlement]:
+    """Several entitlements, all or none: errors name the item (``items.2.usage_limit``)."""
+    created = []
+    for number, item in enumerate(items):
+        try:
+            created.append(entitlement_create(**item))
+        except ValidationError as error:
+            raise ValidationError(
+                {f"items.{number}.{k}": v for k, v in error.message_dict.items()}
+            ) from error
+    return created
+
+
+@transaction.atomic
+def entitlement_update(*, entitlement: Entitlement, **terms) -> Entitlement:
+    entitlement = Entitlement.objects.select_for_update().get(pk=entitlement.pk)
+    _entitlement_set(entitlement, terms)
+    entitlement.save()
+    return entitlement
+
+
+def entitlement_archive(*, entitlement: Entitlement) -> Entitlement:
+    """Subscribers lose it at once; the row stays, so a new one may replace it."""
+    entitlement.status = Entitlement.Status.ARCHIVED
+    entitlement.save(update_fields=["status", "updated_at"])
+    return entitlement
+
+
+def _entitlement_set(entitlement: Entitlement, terms: dict) -> None:
+    unknown = set(terms) - set(ENTITLEMENT_TERMS)
+    if unknown:
+        raise TypeError(f"not entitlement terms: {sorted(unknown)}")
+    for name, value in terms.items():
+        setattr(entitlement, name, value)
+    entitlement.full_clean()

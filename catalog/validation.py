@@ -13,6 +13,7 @@ from catalog import pricing
 from catalog.names import ADVANCE, COUNT, FIXED, SUM_WITH_MULTIPLIER, USAGE
 
 METERED = "metered"
+STATIC = "static"
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
 # Bounds (README.md, "Bounds").
@@ -243,3 +244,29 @@ def validate_price_change(*, in_use: bool, before: Mapping, after: Mapping) -> N
 def validate_price_delete(*, in_use: bool) -> None:
     if in_use:
         _raise({NON_FIELD_ERRORS: [PRICE_UNDELETABLE]})
+
+
+def validate_entitlement(
+    *,
+    feature_type: str,
+    actual_type: str,
+    usage_limit: int | None,
+    usage_reset_period: str,
+    is_soft_limit: bool,
+    static_value: str,
+) -> None:
+    """A limit and its period are a metered feature's; a value is a static one's."""
+    errors: dict[str, list[str]] = {}
+    if feature_type != actual_type:
+        errors["feature_type"] = [f"The feature is {actual_type}, not {feature_type}."]
+    if feature_type != METERED:
+        for name, value in (
+            ("usage_limit", usage_limit is not None),
+            ("usage_reset_period", bool(usage_reset_period)),
+            ("is_soft_limit", is_soft_limit),
+        ):
+            if value:
+                errors[name] = ["Only a metered feature's entitlement has a usage limit."]
+    if static_value and feature_type != STATIC:
+        errors["static_value"] = ["Only a static feature's entitlement has a value."]
+    _raise(errors)

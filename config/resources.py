@@ -122,6 +122,14 @@ class Body(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class NoBody(Body):
+    """A DELETE takes no options."""
+
+
+class MessageSerializer(serializers.Serializer):
+    message = serializers.CharField()
+
+
 class SearchRequest(serializers.Serializer):
     """A ``POST /<resource>/search`` body: paging, and filters that subclasses declare.
 
@@ -162,6 +170,15 @@ class PageInfo(serializers.Serializer):
 
 
 PAGE_INFO_EXAMPLE = {"total": 1, "limit": 50, "offset": 0}
+
+
+def one_page(items: list) -> dict:
+    """Every row in one page, as Flexprice answers its unpaged lists."""
+    return {"items": items, "pagination": {"total": len(items), "limit": len(items), "offset": 0}}
+
+
+def page_examples(name: str, example: dict) -> list[OpenApiExample]:
+    return [OpenApiExample(name, value={"items": [example], "pagination": PAGE_INFO_EXAMPLE})]
 
 
 class ListPagination(Pagination):

@@ -17,12 +17,20 @@ KEY_RECHECK_SECONDS = 5.0
 _keys: dict[str, tuple[float, ApiKey]] = {}
 
 
-def api_key_active(raw: str) -> ApiKey | None:
-    """The active key with this secret, from a per-process cache of keys seen lately."""
-    hashed = ApiKey.hash(raw)
-    seen = _keys.get(hashed)
+def api_key_seen(raw: str) -> ApiKey | None:
+    """The active key with this secret if this process checked it lately; no query."""
+    seen = _keys.get(ApiKey.hash(raw))
     if seen is not None and time.monotonic() - seen[0] < KEY_RECHECK_SECONDS:
         return seen[1]
+    return None
+
+
+def api_key_active(raw: str) -> ApiKey | None:
+    """The active key with this secret, from a per-process cache of keys seen lately."""
+    seen = api_key_seen(raw)
+    if seen is not None:
+        return seen
+    hashed = ApiKey.hash(raw)
     key = api_key_by_hash(hashed)
     if key is None or not key.is_active:
         _keys.pop(hashed, None)

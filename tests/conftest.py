@@ -50,11 +50,13 @@ def eager_celery(request):
 def fresh_process_caches():
     """Each test starts as a fresh process would: no meters or API keys remembered from
     another test's (rolled back) data."""
+    from billing.entitlement_api import usage_summaries_forget
     from metering.auth import api_keys_forget
     from metering.ingestion import meters_forget
 
     meters_forget()
     api_keys_forget()
+    usage_summaries_forget()
 
 
 @pytest.fixture
@@ -115,3 +117,34 @@ def receiver():
     started = Receiver().start()
     yield started
     started.stop()
+
+
+@pytest.fixture
+def entitled(db):
+    """acme on a plan with a token price (feature ``tokens``), entitled to 1,000 tokens per
+    billing period; the subscription started 10 days ago."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalog.services import entitlement_create
+    from tests.factories import (
+        CustomerFactory,
+        MeterFactory,
+        PlanFactory,
+        PriceFactory,
+        SubscriptionFactory,
+    )
+
+    meter = MeterFactory(feature__lookup_key="tokens")
+    plan = PlanFactory()
+    PriceFactory(plan=plan, meter=meter)
+    entitlement = entitlement_create(
+        plan=plan, feature=meter.feature, feature_type="metered", usage_limit=1000
+    )
+    subscription = SubscriptionFactory(
+        customer=CustomerFactory(external_id="acme"),
+        plan=plan,
+        start_date=timezone.now() - timedelta(days=10),
+    )
+    return {"meter": meter, "plan": plan, "entitlement": entitlement, "sub": subscription}

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0011_webhooks'),
+        ('billing', '0012_entitlement_state'),
     ]
 
     operations = [

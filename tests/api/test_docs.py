@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from catalog.models import Feature
 from metering.models import Event
 from tests.factories import CustomerFactory, MeterFactory
 
@@ -68,6 +69,8 @@ def test_the_guide_covers_auth_events_usage_and_preview():
         ("POST", "/v1/events/usage"),
         ("GET", "/v1/customers/external/acme/subscriptions"),
         ("POST", "/v1/invoices/preview"),
+        ("POST", "/v1/entitlements"),
+        ("GET", "/v1/customers/usage?customer_lookup_key=acme&feature_lookup_keys=o1-input"),
     ]
     assert all(c["headers"]["x-api-key"] == "$KEY" for c in guide_curls())
     assert "python manage.py create_api_key my-product" in GUIDE
@@ -86,7 +89,11 @@ def inside_the_guides_window():
 def test_the_guides_curls_work_against_the_demo(inside_the_guides_window, o1_subscriptions):
     out = StringIO()
     call_command("create_api_key", "my-product", stdout=out)  # as the guide says
-    variables = {"KEY": out.getvalue().splitlines()[-1]}
+    variables = {
+        "KEY": out.getvalue().splitlines()[-1],
+        "PLAN_ID": o1_subscriptions["acme"].plan_id,
+        "FEATURE_ID": Feature.objects.get(lookup_key="o1-input").pk,
+    }
     client = APIClient()
     answers = []
     for curl in guide_curls():
@@ -96,7 +103,7 @@ def test_the_guides_curls_work_against_the_demo(inside_the_guides_window, o1_sub
         assert 200 <= answer.status_code < 300, (curl["path"], answer.content)
         answers.append(answer)
 
-    event, bulk, usage, _, preview = (a.json() for a in answers)
+    event, bulk, usage, _, preview, entitlement, check = (a.json() for a in answers)
     assert event == {"message": "Event accepted for processing", "event_id": "req-123"}
     assert (bulk["accepted"], bulk["duplicates"]) == ("2", "0")
     stored = Event.objects.filter(event_id__in=["req-123", "req-124", "req-125"])
@@ -104,6 +111,11 @@ def test_the_guides_curls_work_against_the_demo(inside_the_guides_window, o1_sub
     assert usage["value"] != "0" and usage["results"]  # the guide's window holds them
     assert preview["subscription_id"] == o1_subscriptions["acme"].pk
     assert preview["line_items"]
+    assert entitlement["usage_limit"] == 10_000_000
+    (feature,) = check["features"]
+    # The demo's 5,000,000 input tokens and the guide's 1,200.
+    assert (feature["current_usage"], feature["remaining"]) == ("5001200", "4998800")
+    assert feature["allowed"]
 
 
 @pytest.mark.django_db

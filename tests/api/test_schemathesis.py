@@ -28,6 +28,7 @@ from billing.services import invoice_finalize, invoice_propose
 from billing.wallets import wallet_create
 from billing.webhooks import webhook_endpoint_create
 from catalog.models import Price
+from catalog.services import entitlement_create
 from metering.services import api_key_create
 from tests.factories import PlanFactory, PriceFactory, PriceTierFactory, ingest, subscribe
 
@@ -67,7 +68,11 @@ def _seed() -> dict[str, str]:
     grant = credit_grant_create(
         name="Monthly", plan=plan, credits=Decimal(1), cadence=CreditGrant.Cadence.RECURRING
     )
+    entitlement = entitlement_create(
+        plan=plan, feature=package.meter.feature, feature_type="metered", usage_limit=1000
+    )
     return {
+        "/v1/entitlements/": entitlement.pk,
         "/v1/customers/external/": customer.external_id,
         "/v1/customers/": customer.pk,
         "/v1/features/": package.meter.feature_id,

@@ -107,6 +107,7 @@ def test_operator_builds_the_o1_plan_through_the_admin(admin_client, o1_scenario
         "metadata": "{}",
         **management("prices", total=len(prices)),
         **management("credit_grants", total=0),  # billing's inline on the plan form
+        **management("entitlements", total=0),
     }
     for index, spec in enumerate(prices):
         data.update(price_row(index, meters[spec["feature"]], spec["amount"]))
@@ -161,6 +162,7 @@ def test_package_price_without_divide_by_is_refused_on_the_plan_form(admin_clien
         "metadata": "{}",
         **management("prices", total=1),
         **management("credit_grants", total=0),  # billing's inline on the plan form
+        **management("entitlements", total=0),
         **price_row(0, meter, "15"),
     }
     data["prices-0-divide_by"] = ""
@@ -237,6 +239,7 @@ def test_plan_inline_refuses_a_usage_price_billed_in_advance(admin_client):
         "metadata": "{}",
         **management("prices", total=1),
         **management("credit_grants", total=0),  # billing's inline on the plan form
+        **management("entitlements", total=0),
         **price_row(0, meter, "15"),
         "prices-0-invoice_cadence": "ADVANCE",
     }
@@ -312,6 +315,7 @@ def plan_change_post(plan: Plan, **changes) -> dict:
         "metadata": json.dumps(plan.metadata),
         **management("prices", total=len(prices), initial=len(prices)),
         **management("credit_grants", total=0),  # billing's inline on the plan form
+        **management("entitlements", total=0),
     }
     for index, price in enumerate(prices):
         data.update(price_row(index, price.meter, str(price.amount)))
@@ -684,6 +688,7 @@ def test_plan_inline_refusal_of_a_new_tiered_price_says_where_to_add_it(admin_cl
         "metadata": "{}",
         **management("prices", total=1),
         **management("credit_grants", total=0),  # billing's inline on the plan form
+        **management("entitlements", total=0),
         **price_row(0, meter, "15"),
         "prices-0-billing_model": "TIERED",
     }
