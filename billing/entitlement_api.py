@@ -284,7 +284,7 @@ class UsageCheckFastPath:
     this process checked lately and within its rate, is answered here, without Django's
     middleware, URL resolution or DRF (most of a kept answer's cost, by cProfile). Every
     other request, this path's misses and refusals included, goes to Django; the headers of
-    Django's own answer to this path are reused."""
+    Django's own answer to this path are reused, and only a Host it accepted is served here."""
 
     PATH = "/v1/customers/usage"
     SKIPPED = frozenset({"content-length", "set-cookie"})
@@ -292,11 +292,13 @@ class UsageCheckFastPath:
     def __init__(self, app):
         self.app = app
         self.headers: list[tuple[str, str]] | None = None
+        self.hosts: set[str] = set()  # that Django answered this path for (ALLOWED_HOSTS)
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") != self.PATH or environ.get("REQUEST_METHOD") != "GET":
             return self.app(environ, start_response)
-        if self.headers is not None:
+        host = environ.get("HTTP_HOST", "")
+        if self.headers is not None and host in self.hosts:
             body = self._kept(environ)
             if body is not None:
                 start_response("200 OK", [*self.headers, ("Content-Length", str(len(body)))])
@@ -305,6 +307,7 @@ class UsageCheckFastPath:
         def learn(status, headers, exc_info=None):
             if status.startswith("200 "):
                 self.headers = [(k, v) for k, v in headers if k.lower() not in self.SKIPPED]
+                self.hosts.add(host)
             return start_response(status, headers, exc_info)
 
         return self.app(environ, learn)

@@ -301,7 +301,7 @@ def test_sdk_entitlement_calls_work_unchanged(fp):  # noqa: F811
     assert fp.entitlements.delete_entitlement(id=limited.id).message == "entitlement archived"
 
 
-def wsgi_get(app, query: str, key: str) -> tuple[str, dict, bytes]:
+def wsgi_get(app, query: str, key: str, host="testserver") -> tuple[str, dict, bytes]:
     """One GET through the WSGI application that gunicorn serves."""
     import io
 
@@ -316,7 +316,7 @@ def wsgi_get(app, query: str, key: str) -> tuple[str, dict, bytes]:
         "QUERY_STRING": query,
         "SERVER_NAME": "testserver",
         "SERVER_PORT": "80",
-        "HTTP_HOST": "testserver",
+        "HTTP_HOST": host,
         "wsgi.url_scheme": "http",
         "wsgi.input": io.BytesIO(b""),
         "wsgi.errors": io.StringIO(),
@@ -342,6 +342,10 @@ def test_the_fast_path_serves_kept_answers_as_django_does_and_refuses_as_django_
     assert (status, kept) == ("200 OK", first)
     assert headers == django_headers
     assert headers["X-Content-Type-Options"] == "nosniff"
+    # a Host Django refuses is refused here too, kept answer or not
+    assert wsgi_get(application, "customer_lookup_key=acme", key, "evil.example")[0].startswith(
+        "400"
+    )
     started = time.monotonic()
     while (
         json.loads(wsgi_get(application, "customer_lookup_key=acme", key)[2])["features"][0][
