@@ -150,18 +150,17 @@ def balances_by_reason(wallet_ids, *, at: datetime | None = None) -> dict[str, d
         return {}
     block, taken = WalletTransaction._meta.db_table, CreditConsumption._meta.db_table
     at = connection.ops.adapt_datetimefield_value(at or timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""SELECT t.wallet_id, t.transaction_reason, t.credit_amount,
-                       (SELECT sum(c.credits) FROM {taken} c WHERE c.credit_id = t.id)
-                  FROM {block} t
-                 WHERE t.wallet_id IN ({", ".join(["%s"] * len(ids))})
-                   AND t.type = %s AND t.transaction_status = %s
-                   AND (t.expiry_date IS NULL OR t.expiry_date > %s)""",
-            [*ids, WalletTransaction.Type.CREDIT, WalletTransaction.Status.COMPLETED, at],
-        )
-        for wallet_id, reason, amount, consumed in cursor.fetchall():
-            left[wallet_id][reason] += exact(amount) - exact(consumed)
+    rows = WalletTransaction.objects.raw(
+        f"""SELECT t.id, t.wallet_id, t.transaction_reason, t.credit_amount,
+                   (SELECT sum(c.credits) FROM {taken} c WHERE c.credit_id = t.id) AS consumed
+              FROM {block} t
+             WHERE t.wallet_id IN ({", ".join(["%s"] * len(ids))})
+               AND t.type = %s AND t.transaction_status = %s
+               AND (t.expiry_date IS NULL OR t.expiry_date > %s)""",
+        [*ids, WalletTransaction.Type.CREDIT, WalletTransaction.Status.COMPLETED, at],
+    )
+    for row in rows:
+        left[row.wallet_id][row.transaction_reason] += row.credit_amount - exact(row.consumed)
     return {pk: dict(by_reason) for pk, by_reason in left.items()}
 
 

@@ -8,7 +8,7 @@ from decimal import ROUND_UP, Decimal
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from billing import ledger, outbox, services
@@ -415,21 +415,26 @@ def _open_periods_signature(wallet: Wallet) -> list[tuple]:
     sub, invoice = Subscription._meta.db_table, Invoice._meta.db_table
     price, meter = Price._meta.db_table, Meter._meta.db_table
     customer = Customer._meta.db_table
-    sql = f"""
-        SELECT c.external_id, s.id, s.plan_id, s.current_period_start, s.current_period_end,
-               s.cancel_at_period_end, s.end_date,
+    rows = Subscription.objects.raw(
+        f"""
+        SELECT s.id, c.external_id AS external, s.plan_id, s.current_period_start,
+               s.current_period_end, s.cancel_at_period_end, s.end_date,
                (SELECT max(i.updated_at) FROM {invoice} i
-                 WHERE i.subscription_id = s.id AND i.closed_early = %s),
-               (SELECT count(*) FROM {price} p WHERE p.plan_id = s.plan_id),
-               (SELECT max(p.updated_at) FROM {price} p WHERE p.plan_id = s.plan_id),
+                 WHERE i.subscription_id = s.id AND i.closed_early = %s) AS parts,
+               (SELECT count(*) FROM {price} p WHERE p.plan_id = s.plan_id) AS prices,
+               (SELECT max(p.updated_at) FROM {price} p WHERE p.plan_id = s.plan_id) AS priced,
                (SELECT max(m.updated_at) FROM {price} p JOIN {meter} m ON m.id = p.meter_id
-                 WHERE p.plan_id = s.plan_id)
+                 WHERE p.plan_id = s.plan_id) AS metered
           FROM {sub} s JOIN {customer} c ON c.id = s.customer_id
          WHERE s.customer_id = %s AND s.currency = %s AND s.status = %s
-         ORDER BY s.id"""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [True, wallet.customer_id, wallet.currency, Subscription.Status.ACTIVE])
-        return [tuple(row) for row in cursor.fetchall()]
+         ORDER BY s.id""",
+        [True, wallet.customer_id, wallet.currency, Subscription.Status.ACTIVE],
+    )
+    return [
+        (r.external, r.pk, r.plan_id, r.current_period_start, r.current_period_end)
+        + (r.cancel_at_period_end, r.end_date, r.parts, r.prices, r.priced, r.metered)
+        for r in rows
+    ]
 
 
 def _open_period_usage(wallet: Wallet, subscriptions) -> Decimal:
