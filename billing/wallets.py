@@ -12,8 +12,16 @@ from django.db import transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from billing import ledger, services
-from billing.models import Invoice, InvoiceLineItem, Subscription, Wallet, WalletTransaction
+from billing import alerts, ledger, services
+from billing.models import (
+    AlertEntity,
+    AlertType,
+    Invoice,
+    InvoiceLineItem,
+    Subscription,
+    Wallet,
+    WalletTransaction,
+)
 from billing.signals import wallet_changed_on_commit
 from catalog import pricing
 from catalog.models import Price
@@ -26,11 +34,6 @@ Reason = WalletTransaction.Reason
 PURCHASES = (Reason.PURCHASED_CREDIT_DIRECT, Reason.PURCHASED_CREDIT_INVOICED)
 TOP_UP_REASONS = (*PURCHASES, Reason.FREE_CREDIT_GRANT, Reason.PURCHASED_CREDIT_BONUS)
 AUTO_TOPUP_KEY = "auto-topup:"  # then the instant it fired
-ALERT_LEVELS = (  # most severe first
-    ("critical", Wallet.AlertState.IN_ALARM),
-    ("warning", Wallet.AlertState.WARNING),
-    ("info", Wallet.AlertState.INFO),
-)
 
 
 EXPIRY_IN_THE_PAST = "The expiry must be in the future."
@@ -448,22 +451,6 @@ def wallet_balance(
     )
 
 
-def alert_state_for(settings: dict, credit_balance: Decimal) -> str:
-    """The most severe level whose threshold the balance is below (or above, per its
-    condition); ``ok`` when alerts are off or none is crossed."""
-    if not settings or not settings.get("alert_enabled"):
-        return Wallet.AlertState.OK
-    for level, state in ALERT_LEVELS:
-        rule = settings.get(level) or {}
-        if rule.get("threshold") in (None, ""):
-            continue
-        threshold = Decimal(str(rule["threshold"]))
-        above = rule.get("condition", "below") == "above"
-        if (credit_balance > threshold) if above else (credit_balance < threshold):
-            return state
-    return Wallet.AlertState.OK
-
-
 def wallet_check(*, wallet_id: str, now: datetime | None = None) -> WalletTransaction | None:
     """After usage or a ledger change: update the alert state, and top up automatically when
     the real-time balance has fallen to the threshold. The wallet's lock makes concurrent
@@ -493,7 +480,18 @@ def wallet_check(*, wallet_id: str, now: datetime | None = None) -> WalletTransa
             live = wallet_balance(wallet, now=now)
         elif wallet.auto_topup_threshold is not None:
             wallet.auto_topup_armed |= live.real_time_credit_balance > wallet.auto_topup_threshold
-        wallet.alert_state = alert_state_for(wallet.alert_settings, live.real_time_credit_balance)
+        alert_state = alerts.alert_state_for(wallet.alert_settings, live.real_time_credit_balance)
+        alerts.alert_change_record(
+            customer=wallet.customer,
+            entity_type=AlertEntity.WALLET,
+            entity_id=wallet.pk,
+            alert_type=AlertType.LOW_ONGOING_BALANCE,
+            config=wallet.alert_settings,
+            before=wallet.alert_state,
+            after=alert_state,
+            value=live.real_time_credit_balance,
+        )
+        wallet.alert_state = alert_state
         if topped is not None or (wallet.alert_state, wallet.auto_topup_armed) != before:
             wallet.save(
                 update_fields=[

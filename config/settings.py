@@ -102,6 +102,8 @@ LOGIN_REDIRECT_URL = "portal:home"
 # smtp+tls://user:password@smtp.example.com:587; the console by default.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Tally <billing@localhost>")
+# The operator's copy of every alert email (alerts go to the customer's address too).
+TALLY_ALERTS_EMAIL = env.str("TALLY_ALERTS_EMAIL", default="")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -220,6 +222,7 @@ CELERY_BEAT_SCHEDULE = {
     "periods-close": {"task": "billing.tasks.periods_close", "schedule": 60.0},
     "drafts-refresh": {"task": "billing.tasks.drafts_refresh", "schedule": 60.0},
     "credits-expire": {"task": "billing.tasks.credits_expire", "schedule": 60.0},
+    "emails-sweep": {"task": "billing.tasks.emails_sweep", "schedule": 60.0},
 }
 # An unacknowledged task (its worker died) is redelivered after this many seconds.
 _VISIBILITY = env.int("CELERY_VISIBILITY_TIMEOUT", default=60)
