@@ -210,4 +210,3 @@ def budget_clear(*, budget: Budget, set_by: str = Budget.SetBy.CUSTOMER) -> None
         raise PermissionDenied("The operator has set this budget; ask them to change it.")
     budget.delete()
     _capped_forget(budget.customer_id)
-

@@ -771,7 +771,9 @@ class OutboxEmail(models.Model):
     """An email, written in the transaction of what it reports and sent after commit by a
     worker (``billing.emails``). ``key`` makes each notice once."""
 
-    id = models.CharField(primary_key=True, max_length=40, default=id_factory("mail"), editable=False)
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("mail"), editable=False
+    )
     key = models.CharField(max_length=255, unique=True)
     to = models.EmailField()
     subject = models.CharField(max_length=255)

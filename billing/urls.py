@@ -1,15 +1,17 @@
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from billing import api, services, wallet_api
+from billing import alert_api, api, services, wallet_api
 
 router = SimpleRouter(trailing_slash=False, use_regex_path=False)
 router.register("subscriptions", api.SubscriptionViewSet, basename="subscription")
 router.register("invoices", api.InvoiceViewSet, basename="invoice")
 router.register("wallets", wallet_api.WalletViewSet, basename="wallet")
 router.register("creditgrants", wallet_api.CreditGrantViewSet, basename="creditgrant")
+router.register("alerts/setting", alert_api.AlertSettingViewSet, basename="alertsetting")
 
 urlpatterns = [
+    path("alerts/search", alert_api.AlertLogSearchView.as_view(), name="alert-search"),
     path(
         "subscriptions/<id:pk>/cancel",
         api.SubscriptionCancelView.as_view(),

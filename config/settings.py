@@ -205,6 +205,11 @@ SPECTACULAR_SETTINGS = {
         "WalletTransactionStatusEnum": "billing.models.WalletTransaction.Status",
         "WalletTransactionReasonEnum": "billing.models.WalletTransaction.Reason",
         "CreditGrantStatusEnum": "billing.models.CreditGrant.Status",
+        "AlertRuleEntityEnum": ["subscription", "feature"],
+        "PriceEntityTypeEnum": ["PLAN"],
+        "AlertEntityEnum": "billing.models.AlertEntity",
+        "AlertStateEnum": "billing.models.AlertState",
+        "AlertTypeEnum": "billing.models.AlertType",
     },
 }
 
