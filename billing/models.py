@@ -764,6 +764,8 @@ class Budget(models.Model):
     @property
     def percent_used(self) -> Decimal:
         """Whole percent, rounded down: 99.9 % is not shown as the 100 % that caps."""
+        if not self.amount:
+            return Decimal(0)
         return (self.spent * 100 / self.amount).quantize(Decimal(1), rounding=ROUND_DOWN)
 
 
