@@ -123,7 +123,7 @@ def customer_budgets_check(*, customer_id: str, now: datetime | None = None) -> 
     now = now or timezone.now()
     with transaction.atomic():
         budgets = list(
-            Budget.objects.select_for_update()
+            Budget.objects.select_for_update(of=("self",))
             .filter(customer_id=customer_id)
             .select_related("customer", "feature")
             .order_by("pk")
@@ -185,7 +185,10 @@ def budget_set(
     """Create or change the customer's budget for the account (or ``feature``), and
     evaluate it at once. A customer cannot change a budget the operator locked."""
     budget = (
-        Budget.objects.select_for_update().filter(customer=customer, feature=feature).first()
+        Budget.objects.select_for_update()
+        .filter(customer=customer, feature=feature)
+        .order_by("pk")
+        .first()
     ) or Budget(customer=customer, feature=feature)
     if budget.locked and set_by == Budget.SetBy.CUSTOMER:
         raise PermissionDenied("The operator has set this budget; ask them to change it.")
