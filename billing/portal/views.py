@@ -498,44 +498,52 @@ class BudgetForm(forms.Form):
         return self.features.get(self.cleaned_data["scope"]) if self.cleaned_data["scope"] else None
 
 
-def _budgets_page(request, customer, form, status=200):
+def _budgets_page(request, customer, form, *, status=200, error=None):
     return render(
         request,
         "portal/budgets.html",
-        {"customer": customer, "form": form, "budgets": selectors.customer_budgets(customer)},
+        {
+            "customer": customer,
+            "form": form,
+            "error": error,
+            "budgets": selectors.customer_budgets(customer),
+        },
         status=status,
+    )
+
+
+def _budget_form(customer, data=None) -> BudgetForm:
+    subscription = selectors.portal_subscription(customer)
+    return BudgetForm(
+        data,
+        features=selectors.budget_features(subscription),
+        currency=subscription.currency if subscription else "usd",
     )
 
 
 @portal_view
 def budgets(request, customer):
     """The customer's own budgets: set one for the account or a feature, or clear one."""
-    subscription = selectors.portal_subscription(customer)
-    options = {
-        "features": selectors.budget_features(subscription),
-        "currency": subscription.currency if subscription else "usd",
-    }
     if request.method != "POST":
-        return _budgets_page(request, customer, BudgetForm(**options))
+        return _budgets_page(request, customer, _budget_form(customer))
     if request.portal["read_only"]:
         raise PermissionDenied("Viewing as a customer is read-only.")
-    form = BudgetForm(request.POST, **options)
-    if form.is_valid():
-        try:
-            budgets_service.budget_set(
-                customer=customer,
-                feature=form.cleaned_data["scope"],
-                amount=form.cleaned_data["amount"],
-                currency=options["currency"],
-                alert_percents=form.cleaned_data["alert_percents"],
-                hard_cap=form.cleaned_data["hard_cap"],
-                user=request.user,
-            )
-        except (PermissionDenied, ValidationError) as error:
-            form.add_error(None, getattr(error, "messages", None) or str(error))
-        else:
-            return redirect("portal:budgets")
-    return _budgets_page(request, customer, form, status=400)
+    form = _budget_form(customer, request.POST)
+    if not form.is_valid():
+        return _budgets_page(request, customer, form, status=400)
+    try:
+        budgets_service.budget_set(
+            customer=customer,
+            feature=form.cleaned_data["scope"],
+            amount=form.cleaned_data["amount"],
+            currency=form.currency,
+            alert_percents=form.cleaned_data["alert_percents"],
+            hard_cap=form.cleaned_data["hard_cap"],
+            user=request.user,
+        )
+    except PermissionDenied as error:
+        return _budgets_page(request, customer, form, status=400, error=str(error))
+    return redirect("portal:budgets")
 
 
 @require_POST
@@ -547,13 +555,9 @@ def budget_clear(request, customer, budget_id):
     try:
         budgets_service.budget_clear(budget=budget)
     except PermissionDenied as error:
-        subscription = selectors.portal_subscription(customer)
-        form = BudgetForm(
-            features=selectors.budget_features(subscription),
-            currency=subscription.currency if subscription else "usd",
+        return _budgets_page(
+            request, customer, _budget_form(customer), status=400, error=str(error)
         )
-        form.add_error(None, str(error))
-        return _budgets_page(request, customer, form, status=400)
     return redirect("portal:budgets")
 
 
