@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.models import OutboxEmail
+from billing.signals import email_queued
 
 SWEEP_AFTER = timedelta(seconds=30)  # an unsent email older than this lost its task
 
@@ -23,9 +24,7 @@ def email_queue(*, key: str, to: str, subject: str, body: str) -> OutboxEmail:
         key=key, defaults={"to": to, "subject": subject[:255], "body": body}
     )
     if created:
-        from billing.tasks import email_send  # tasks import the services
-
-        transaction.on_commit(lambda: email_send.delay(email.pk))
+        transaction.on_commit(lambda: email_queued.send(sender=None, email_id=email.pk))
     return email
 
 
