@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from billing import emails
+from billing import emails, selectors
 from billing.models import (
     AlertEntity,
     AlertLog,
@@ -240,17 +240,6 @@ def watched_value(setting: AlertSetting, draft: Invoice | None) -> Decimal:
     return max(quantities, default=Decimal(0))
 
 
-def open_draft(subscription: Subscription) -> Invoice | None:
-    """The proposed invoice of the subscription's open period, if computed."""
-    return Invoice.objects.filter(
-        subscription=subscription,
-        invoice_status=Invoice.Status.DRAFT,
-        billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
-        period_start=subscription.current_period_start,
-        period_end=subscription.current_period_end,
-    ).first()
-
-
 def subscription_alerts_check(*, subscription_id: str) -> int:
     """Evaluate the subscription's rules against its draft, after a recompute. Each rule's
     row is locked while its state changes, so concurrent checks log a change once. Returns
@@ -265,7 +254,7 @@ def subscription_alerts_check(*, subscription_id: str) -> int:
         if not rules:
             return 0
         subscription = Subscription.objects.select_related("customer").get(pk=subscription_id)
-        draft = open_draft(subscription)
+        draft = selectors.open_draft(subscription)
         for rule in rules:
             value = watched_value(rule, draft)
             after = alert_state_for(rule.config, value, default_condition="above")

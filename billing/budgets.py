@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing import emails
+from billing import emails, selectors
 from billing.models import Budget, EventType, Invoice, InvoiceLineItem, Subscription
 from billing.outbox import event_emit
 from catalog.models import Feature
@@ -54,19 +54,11 @@ def _capped_forget(customer_id: str) -> None:
 
 def open_drafts(*, customer_id: str, currency: str) -> list[Invoice]:
     """The proposed invoices of the customer's open periods in ``currency``."""
-    drafts = []
-    for subscription in Subscription.objects.filter(
+    subscriptions = Subscription.objects.filter(
         customer_id=customer_id, currency=currency, status=Subscription.Status.ACTIVE
-    ):
-        draft = Invoice.objects.filter(
-            subscription=subscription,
-            invoice_status=Invoice.Status.DRAFT,
-            billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
-            period_start=subscription.current_period_start,
-            period_end=subscription.current_period_end,
-        ).first()
-        if draft is not None:
-            drafts.append(draft)
+    )
+    drafts = [selectors.open_draft(subscription) for subscription in subscriptions]
+    drafts = [draft for draft in drafts if draft is not None]
     return drafts
 
 

@@ -584,6 +584,24 @@ class OutboxEvent(models.Model):
         return f"{self.event_type} {self.pk}"
 
 
+def one_per_feature(owner: str, *, whole: tuple, each: tuple) -> list:
+    """One row per ``owner`` without a feature, and one per owner and feature: the pair of
+    constraints a nullable ``feature`` needs (NULLs are distinct in a unique index)."""
+    return [
+        models.UniqueConstraint(
+            fields=[owner],
+            condition=models.Q(feature__isnull=True),
+            name=whole[0],
+            violation_error_message=f"The {owner} already has {whole[1]}.",
+        ),
+        models.UniqueConstraint(
+            fields=[owner, "feature"],
+            name=each[0],
+            violation_error_message=f"The {owner} already has {each[1]}.",
+        ),
+    ]
+
+
 class AlertEntity(models.TextChoices):
     """What an alert watches (Flexprice's AlertEntityType values Tally evaluates)."""
 
@@ -625,19 +643,11 @@ class AlertSetting(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["subscription"],
-                condition=models.Q(feature__isnull=True),
-                name="one_spend_alert_per_subscription",
-                violation_error_message="The subscription already has a spend alert.",
-            ),
-            models.UniqueConstraint(
-                fields=["subscription", "feature"],
-                name="one_usage_alert_per_subscription_feature",
-                violation_error_message="The subscription already has an alert on this feature.",
-            ),
-        ]
+        constraints = one_per_feature(
+            "subscription",
+            whole=("one_spend_alert_per_subscription", "a spend alert"),
+            each=("one_usage_alert_per_subscription_feature", "an alert on this feature"),
+        )
 
     def __str__(self):
         watched = self.feature or "spend"
@@ -737,16 +747,10 @@ class Budget(models.Model):
     class Meta:
         ordering = ["customer", "feature"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["customer"],
-                condition=models.Q(feature__isnull=True),
-                name="one_account_budget_per_customer",
-                violation_error_message="The customer already has an account budget.",
-            ),
-            models.UniqueConstraint(
-                fields=["customer", "feature"],
-                name="one_budget_per_customer_feature",
-                violation_error_message="The customer already has a budget for this feature.",
+            *one_per_feature(
+                "customer",
+                whole=("one_account_budget_per_customer", "an account budget"),
+                each=("one_budget_per_customer_feature", "a budget for this feature"),
             ),
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="budget_positive"),
         ]

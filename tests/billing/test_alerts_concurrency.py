@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from billing import alerts, budgets, services, tasks
 from billing.models import AlertLog, Budget, EventType, OutboxEmail, OutboxEvent, Price
+from tests.billing.test_alerts import use as use_and_recompute
 from tests.billing.test_late_usage import finish, in_thread, require_postgresql
 from tests.factories import (
     CustomerFactory,
@@ -18,7 +19,6 @@ from tests.factories import (
     PlanFactory,
     PriceFactory,
     SubscriptionFactory,
-    ingest,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,15 +41,8 @@ def subscription():
 
 
 def use(n: int, tokens: int) -> None:
-    ingest(
-        {
-            "event_id": f"c-{n}",
-            "event_name": "tokens",
-            "external_customer_id": "acme",
-            "timestamp": (timezone.now() - timedelta(minutes=5)).isoformat(),
-            "properties": {"tokens": tokens},
-        }
-    )
+    """Ingest; its commit queues the recompute (in-process here)."""
+    use_and_recompute(n, tokens, recompute=False)
 
 
 def race(n: int, target) -> list:
