@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from billing.alerts import alert_setting_create
 from billing.credits import credit_grant_create
 from billing.models import CreditGrant
 from billing.services import invoice_finalize, invoice_propose
@@ -66,7 +67,13 @@ def _seed() -> dict[str, str]:
     grant = credit_grant_create(
         name="Monthly", plan=plan, credits=Decimal(1), cadence=CreditGrant.Cadence.RECURRING
     )
+    alert = alert_setting_create(
+        entity_type="subscription",
+        entity_id=subscription.pk,
+        config={"alert_enabled": True, "warning": {"threshold": "1"}},
+    )
     return {
+        "/v1/alerts/setting/": alert.pk,
         "/v1/customers/external/": customer.external_id,
         "/v1/customers/": customer.pk,
         "/v1/features/": package.meter.feature_id,
