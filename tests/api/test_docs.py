@@ -60,7 +60,7 @@ def send(client, curl: dict, variables: dict):
     )
 
 
-def test_the_guide_covers_auth_events_usage_and_preview():
+def test_the_guide_covers_auth_events_usage_preview_and_alerts():
     paths = [(c["method"], c["path"]) for c in guide_curls()]
     assert paths == [
         ("POST", "/v1/events"),
@@ -68,6 +68,8 @@ def test_the_guide_covers_auth_events_usage_and_preview():
         ("POST", "/v1/events/usage"),
         ("GET", "/v1/customers/external/acme/subscriptions"),
         ("POST", "/v1/invoices/preview"),
+        ("POST", "/v1/alerts/setting"),
+        ("POST", "/v1/alerts/search"),
     ]
     assert all(c["headers"]["x-api-key"] == "$KEY" for c in guide_curls())
     assert "python manage.py create_api_key my-product" in GUIDE
@@ -83,20 +85,23 @@ def inside_the_guides_window():
 
 
 @pytest.mark.django_db
-def test_the_guides_curls_work_against_the_demo(inside_the_guides_window, o1_subscriptions):
+def test_the_guides_curls_work_against_the_demo(
+    inside_the_guides_window, o1_subscriptions, django_capture_on_commit_callbacks
+):
     out = StringIO()
     call_command("create_api_key", "my-product", stdout=out)  # as the guide says
     variables = {"KEY": out.getvalue().splitlines()[-1]}
     client = APIClient()
     answers = []
     for curl in guide_curls():
-        if "$SUBSCRIPTION_ID" in (curl["body"] or ""):
+        if "$SUBSCRIPTION_ID" in (curl["body"] or "") and "SUBSCRIPTION_ID" not in variables:
             variables["SUBSCRIPTION_ID"] = answers[-1].json()["items"][0]["id"]
-        answer = send(client, curl, variables)
+        with django_capture_on_commit_callbacks(execute=True):  # as if each request committed
+            answer = send(client, curl, variables)
         assert 200 <= answer.status_code < 300, (curl["path"], answer.content)
         answers.append(answer)
 
-    event, bulk, usage, _, preview = (a.json() for a in answers)
+    event, bulk, usage, _, preview, alert, logs = (a.json() for a in answers)
     assert event == {"message": "Event accepted for processing", "event_id": "req-123"}
     assert (bulk["accepted"], bulk["duplicates"]) == ("2", "0")
     stored = Event.objects.filter(event_id__in=["req-123", "req-124", "req-125"])
@@ -104,6 +109,15 @@ def test_the_guides_curls_work_against_the_demo(inside_the_guides_window, o1_sub
     assert usage["value"] != "0" and usage["results"]  # the guide's window holds them
     assert preview["subscription_id"] == o1_subscriptions["acme"].pk
     assert preview["line_items"]
+    assert (alert["entity_id"], alert["config"]["critical"]["condition"]) == (
+        o1_subscriptions["acme"].pk,
+        "above",
+    )
+    # The guide's events started a package of each token type: acme's draft is $285.00, past
+    # $250, so the new rule's first evaluation logged its critical level.
+    assert [(log["alert_status"], log["alert_info"]["value_at_time"]) for log in logs["items"]] == [
+        ("in_alarm", "285")
+    ]
 
 
 @pytest.mark.django_db
