@@ -481,16 +481,17 @@ def wallet_check(*, wallet_id: str, now: datetime | None = None) -> WalletTransa
         elif wallet.auto_topup_threshold is not None:
             wallet.auto_topup_armed |= live.real_time_credit_balance > wallet.auto_topup_threshold
         alert_state = alerts.alert_state_for(wallet.alert_settings, live.real_time_credit_balance)
-        alerts.alert_change_record(
-            customer=wallet.customer,
-            entity_type=AlertEntity.WALLET,
-            entity_id=wallet.pk,
-            alert_type=AlertType.LOW_ONGOING_BALANCE,
-            config=wallet.alert_settings,
-            before=wallet.alert_state,
-            after=alert_state,
-            value=live.real_time_credit_balance,
-        )
+        if alert_state != wallet.alert_state:
+            alerts.alert_change_record(
+                customer=wallet.customer,
+                entity_type=AlertEntity.WALLET,
+                entity_id=wallet.pk,
+                alert_type=AlertType.LOW_ONGOING_BALANCE,
+                config=wallet.alert_settings,
+                before=wallet.alert_state,
+                after=alert_state,
+                value=live.real_time_credit_balance,
+            )
         wallet.alert_state = alert_state
         if topped is not None or (wallet.alert_state, wallet.auto_topup_armed) != before:
             wallet.save(
