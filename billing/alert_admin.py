@@ -111,6 +111,10 @@ class BudgetAdmin(TallyAdmin):
     def delete_model(self, request, obj):
         budgets.budget_clear(budget=obj, set_by=Budget.SetBy.OPERATOR)
 
+    def delete_queryset(self, request, queryset):
+        for budget in queryset:
+            self.delete_model(request, budget)
+
 
 @admin.register(AlertSetting)
 class AlertSettingAdmin(ReadOnlyAdmin):

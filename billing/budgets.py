@@ -15,7 +15,7 @@ from decimal import Decimal
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing import emails, selectors
@@ -121,6 +121,20 @@ def customer_budgets_check(*, customer_id: str, now: datetime | None = None) -> 
             .order_by("pk")
         )
         return sum(len(_budget_evaluate(budget, now=now)) for budget in budgets)
+
+
+def budgets_refresh(*, now: datetime | None = None) -> int:
+    """After periods close: re-evaluate the budgets that reached a threshold, so a new period
+    re-arms them and lifts a cap even if no usage (stopped by the cap) ever recomputes the
+    draft. Returns the customers checked."""
+    customers = set(
+        Budget.objects.filter(~Q(reached_percents=[]) | Q(capped=True)).values_list(
+            "customer_id", flat=True
+        )
+    )
+    for customer_id in customers:
+        customer_budgets_check(customer_id=customer_id, now=now)
+    return len(customers)
 
 
 def budget_recipients(customer: Customer) -> list[str]:

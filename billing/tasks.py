@@ -42,7 +42,9 @@ def invoice_recompute(subscription_id: str) -> None:
 
 @shared_task
 def periods_close() -> int:
-    return services.periods_close(now=timezone.now())
+    closed = services.periods_close(now=timezone.now())
+    budgets.budgets_refresh()  # a new period re-arms budgets and lifts their caps
+    return closed
 
 
 @shared_task

@@ -203,3 +203,21 @@ def test_the_recompute_path_evaluates_budgets(subscription):
     assert Budget.objects.get().spent == 0
     tasks.invoice_recompute(subscription.pk)
     assert Budget.objects.get().spent == D(60)
+
+
+def test_a_new_period_lifts_a_cap_without_any_usage(
+    subscription, django_capture_on_commit_callbacks
+):
+    """Capped, the customer sends nothing more, so no recompute comes: closing the period
+    re-evaluates the budget, and the new period starts uncapped."""
+    budget_set(customer=subscription.customer, amount=D(10), currency="usd", hard_cap=True)
+    spend(subscription, 1, "input", 1_000_000)
+    assert budget_capped(customer_id=subscription.customer_id)
+    with (
+        time_machine.travel(subscription.current_period_end + timedelta(minutes=10)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert tasks.periods_close() == 1
+    budget = Budget.objects.get()
+    assert (budget.spent, budget.capped, budget.reached_percents) == (0, False, [])
+    assert not budget_capped(customer_id=subscription.customer_id)
