@@ -43,6 +43,7 @@ def test_customer_sets_a_hard_cap_and_sees_it_reached(
     expect(status).to_contain_text("67%")
     expect(status).to_contain_text("Within budget (hard cap at 100%)")
     assert not budget_capped(customer_id=customer.pk)
+    screenshot(page, "portal-budgets.png", tmp_path)
 
     page.get_by_role("link", name="Usage").click()
     expect(page.get_by_test_id("budget-account")).to_contain_text("Within budget")
