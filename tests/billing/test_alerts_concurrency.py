@@ -2,7 +2,6 @@
 released together at a barrier) log a change of alert state once and report a budget's
 threshold once, whatever the interleaving."""
 
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,7 +11,8 @@ from django.utils import timezone
 from billing import alerts, budgets, services, tasks
 from billing.models import AlertLog, Budget, EventType, OutboxEmail, OutboxEvent, Price
 from tests.billing.test_alerts import use as use_and_recompute
-from tests.billing.test_late_usage import finish, in_thread, require_postgresql
+from tests.billing.test_late_usage import require_postgresql
+from tests.billing.test_wallet_concurrency import race
 from tests.factories import (
     CustomerFactory,
     MeterFactory,
@@ -43,17 +43,6 @@ def subscription():
 def use(n: int, tokens: int) -> None:
     """Ingest; its commit queues the recompute (in-process here)."""
     use_and_recompute(n, tokens, recompute=False)
-
-
-def race(n: int, target) -> list:
-    barrier = threading.Barrier(n)
-
-    def run(i):
-        barrier.wait(10)
-        return target(i)
-
-    threads = [in_thread(run, i) for i in range(n)]
-    return [finish(t, timeout=60) for t in threads]
 
 
 def test_two_concurrent_evaluations_of_one_crossing_log_it_once(subscription):
