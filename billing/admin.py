@@ -18,7 +18,10 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 from solo.admin import SingletonModelAdmin
 
-from billing import ledger
+from billing import (
+    ledger,
+    webhook_admin,  # noqa: F401  (registers the webhook pages)
+)
 from billing.credits import grant_give_now
 from billing.models import (
     CreditConsumption,

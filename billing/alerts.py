@@ -9,18 +9,16 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from billing import emails, selectors
+from billing import emails, outbox, selectors
 from billing.models import (
     AlertEntity,
     AlertLog,
     AlertSetting,
     AlertState,
     AlertType,
-    EventType,
     Invoice,
     Subscription,
 )
-from billing.outbox import event_emit
 from catalog.models import Feature
 from metering.models import Customer
 
@@ -89,18 +87,7 @@ def alert_change_record(
         alert_settings=config,
         **entity,
     )
-    event_emit(
-        event_type=EventType.ALERT_STATE_CHANGED,
-        customer_id=customer.pk,
-        data={
-            "alert_log_id": log.pk,
-            "alert_type": alert_type,
-            "alert_status": after,
-            "previous_status": before,
-            "value": value,
-            **entity,
-        },
-    )
+    outbox.alert_emit(log=log)
     _alert_email(log=log, customer=customer)
     return log
 

@@ -18,9 +18,8 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from billing import emails, selectors
-from billing.models import Budget, EventType, Invoice, InvoiceLineItem, Subscription
-from billing.outbox import event_emit
+from billing import emails, outbox, selectors
+from billing.models import Budget, Invoice, InvoiceLineItem, Subscription
 from catalog.models import Feature
 from catalog.money import format_money
 from metering.models import Customer
@@ -145,19 +144,7 @@ def budget_recipients(customer: Customer) -> list[str]:
 
 def _threshold_report(budget: Budget, percent: int) -> None:
     scope = budget.feature.name if budget.feature_id else "your account"
-    event_emit(
-        event_type=EventType.BUDGET_THRESHOLD_REACHED,
-        customer_id=budget.customer_id,
-        data={
-            "budget_id": budget.pk,
-            "feature_id": budget.feature_id,
-            "percent": percent,
-            "amount": budget.amount,
-            "spent": budget.spent,
-            "currency": budget.currency,
-            "capped": budget.capped,
-        },
-    )
+    outbox.budget_emit(budget=budget, percent=percent)
     if percent not in budget.alert_percents:
         return
     period = hashlib.sha256(budget.period_key.encode()).hexdigest()[:16]

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import (
     DecimalField,
     Exists,
@@ -27,7 +27,15 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.models import CreditConsumption, Invoice, Subscription, Wallet, WalletTransaction
+from billing import outbox
+from billing.models import (
+    CreditConsumption,
+    EventType,
+    Invoice,
+    Subscription,
+    Wallet,
+    WalletTransaction,
+)
 from billing.signals import wallet_changed_on_commit
 from catalog.money import minor_unit_exponent
 
@@ -121,38 +129,39 @@ def usable_blocks(wallet: Wallet, *, at: datetime | None = None) -> QuerySet:
     )
 
 
-def exact(credits: Decimal | None) -> Decimal:
-    """A sum from the database at the ledger's precision: a no-op on PostgreSQL, whose
-    numerics are exact; on SQLite it drops the float residue of a sum."""
-    return (credits or ZERO).quantize(PLACES)
+def exact(credits) -> Decimal:
+    """A number from the database at the ledger's precision: a no-op on PostgreSQL, whose
+    numerics are exact; on SQLite (development only), whose raw reads and sums are floats,
+    it drops their float residue."""
+    if credits is None:
+        return ZERO
+    if not isinstance(credits, Decimal):
+        credits = Decimal(repr(credits))  # the shortest text that reads back as the float
+    return credits.quantize(PLACES)
 
 
 def balances_by_reason(wallet_ids, *, at: datetime | None = None) -> dict[str, dict]:
     """For each wallet, the credits it can spend at ``at`` by the reason they were given:
-    its unexpired completed blocks, less what debits took of them. Two small plain queries
-    for any number of wallets: a page of them, or one on the real-time balance's hot path."""
-    at = at or timezone.now()
-    credited = list(
-        WalletTransaction.objects.filter(
-            _unexpired(at),
-            wallet_id__in=list(wallet_ids),
-            type=WalletTransaction.Type.CREDIT,
-            transaction_status=WalletTransaction.Status.COMPLETED,
+    its unexpired completed blocks, less what debits took of them. One plain statement for
+    any number of wallets: a page of them, or one on the real-time balance's hot path."""
+    ids = list(wallet_ids)
+    left = {pk: defaultdict(lambda: ZERO) for pk in ids}
+    if not ids:
+        return {}
+    block, taken = WalletTransaction._meta.db_table, CreditConsumption._meta.db_table
+    at = connection.ops.adapt_datetimefield_value(at or timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT t.wallet_id, t.transaction_reason, t.credit_amount,
+                       (SELECT sum(c.credits) FROM {taken} c WHERE c.credit_id = t.id)
+                  FROM {block} t
+                 WHERE t.wallet_id IN ({", ".join(["%s"] * len(ids))})
+                   AND t.type = %s AND t.transaction_status = %s
+                   AND (t.expiry_date IS NULL OR t.expiry_date > %s)""",
+            [*ids, WalletTransaction.Type.CREDIT, WalletTransaction.Status.COMPLETED, at],
         )
-        .order_by()
-        .values_list("pk", "wallet_id", "transaction_reason", "credit_amount")
-    )
-    taken = {}
-    if credited:
-        taken = dict(
-            CreditConsumption.objects.filter(credit_id__in=[row[0] for row in credited])
-            .values_list("credit_id")
-            .annotate(Sum("credits"))
-            .order_by()
-        )
-    left = {pk: defaultdict(lambda: ZERO) for pk in wallet_ids}
-    for pk, wallet_id, reason, amount in credited:
-        left[wallet_id][reason] += amount - exact(taken.get(pk))
+        for wallet_id, reason, amount, consumed in cursor.fetchall():
+            left[wallet_id][reason] += exact(amount) - exact(consumed)
     return {pk: dict(by_reason) for pk, by_reason in left.items()}
 
 
@@ -223,7 +232,16 @@ def credit(
         metadata=metadata or {},
     )
     wallet_changed_on_commit(wallet.customer_id)
+    if status == WalletTransaction.Status.COMPLETED:
+        credits_usable_emit(block=block)
     return block, True
+
+
+def credits_usable_emit(*, block: WalletTransaction) -> None:
+    """wallet.topped_up, when a block's credits become usable: top-ups, purchases once
+    paid, grants and bonuses; not a voided invoice's refund, which only gives back."""
+    if block.transaction_reason != Reason.INVOICE_VOID_REFUND:
+        outbox.wallet_emit(event_type=EventType.WALLET_TOPPED_UP, wallet=block.wallet, entry=block)
 
 
 def debit(
@@ -306,7 +324,7 @@ def expire_due(*, now: datetime) -> int:
             block = blocks(wallet).get(pk=block_id)
             if exact(block.remaining) <= 0:
                 continue  # consumed or expired meanwhile
-            _, created = debit(
+            entry, created = debit(
                 wallet=wallet,
                 credits=exact(block.remaining),
                 reason=Reason.CREDIT_EXPIRED,
@@ -314,6 +332,13 @@ def expire_due(*, now: datetime) -> int:
                 description=f"Credits of {block.pk} expired at {block.expiry_date:%Y-%m-%d %H:%M}.",
                 only=block,
             )
+            if created:
+                outbox.wallet_emit(
+                    event_type=EventType.WALLET_CREDITS_EXPIRED,
+                    wallet=wallet,
+                    entry=entry,
+                    expired_transaction_id=block.pk,
+                )
             expired += created
     return expired
 

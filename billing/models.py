@@ -1,3 +1,5 @@
+import base64
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -5,7 +7,7 @@ from decimal import ROUND_DOWN, Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 from django.utils import timezone
 from solo.models import SingletonModel
@@ -575,13 +577,120 @@ class OutboxEvent(models.Model):
     )
     data = models.JSONField(encoder=DjangoJSONEncoder)
     created_at = models.DateTimeField(default=timezone.now)
+    # Set once its deliveries exist; the sweep fans out events whose dispatch was lost.
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["event_type", "created_at"], name="outbox_type_idx")]
+        indexes = [
+            models.Index(fields=["event_type", "created_at"], name="outbox_type_idx"),
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(fanned_out_at__isnull=True),
+                name="outbox_unfanned_idx",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.event_type} {self.pk}"
+
+
+def webhook_secret_new() -> str:
+    """A Standard Webhooks secret: ``whsec_`` and 24 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+class WebhookEndpoint(models.Model):
+    """Where Tally posts its events, signed with ``secret`` (Standard Webhooks)."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("whep"), editable=False
+    )
+    url = models.URLField(max_length=2000, validators=[URLValidator(schemes=["http", "https"])])
+    secret = models.CharField(max_length=64, default=webhook_secret_new, editable=False)
+    event_types = models.JSONField(
+        default=list, blank=True, help_text="The event types sent here; none means all."
+    )
+    enabled = models.BooleanField(default=True)
+    description = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "webhook endpoint"
+
+    def __str__(self):
+        return self.url
+
+    def clean(self):
+        unknown = sorted(set(self.event_types or []) - set(EventType.values))
+        if not isinstance(self.event_types, list) or unknown:
+            raise ValidationError({"event_types": f"Unknown event types: {', '.join(unknown)}."})
+
+    def receives(self, event_type: str) -> bool:
+        return self.enabled and (not self.event_types or event_type in self.event_types)
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint: retried with backoff until it succeeds or its window ends."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"  # gave up: the retry window is over
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("whdl"), editable=False
+    )
+    event = models.ForeignKey(OutboxEvent, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["event", "endpoint"], name="webhook_delivery_once")
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="pending"),
+                name="webhook_delivery_due_idx",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.event_id} → {self.endpoint_id}"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a delivery, as the receiver answered it (or did not)."""
+
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    attempted_at = models.DateTimeField(default=timezone.now)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True, help_text="The first 1 KB of the answer.")
+    error = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    succeeded = models.BooleanField(default=False)
+    replay = models.BooleanField(default=False, help_text="Sent again by an operator.")
+
+    class Meta:
+        ordering = ["-attempted_at"]
+
+    def __str__(self):
+        return f"{self.status_code or self.error} at {self.attempted_at:%Y-%m-%d %H:%M:%S}"
 
 
 def one_per_feature(owner: str, *, whole: tuple, each: tuple) -> list:

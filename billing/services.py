@@ -10,8 +10,8 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing import credits
-from billing.models import Invoice, InvoiceLineItem, InvoiceSequence, Subscription
+from billing import credits, outbox
+from billing.models import EventType, Invoice, InvoiceLineItem, InvoiceSequence, Subscription
 from billing.periods import calendar_anchor, period_containing, usage_start
 from catalog import pricing
 from catalog.models import Meter, Plan, Price
@@ -405,12 +405,17 @@ def invoice_finalize(*, invoice: Invoice) -> Invoice:
             invoice=invoice, usage=usage, now=now
         )
         invoice.total = invoice.subtotal - invoice.total_prepaid_credits_applied
-        invoice.amount_paid += credits.invoice_pay_from_wallet(invoice=invoice, now=now)
+        paid = credits.invoice_pay_from_wallet(invoice=invoice, now=now)
+        invoice.amount_paid += paid
         if invoice.amount_remaining == 0 and invoice.subtotal > 0:
             invoice.payment_status, invoice.paid_at = Invoice.PaymentStatus.SUCCEEDED, now
     else:
         invoice.total_prepaid_credits_applied, invoice.total = Decimal(0), invoice.subtotal
     invoice.save()
+    if invoice.invoice_status == Invoice.Status.FINALIZED:
+        outbox.invoice_emit(event_type=EventType.INVOICE_FINALIZED, invoice=invoice)
+        if paid or invoice.payment_status == Invoice.PaymentStatus.SUCCEEDED:
+            outbox.invoice_emit(event_type=EventType.INVOICE_PAYMENT_UPDATED, invoice=invoice)
     return invoice
 
 
@@ -429,6 +434,7 @@ def invoice_void(*, invoice: Invoice) -> Invoice:
     invoice.voided_at = timezone.now()
     invoice.save()
     credits.invoice_credits_refund(invoice=invoice)
+    outbox.invoice_emit(event_type=EventType.INVOICE_VOIDED, invoice=invoice)
     return invoice
 
 
@@ -497,6 +503,7 @@ def subscription_create(
         period_end=subscription.current_period_end,
     )
     invoice_propose(subscription=subscription)
+    outbox.subscription_emit(event_type=EventType.SUBSCRIPTION_CREATED, subscription=subscription)
     return subscription
 
 
@@ -546,6 +553,7 @@ def subscription_cancel(
         subscription.end_date = subscription.current_period_end
         subscription.save()
         invoice_propose(subscription=subscription)  # the next period's ADVANCE fees drop off
+    outbox.subscription_emit(event_type=EventType.SUBSCRIPTION_CANCELLED, subscription=subscription)
     return subscription
 
 

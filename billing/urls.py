@@ -1,13 +1,16 @@
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from billing import alert_api, api, services, wallet_api
+from billing import alert_api, api, services, wallet_api, webhook_api
 
 router = SimpleRouter(trailing_slash=False, use_regex_path=False)
 router.register("subscriptions", api.SubscriptionViewSet, basename="subscription")
 router.register("invoices", api.InvoiceViewSet, basename="invoice")
 router.register("wallets", wallet_api.WalletViewSet, basename="wallet")
 router.register("creditgrants", wallet_api.CreditGrantViewSet, basename="creditgrant")
+router.register(
+    "webhooks/endpoints", webhook_api.WebhookEndpointViewSet, basename="webhook-endpoint"
+)
 router.register("alerts/setting", alert_api.AlertSettingViewSet, basename="alertsetting")
 
 urlpatterns = [

@@ -8,14 +8,14 @@ from decimal import ROUND_UP, Decimal
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import Count, Max, Q
+from django.db import connection, transaction
 from django.utils import timezone
 
-from billing import alerts, ledger, services
+from billing import alerts, ledger, outbox, services
 from billing.models import (
     AlertEntity,
     AlertType,
+    EventType,
     Invoice,
     InvoiceLineItem,
     Subscription,
@@ -24,8 +24,9 @@ from billing.models import (
 )
 from billing.signals import wallet_changed_on_commit
 from catalog import pricing
-from catalog.models import Price
+from catalog.models import Meter, Price
 from catalog.money import minor_unit_exponent
+from config.admin import plain_decimal
 from metering.models import Customer
 from metering.selectors import usage_state
 
@@ -33,6 +34,7 @@ ZERO = Decimal(0)
 Reason = WalletTransaction.Reason
 PURCHASES = (Reason.PURCHASED_CREDIT_DIRECT, Reason.PURCHASED_CREDIT_INVOICED)
 TOP_UP_REASONS = (*PURCHASES, Reason.FREE_CREDIT_GRANT, Reason.PURCHASED_CREDIT_BONUS)
+ALERT_ORDER = [state for state in Wallet.AlertState]  # least severe first
 AUTO_TOPUP_KEY = "auto-topup:"  # then the instant it fired
 
 
@@ -332,10 +334,14 @@ def invoice_payment_update(
             block.transaction_status = WalletTransaction.Status.COMPLETED
             block.save(update_fields=["transaction_status", "updated_at"])
             wallet_changed_on_commit(invoice.customer_id)
+            ledger.credits_usable_emit(block=block)
     elif amount is not None:
         raise ValidationError({"amount": f"amount goes with SUCCEEDED, not {payment_status}."})
+    changed = invoice.payment_status != payment_status
     invoice.payment_status = payment_status
     invoice.save()
+    if changed:
+        outbox.invoice_emit(event_type=EventType.INVOICE_PAYMENT_UPDATED, invoice=invoice)
     return invoice
 
 
@@ -369,47 +375,58 @@ def open_period_usage(wallet: Wallet) -> Decimal:
     """What the customer's open periods in the wallet's currency would draw from it if they
     closed now: a PRE_PAID wallet pays their USAGE lines, a POST_PAID one their totals.
 
-    Cached under everything it depends on, read in three small queries: the subscriptions'
-    periods and the parts of their cycles closed early, their plans' prices and meters, and
-    the customer's usage state, which any event committed or folded moves."""
-    subscriptions = list(
-        Subscription.objects.filter(
+    Cached under everything it depends on, read in two small queries: the subscriptions'
+    periods, the parts of their cycles closed early and their plans' prices and meters
+    (``_open_periods_signature``), and the customer's usage state, which any event committed
+    or folded moves. A value is stored only if both were the same after reading it."""
+
+    def signature() -> tuple:
+        periods = _open_periods_signature(wallet)
+        external_id = periods[0][0] if periods else None
+        return periods, external_id and usage_state(external_customer_id=external_id)
+
+    before = signature()
+    if not before[0]:  # no open subscription in the currency
+        return ZERO
+    identity = [str(wallet.wallet_type), wallet.customer_id, before]
+    key = "tally:open-usage:" + hashlib.sha256(repr(identity).encode()).hexdigest()
+    drawn = cache.get(key)
+    if drawn is None:
+        subscriptions = Subscription.objects.filter(
             customer_id=wallet.customer_id,
             currency=wallet.currency,
             status=Subscription.Status.ACTIVE,
-        )
-        .select_related("customer")
-        .annotate(parts=Max("invoices__updated_at", filter=Q(invoices__closed_early=True)))
-    )
-    if not subscriptions:
-        return ZERO
-    external_id = subscriptions[0].customer.external_id
-    state = usage_state(external_customer_id=external_id)
-    catalog = Price.objects.filter(plan_id__in={s.plan_id for s in subscriptions}).aggregate(
-        n=Count("pk"), prices=Max("updated_at"), meters=Max("meter__updated_at")
-    )
-    signature = repr(
-        [
-            str(wallet.wallet_type),
-            wallet.customer_id,
-            external_id,
-            state,
-            sorted(catalog.items()),
-            [
-                (s.pk, s.plan_id, s.current_period_start, s.current_period_end)
-                + (s.cancel_at_period_end, s.end_date, s.parts)
-                for s in subscriptions
-            ],
-        ]
-    )
-    key = "tally:open-usage:" + hashlib.sha256(signature.encode()).hexdigest()
-    drawn = cache.get(key)
-    if drawn is None:
+        ).select_related("customer")
         drawn = _open_period_usage(wallet, subscriptions)
-        # Only what was read in one usage state: no event committed or folded meanwhile.
-        if usage_state(external_customer_id=external_id) == state:
+        if signature() == before:
             cache.set(key, drawn, OPEN_USAGE_CACHE_SECONDS)
     return drawn
+
+
+def _open_periods_signature(wallet: Wallet) -> list[tuple]:
+    """Per open subscription of the wallet's customer and currency, in one plain statement
+    (the real-time balance's hot path, where compiling ORM subqueries costs more than running
+    them): the customer's external id as it is now, the period and end, when a part of the
+    cycle closed early last changed (a void counts), and the plan's prices and their meters
+    (count and latest change)."""
+    sub, invoice = Subscription._meta.db_table, Invoice._meta.db_table
+    price, meter = Price._meta.db_table, Meter._meta.db_table
+    customer = Customer._meta.db_table
+    sql = f"""
+        SELECT c.external_id, s.id, s.plan_id, s.current_period_start, s.current_period_end,
+               s.cancel_at_period_end, s.end_date,
+               (SELECT max(i.updated_at) FROM {invoice} i
+                 WHERE i.subscription_id = s.id AND i.closed_early = %s),
+               (SELECT count(*) FROM {price} p WHERE p.plan_id = s.plan_id),
+               (SELECT max(p.updated_at) FROM {price} p WHERE p.plan_id = s.plan_id),
+               (SELECT max(m.updated_at) FROM {price} p JOIN {meter} m ON m.id = p.meter_id
+                 WHERE p.plan_id = s.plan_id)
+          FROM {sub} s JOIN {customer} c ON c.id = s.customer_id
+         WHERE s.customer_id = %s AND s.currency = %s AND s.status = %s
+         ORDER BY s.id"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [True, wallet.customer_id, wallet.currency, Subscription.Status.ACTIVE])
+        return [tuple(row) for row in cursor.fetchall()]
 
 
 def _open_period_usage(wallet: Wallet, subscriptions) -> Decimal:
@@ -493,6 +510,14 @@ def wallet_check(*, wallet_id: str, now: datetime | None = None) -> WalletTransa
                 value=live.real_time_credit_balance,
             )
         wallet.alert_state = alert_state
+        if ALERT_ORDER.index(wallet.alert_state) > ALERT_ORDER.index(before[0]):
+            outbox.wallet_emit(
+                event_type=EventType.WALLET_BALANCE_LOW,
+                wallet=wallet,
+                alert_state=wallet.alert_state,
+                previous_alert_state=before[0],
+                real_time_credit_balance=plain_decimal(live.real_time_credit_balance),
+            )
         if topped is not None or (wallet.alert_state, wallet.auto_topup_armed) != before:
             wallet.save(
                 update_fields=[

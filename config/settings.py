@@ -179,6 +179,22 @@ TALLY_PAYMENT_TERMS_DAYS = env.int("TALLY_PAYMENT_TERMS_DAYS", default=30)
 if not 0 <= TALLY_PAYMENT_TERMS_DAYS <= 365:
     raise ImproperlyConfigured("TALLY_PAYMENT_TERMS_DAYS must be a whole number from 0 to 365.")
 
+# Webhooks: a failed delivery is retried with exponential backoff (from the base delay, with
+# jitter, at most an hour apart) until this window from the event has passed, then marked failed.
+TALLY_WEBHOOK_RETRY_WINDOW_HOURS = env.float("TALLY_WEBHOOK_RETRY_WINDOW_HOURS", default=24)
+TALLY_WEBHOOK_RETRY_BASE_SECONDS = env.float("TALLY_WEBHOOK_RETRY_BASE_SECONDS", default=5)
+TALLY_WEBHOOK_TIMEOUT_SECONDS = env.float("TALLY_WEBHOOK_TIMEOUT_SECONDS", default=10)
+if not (
+    0 < TALLY_WEBHOOK_RETRY_WINDOW_HOURS <= 24 * 30
+    and 0 < TALLY_WEBHOOK_RETRY_BASE_SECONDS <= 3600
+    and 0 < TALLY_WEBHOOK_TIMEOUT_SECONDS <= 60
+):
+    raise ImproperlyConfigured(
+        "TALLY_WEBHOOK_RETRY_WINDOW_HOURS must be over 0 and at most 720, "
+        "TALLY_WEBHOOK_RETRY_BASE_SECONDS over 0 and at most 3600, "
+        "TALLY_WEBHOOK_TIMEOUT_SECONDS over 0 and at most 60."
+    )
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Tally API",
     # The first page an integrating engineer reads; tests/api/test_docs.py runs its curls.
@@ -228,6 +244,7 @@ CELERY_BEAT_SCHEDULE = {
     "drafts-refresh": {"task": "billing.tasks.drafts_refresh", "schedule": 60.0},
     "credits-expire": {"task": "billing.tasks.credits_expire", "schedule": 60.0},
     "emails-sweep": {"task": "billing.tasks.emails_sweep", "schedule": 60.0},
+    "webhooks-sweep": {"task": "billing.webhook_tasks.webhooks_sweep", "schedule": 15.0},
 }
 # An unacknowledged task (its worker died) is redelivered after this many seconds.
 _VISIBILITY = env.int("CELERY_VISIBILITY_TIMEOUT", default=60)

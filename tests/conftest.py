@@ -105,3 +105,13 @@ def o1_subscriptions(o1_plan):
     for subscription in subscriptions.values():
         invoice_propose(subscription=subscription)
     return subscriptions
+
+
+@pytest.fixture
+def receiver():
+    """A real HTTP receiver on 127.0.0.1 for webhooks (``tests/webhook_receiver.py``)."""
+    from tests.webhook_receiver import Receiver
+
+    started = Receiver().start()
+    yield started
+    started.stop()

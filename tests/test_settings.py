@@ -45,3 +45,10 @@ def test_a_broker_without_a_shared_redis_cache_is_refused():
         "check", CELERY_BROKER_URL="amqp://guest@127.0.0.1//", CACHE_URL="redis://127.0.0.1/3"
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_webhook_retry_window_out_of_bounds_is_refused():
+    result = _manage("check", TALLY_WEBHOOK_RETRY_WINDOW_HOURS="0")
+    assert result.returncode != 0
+    assert "TALLY_WEBHOOK_RETRY_WINDOW_HOURS must be over 0" in result.stderr
+    assert _manage("check", TALLY_WEBHOOK_RETRY_WINDOW_HOURS="48").returncode == 0

@@ -12,7 +12,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0010_outbox'),
+        ('billing', '0011_webhooks'),
         ('catalog', '0003_plan_version'),
         ('metering', '0007_customer_address'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),

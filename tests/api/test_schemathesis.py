@@ -27,6 +27,7 @@ from billing.credits import credit_grant_create
 from billing.models import CreditGrant
 from billing.services import invoice_finalize, invoice_propose
 from billing.wallets import wallet_create
+from billing.webhooks import webhook_endpoint_create
 from catalog.models import Price
 from metering.services import api_key_create
 from tests.factories import PlanFactory, PriceFactory, PriceTierFactory, ingest, subscribe
@@ -83,6 +84,7 @@ def _seed() -> dict[str, str]:
         "/v1/invoices/": invoice.pk,
         "/v1/wallets/": wallet.pk,
         "/v1/creditgrants/": grant.pk,
+        "/v1/webhooks/endpoints/": webhook_endpoint_create(url="https://hooks.example/").pk,
     }
 
 

@@ -52,3 +52,28 @@ def test_a_crossing_ingested_over_http_tops_up_within_2_s_once_per_cooldown(setu
     time.sleep(2.5)
     assert auto_top_ups(wallet).count() == 1
     assert wallet_balance(wallet).real_time_balance == 15
+
+
+def test_a_worker_killed_before_the_check_tops_up_once_after_restart(setup, worker):  # noqa: F811
+    """The crossing's recompute (and so its wallet check) was queued to a worker that died
+    before running it; the next worker sweeps the pending request and tops up exactly once."""
+    client, subscription = setup
+    worker.stop()
+    worker.start(visibility_timeout=60)
+    wallet = wallet_create(
+        customer=subscription.customer,
+        currency="usd",
+        initial_credits=Decimal(100),
+        auto_topup_enabled=True,
+        auto_topup_threshold=Decimal(20),
+        auto_topup_amount=Decimal(50),
+        auto_topup_cooldown=timedelta(hours=1),
+    )
+    assert post(client, "events", tokens("k", 6_000_000)).status_code == 202  # $90: 10 left
+    worker.kill()  # the recompute waits out its 1 s countdown: it has not run
+    assert not auto_top_ups(wallet).exists()
+    worker.start(visibility_timeout=60)
+    [block] = wait_for(lambda: list(auto_top_ups(wallet)), timeout=10)
+    assert block.credit_amount == 50
+    time.sleep(2)  # a redelivered or duplicate check would have run by now
+    assert auto_top_ups(wallet).count() == 1 and ledger.balance(wallet) == 150

@@ -748,3 +748,27 @@ def test_the_real_time_balance_follows_a_renamed_customer(o1_subscriptions):
     acme.customer.external_id = "acme-renamed"
     acme.customer.save()
     assert wallets.wallet_balance(wallet).current_period_usage == 0
+
+
+def test_the_real_time_balance_reads_the_external_id_afresh_not_from_a_held_wallet(
+    o1_subscriptions,
+):
+    acme = o1_subscriptions["acme"]
+    held = Wallet.objects.select_related("customer").get(pk=wallet_of(acme.customer).pk)
+    assert wallets.wallet_balance(held).current_period_usage == D("202.50")
+    Customer = type(acme.customer)
+    Customer.objects.filter(pk=acme.customer.pk).update(external_id="acme-renamed")
+    assert held.customer.external_id == "acme"  # what the held object still says
+    assert wallets.wallet_balance(held).current_period_usage == 0
+
+
+def test_a_cached_real_time_balance_costs_three_queries(
+    o1_subscriptions, django_assert_num_queries
+):
+    acme = o1_subscriptions["acme"]
+    wallet = wallet_of(acme.customer)
+    top_up(wallet, "300")
+    assert wallets.wallet_balance(wallet).real_time_balance == D("97.50")
+    # the ledger, the open periods' signature and the customer's usage state
+    with django_assert_num_queries(3):
+        assert wallets.wallet_balance(wallet).real_time_balance == D("97.50")
