@@ -194,7 +194,10 @@ def alert_setting_create(
     )
     setting.validate_constraints()
     setting.save()
-    transaction.on_commit(lambda: subscription_alerts_check(subscription_id=subscription.pk))
+    # Robust: the rule is stored; the next recompute evaluates it if this fails.
+    transaction.on_commit(
+        lambda: subscription_alerts_check(subscription_id=subscription.pk), robust=True
+    )
     return setting
 
 
@@ -204,7 +207,7 @@ def alert_setting_update(*, setting: AlertSetting, config: dict) -> AlertSetting
     setting.config = alert_config_normalize(config)
     setting.save(update_fields=["config", "updated_at"])
     transaction.on_commit(
-        lambda: subscription_alerts_check(subscription_id=setting.subscription_id)
+        lambda: subscription_alerts_check(subscription_id=setting.subscription_id), robust=True
     )
     return setting
 

@@ -24,7 +24,10 @@ def email_queue(*, key: str, to: str, subject: str, body: str) -> OutboxEmail:
         key=key, defaults={"to": to, "subject": subject[:255], "body": body}
     )
     if created:
-        transaction.on_commit(lambda: email_queued.send(sender=None, email_id=email.pk))
+        # Robust: a broker down must not fail the committed change; the sweep sends it later.
+        transaction.on_commit(
+            lambda: email_queued.send(sender=None, email_id=email.pk), robust=True
+        )
     return email
 
 
