@@ -1303,3 +1303,6 @@ class EventAdmin(metering_admin.EventAdmin):
                 label = f"invoice {n}" if (n := invoice.invoice_number) else invoice_label(invoice)
                 reasons = (*event.feed.reasons, f"late: after {label}")
                 event.feed = replace(event.feed, reasons=reasons)
+
+
+from billing import alert_admin  # noqa: E402, F401  (registers alerts, budgets and emails)

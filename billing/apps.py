@@ -7,11 +7,12 @@ class BillingConfig(AppConfig):
     def ready(self):
         from celery.signals import worker_ready
 
-        from billing.signals import wallet_changed
+        from billing.signals import email_queued, wallet_changed
         from metering.signals import usage_recorded
 
         usage_recorded.connect(_usage_recorded, dispatch_uid="billing.usage_recorded")
         wallet_changed.connect(_wallet_changed, dispatch_uid="billing.wallet_changed")
+        email_queued.connect(_email_queued, dispatch_uid="billing.email_queued")
         worker_ready.connect(_worker_ready, dispatch_uid="billing.worker_ready")
 
 
@@ -34,3 +35,9 @@ def _wallet_changed(sender, customer_id, **kwargs):
 
     external_ids = Customer.objects.filter(pk=customer_id).values_list("external_id", flat=True)
     invoices_refresh_request(external_customer_ids=list(external_ids))
+
+
+def _email_queued(sender, email_id, **kwargs):
+    from billing.tasks import email_send
+
+    email_send.delay(email_id)

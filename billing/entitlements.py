@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from billing.budgets import budget_capped
 from billing.models import EntitlementUsageExceeded, EventType, Subscription, Wallet
 from billing.outbox import event_emit
 from billing.periods import period_containing
@@ -231,7 +232,6 @@ def customer_usage_summary(
     customer: Customer,
     features: list[Feature] | None = None,
     now: datetime | None = None,
-    budget_capped: bool = False,
 ) -> tuple[list[Subscription], list[FeatureUsage]]:
     """Per feature: its entitlement, its usage in the usage period, the customer's wallet in
     the currency of the subscription that entitles it, and whether one more use is allowed.
@@ -279,7 +279,7 @@ def customer_usage_summary(
             usage_limit=feature.total_limit,
             is_soft_limit=feature.is_soft_limit,
             prepaid_exhausted=prepaid_exhausted(balance),
-            budget_capped=budget_capped,
+            budget_capped=budget_capped(customer_id=customer.pk, feature_id=feature.feature.pk),
         )
         summary.append(FeatureUsage(feature, usage, balance, denied))
     return subscriptions, summary

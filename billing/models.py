@@ -2,7 +2,7 @@ import base64
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -280,6 +280,15 @@ class Issuer(SingletonModel):
 CREDITS = {"max_digits": 28, "decimal_places": 12}
 
 
+class AlertState(models.TextChoices):
+    """Flexprice's alert states, least severe first."""
+
+    OK = "ok"
+    INFO = "info"
+    WARNING = "warning"
+    IN_ALARM = "in_alarm"  # Flexprice's name for the critical level
+
+
 class Wallet(models.Model):
     """A customer's prepaid credits in one currency. Its balance is never stored: it is the
     sum of its ledger's credit blocks, less what debits consumed of them (``billing.ledger``).
@@ -294,11 +303,7 @@ class Wallet(models.Model):
         FROZEN = "frozen"
         CLOSED = "closed"
 
-    class AlertState(models.TextChoices):
-        OK = "ok"
-        INFO = "info"
-        WARNING = "warning"
-        IN_ALARM = "in_alarm"  # Flexprice's name for the critical level
+    AlertState = AlertState
 
     id = models.CharField(
         primary_key=True, max_length=40, default=id_factory("wallet"), editable=False
@@ -740,3 +745,217 @@ class EntitlementUsageExceeded(models.Model):
 
     def __str__(self):
         return f"{self.feature_id} over {self.usage_limit} from {self.period_start:%Y-%m-%d}"
+
+
+def one_per_feature(owner: str, *, whole: tuple, each: tuple) -> list:
+    """One row per ``owner`` without a feature, and one per owner and feature: the pair of
+    constraints a nullable ``feature`` needs (NULLs are distinct in a unique index)."""
+    return [
+        models.UniqueConstraint(
+            fields=[owner],
+            condition=models.Q(feature__isnull=True),
+            name=whole[0],
+            violation_error_message=f"The {owner} already has {whole[1]}.",
+        ),
+        models.UniqueConstraint(
+            fields=[owner, "feature"],
+            name=each[0],
+            violation_error_message=f"The {owner} already has {each[1]}.",
+        ),
+    ]
+
+
+class AlertEntity(models.TextChoices):
+    """What an alert watches (Flexprice's AlertEntityType values Tally evaluates)."""
+
+    WALLET = "wallet"  # its real-time balance; rules live on the wallet (alert_settings)
+    SUBSCRIPTION = "subscription"  # the spend of its open period: the proposed subtotal
+    FEATURE = "feature"  # a feature's usage on one subscription, in the open period
+
+
+class AlertType(models.TextChoices):
+    LOW_ONGOING_BALANCE = "low_ongoing_balance"  # a wallet's real-time balance
+    SUBSCRIPTION_SPEND = "subscription_spend"
+    FEATURE_USAGE = "feature_usage"  # Tally's: the SDK has no type for usage
+
+
+class AlertSetting(models.Model):
+    """A rule on a subscription's spend or a feature's usage on a subscription, with its
+    current state. ``config`` is Flexprice's AlertSettings with each level's condition
+    spelled out; ``billing.alerts`` evaluates it after each recompute."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("alert"), editable=False
+    )
+    entity_type = models.CharField(
+        max_length=16,
+        choices=[(AlertEntity.SUBSCRIPTION, "subscription"), (AlertEntity.FEATURE, "feature")],
+    )
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="alert_settings"
+    )
+    feature = models.ForeignKey(
+        Feature, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    config = models.JSONField(default=dict)
+    alert_state = models.CharField(
+        max_length=16, choices=AlertState.choices, default=AlertState.OK, editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = one_per_feature(
+            "subscription",
+            whole=("one_spend_alert_per_subscription", "a spend alert"),
+            each=("one_usage_alert_per_subscription_feature", "an alert on this feature"),
+        )
+
+    def __str__(self):
+        watched = self.feature or "spend"
+        return f"{watched} on {self.subscription_id}"
+
+    @property
+    def entity_id(self) -> str:
+        return self.feature_id if self.feature_id else self.subscription_id
+
+    @property
+    def parent_entity_id(self) -> str:
+        return self.subscription_id if self.feature_id else ""
+
+
+class AlertLog(models.Model):
+    """One change of an alert's state. ``sequence`` counts the changes of one watched entity:
+    unique, so two evaluations of one crossing log it once."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("alog"), editable=False
+    )
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="alert_logs")
+    entity_type = models.CharField(max_length=16, choices=AlertEntity.choices)
+    entity_id = models.CharField(max_length=40)
+    parent_entity_type = models.CharField(max_length=16, blank=True)
+    parent_entity_id = models.CharField(max_length=40, blank=True)
+    alert_type = models.CharField(max_length=32, choices=AlertType.choices)
+    alert_status = models.CharField(max_length=16, choices=AlertState.choices)
+    previous_status = models.CharField(max_length=16, choices=AlertState.choices)
+    sequence = models.PositiveIntegerField()
+    value = models.DecimalField(max_digits=40, decimal_places=12)  # what crossed, at the time
+    alert_settings = models.JSONField(default=dict)  # the rule as it was
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-sequence"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["entity_type", "entity_id", "parent_entity_id", "sequence"],
+                name="one_alert_log_per_change",
+            )
+        ]
+        indexes = [models.Index(fields=["customer", "created_at"], name="alertlog_customer_idx")]
+
+    def __str__(self):
+        return f"{self.entity_type} {self.entity_id}: {self.previous_status} → {self.alert_status}"
+
+
+BUDGET_PERCENTS = (50, 80, 100)
+
+
+class Budget(models.Model):
+    """A customer's own monthly spend limit, for the account or one feature. Spend is the
+    open billing periods' proposed subtotal (see ``billing.budgets``); the state below is
+    kept by the recompute path, so ``budget_capped`` reads it cheaply."""
+
+    class SetBy(models.TextChoices):
+        CUSTOMER = "customer"
+        OPERATOR = "operator"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("budget"), editable=False
+    )
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="budgets")
+    feature = models.ForeignKey(
+        Feature,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty: the whole account.",
+    )
+    amount = models.DecimalField(**AMOUNT, validators=[MinValueValidator(Decimal("0.01"))])
+    currency = models.CharField(max_length=3, default="usd")
+    alert_percents = models.JSONField(
+        default=list, blank=True, help_text="Email at these percents of the budget: 50, 80, 100."
+    )
+    hard_cap = models.BooleanField(
+        default=False, help_text="At 100 %, the entitlement check answers not allowed."
+    )
+    set_by = models.CharField(max_length=16, choices=SetBy.choices, default=SetBy.CUSTOMER)
+    set_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    locked = models.BooleanField(
+        default=False, help_text="Operator override: the customer cannot change or clear it."
+    )
+    # Kept by the recompute path.
+    period_key = models.CharField(max_length=255, blank=True, editable=False)
+    spent = models.DecimalField(**AMOUNT, default=Decimal(0), editable=False)
+    reached_percents = models.JSONField(default=list, blank=True, editable=False)
+    capped = models.BooleanField(default=False, editable=False)
+    evaluated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["customer", "feature"]
+        constraints = [
+            *one_per_feature(
+                "customer",
+                whole=("one_account_budget_per_customer", "an account budget"),
+                each=("one_budget_per_customer_feature", "a budget for this feature"),
+            ),
+            models.CheckConstraint(condition=models.Q(amount__gt=0), name="budget_positive"),
+        ]
+
+    def __str__(self):
+        scope = self.feature or "account"
+        return f"{self.customer} {scope} budget"
+
+    def clean(self):
+        percents = self.alert_percents or []
+        if not isinstance(percents, list) or any(p not in BUDGET_PERCENTS for p in percents):
+            raise ValidationError({"alert_percents": "Choose among 50, 80 and 100."})
+        self.alert_percents = sorted(set(percents))
+
+    @property
+    def percent_used(self) -> Decimal:
+        """Whole percent, rounded down: 99.9 % is not shown as the 100 % that caps."""
+        if not self.amount:
+            return Decimal(0)
+        return (self.spent * 100 / self.amount).quantize(Decimal(1), rounding=ROUND_DOWN)
+
+
+class OutboxEmail(models.Model):
+    """An email, written in the transaction of what it reports and sent after commit by a
+    worker (``billing.emails``). ``key`` makes each notice once."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=id_factory("mail"), editable=False
+    )
+    key = models.CharField(max_length=255, unique=True)
+    to = models.EmailField()
+    subject = models.CharField(max_length=255)
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "outgoing email"
+        indexes = [models.Index(fields=["sent_at", "created_at"], name="outboxemail_unsent_idx")]
+
+    def __str__(self):
+        return f"{self.subject} → {self.to}"

@@ -6,6 +6,8 @@ from functools import partial
 from django.db import transaction
 
 from billing.models import (
+    AlertLog,
+    Budget,
     EventType,
     Invoice,
     OutboxEvent,
@@ -93,3 +95,38 @@ def subscription_emit(*, event_type: EventType, subscription: Subscription) -> O
         "cancel_at_period_end": subscription.cancel_at_period_end,
     }
     return event_emit(event_type=event_type, data=data, customer_id=subscription.customer_id)
+
+
+def alert_emit(*, log: AlertLog) -> OutboxEvent:
+    """A change of an alert's state (``billing.alerts``)."""
+    data = {
+        "alert_log_id": log.pk,
+        **_customer(log.customer_id),
+        "alert_type": log.alert_type,
+        "alert_status": log.alert_status,
+        "previous_status": log.previous_status,
+        "entity_type": log.entity_type,
+        "entity_id": log.entity_id,
+        "parent_entity_id": log.parent_entity_id,
+        "value": plain_decimal(log.value),
+    }
+    return event_emit(
+        event_type=EventType.ALERT_STATE_CHANGED, data=data, customer_id=log.customer_id
+    )
+
+
+def budget_emit(*, budget: Budget, percent: int) -> OutboxEvent:
+    """A customer budget's threshold reached, once per period (``billing.budgets``)."""
+    data = {
+        "budget_id": budget.pk,
+        **_customer(budget.customer_id),
+        "feature_id": budget.feature_id,
+        "percent": percent,
+        "currency": budget.currency,
+        "amount": plain_decimal(budget.amount),
+        "spent": plain_decimal(budget.spent),
+        "capped": budget.capped,
+    }
+    return event_emit(
+        event_type=EventType.BUDGET_THRESHOLD_REACHED, data=data, customer_id=budget.customer_id
+    )

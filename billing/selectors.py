@@ -232,3 +232,14 @@ def running_period(*, invoice: Invoice, now: datetime) -> RunningPeriod | None:
         and line.meter_definition["aggregation"] not in ADDITIVE_AGGREGATIONS
     ]
     return RunningPeriod(invoice=invoice, events_after=events_after, not_additive=not_additive)
+
+
+def open_draft(subscription: Subscription) -> Invoice | None:
+    """The proposed invoice of the subscription's open period, if computed."""
+    return Invoice.objects.filter(
+        subscription=subscription,
+        invoice_status=Invoice.Status.DRAFT,
+        billing_reason=Invoice.BillingReason.SUBSCRIPTION_CYCLE,
+        period_start=subscription.current_period_start,
+        period_end=subscription.current_period_end,
+    ).first()

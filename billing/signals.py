@@ -9,3 +9,7 @@ wallet_changed = Signal()
 
 def wallet_changed_on_commit(customer_id: str) -> None:
     transaction.on_commit(lambda: wallet_changed.send(sender=None, customer_id=customer_id))
+
+
+# Sent after the commit that wrote an email to the outbox, with ``email_id``: a worker sends it.
+email_queued = Signal()

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from billing import entitlements, selectors, services, wallets
+from billing import alerts, budgets, emails, entitlements, selectors, services, wallets
 from config.coalesce import Coalescer
 
 RECOMPUTE_DELAY_SECONDS = 1
@@ -31,6 +31,8 @@ def subscription_recompute(*, subscription_id: str):
         if invoice is not None:
             wallets.customer_wallets_check(customer_id=invoice.customer_id)
             entitlements.entitlements_exceeded_record(subscription_id=subscription_id)
+            alerts.subscription_alerts_check(subscription_id=subscription_id)
+            budgets.customer_budgets_check(customer_id=invoice.customer_id)
         return invoice
 
 
@@ -41,7 +43,9 @@ def invoice_recompute(subscription_id: str) -> None:
 
 @shared_task
 def periods_close() -> int:
-    return services.periods_close(now=timezone.now())
+    closed = services.periods_close(now=timezone.now())
+    budgets.budgets_refresh()  # a new period re-arms budgets and lifts their caps
+    return closed
 
 
 @shared_task
@@ -59,3 +63,18 @@ def drafts_refresh() -> int:
 def credits_expire() -> int:
     """Debit what is left of expired credit blocks, then re-check those wallets' state."""
     return wallets.credits_expire(now=timezone.now())
+
+
+@shared_task(autoretry_for=(Exception,), retry_backoff=5, max_retries=5)
+def email_send(email_id: str) -> bool:
+    """After its commit; if every retry fails, the beat sweep tries again."""
+    return emails.email_deliver(email_id=email_id)
+
+
+@shared_task
+def emails_sweep() -> int:
+    """Safety net: send the emails whose task was lost (a worker killed, a broker down)."""
+    ids = emails.emails_unsent(now=timezone.now())
+    for email_id in ids:
+        email_send.delay(email_id)
+    return len(ids)

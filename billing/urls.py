@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from billing import api, entitlement_api, services, wallet_api, webhook_api
+from billing import alert_api, api, entitlement_api, services, wallet_api, webhook_api
 
 router = SimpleRouter(trailing_slash=False, use_regex_path=False)
 router.register("subscriptions", api.SubscriptionViewSet, basename="subscription")
@@ -11,8 +11,10 @@ router.register("creditgrants", wallet_api.CreditGrantViewSet, basename="creditg
 router.register(
     "webhooks/endpoints", webhook_api.WebhookEndpointViewSet, basename="webhook-endpoint"
 )
+router.register("alerts/setting", alert_api.AlertSettingViewSet, basename="alertsetting")
 
 urlpatterns = [
+    path("alerts/search", alert_api.AlertLogSearchView.as_view(), name="alert-search"),
     path(
         "subscriptions/<id:pk>/cancel",
         api.SubscriptionCancelView.as_view(),

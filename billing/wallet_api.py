@@ -130,7 +130,7 @@ class AlertThresholdSerializer(Body):
 
 
 class AlertSettingsSerializer(Body):
-    """Stored as sent; ``billing.wallets.alert_state_for`` reads it."""
+    """Stored as sent; ``billing.alerts.alert_state_for`` reads it."""
 
     alert_enabled = serializers.BooleanField(required=False)
     alert_threshold_type = serializers.ChoiceField(

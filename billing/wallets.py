@@ -11,8 +11,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from billing import ledger, outbox, services
+from billing import alerts, ledger, outbox, services
 from billing.models import (
+    AlertEntity,
+    AlertType,
     EventType,
     Invoice,
     InvoiceLineItem,
@@ -34,11 +36,6 @@ PURCHASES = (Reason.PURCHASED_CREDIT_DIRECT, Reason.PURCHASED_CREDIT_INVOICED)
 TOP_UP_REASONS = (*PURCHASES, Reason.FREE_CREDIT_GRANT, Reason.PURCHASED_CREDIT_BONUS)
 ALERT_ORDER = [state for state in Wallet.AlertState]  # least severe first
 AUTO_TOPUP_KEY = "auto-topup:"  # then the instant it fired
-ALERT_LEVELS = (  # most severe first
-    ("critical", Wallet.AlertState.IN_ALARM),
-    ("warning", Wallet.AlertState.WARNING),
-    ("info", Wallet.AlertState.INFO),
-)
 
 
 EXPIRY_IN_THE_PAST = "The expiry must be in the future."
@@ -476,22 +473,6 @@ def wallet_balance(
     )
 
 
-def alert_state_for(settings: dict, credit_balance: Decimal) -> str:
-    """The most severe level whose threshold the balance is below (or above, per its
-    condition); ``ok`` when alerts are off or none is crossed."""
-    if not settings or not settings.get("alert_enabled"):
-        return Wallet.AlertState.OK
-    for level, state in ALERT_LEVELS:
-        rule = settings.get(level) or {}
-        if rule.get("threshold") in (None, ""):
-            continue
-        threshold = Decimal(str(rule["threshold"]))
-        above = rule.get("condition", "below") == "above"
-        if (credit_balance > threshold) if above else (credit_balance < threshold):
-            return state
-    return Wallet.AlertState.OK
-
-
 def wallet_check(*, wallet_id: str, now: datetime | None = None) -> WalletTransaction | None:
     """After usage or a ledger change: update the alert state, and top up automatically when
     the real-time balance has fallen to the threshold. The wallet's lock makes concurrent
@@ -521,7 +502,19 @@ def wallet_check(*, wallet_id: str, now: datetime | None = None) -> WalletTransa
             live = wallet_balance(wallet, now=now)
         elif wallet.auto_topup_threshold is not None:
             wallet.auto_topup_armed |= live.real_time_credit_balance > wallet.auto_topup_threshold
-        wallet.alert_state = alert_state_for(wallet.alert_settings, live.real_time_credit_balance)
+        alert_state = alerts.alert_state_for(wallet.alert_settings, live.real_time_credit_balance)
+        if alert_state != wallet.alert_state:
+            alerts.alert_change_record(
+                customer=wallet.customer,
+                entity_type=AlertEntity.WALLET,
+                entity_id=wallet.pk,
+                alert_type=AlertType.LOW_ONGOING_BALANCE,
+                config=wallet.alert_settings,
+                before=wallet.alert_state,
+                after=alert_state,
+                value=live.real_time_credit_balance,
+            )
+        wallet.alert_state = alert_state
         if ALERT_ORDER.index(wallet.alert_state) > ALERT_ORDER.index(before[0]):
             outbox.wallet_emit(
                 event_type=EventType.WALLET_BALANCE_LOW,

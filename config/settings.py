@@ -102,6 +102,8 @@ LOGIN_REDIRECT_URL = "portal:home"
 # smtp+tls://user:password@smtp.example.com:587; the console by default.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Tally <billing@localhost>")
+# The operator's copy of every alert email (alerts go to the customer's address too).
+TALLY_ALERTS_EMAIL = env.str("TALLY_ALERTS_EMAIL", default="")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -219,6 +221,11 @@ SPECTACULAR_SETTINGS = {
         "WalletTransactionStatusEnum": "billing.models.WalletTransaction.Status",
         "WalletTransactionReasonEnum": "billing.models.WalletTransaction.Reason",
         "CreditGrantStatusEnum": "billing.models.CreditGrant.Status",
+        "AlertRuleEntityEnum": ["subscription", "feature"],
+        "PriceEntityTypeEnum": ["PLAN"],
+        "AlertEntityEnum": "billing.models.AlertEntity",
+        "AlertStateEnum": "billing.models.AlertState",
+        "AlertTypeEnum": "billing.models.AlertType",
     },
 }
 
@@ -236,6 +243,7 @@ CELERY_BEAT_SCHEDULE = {
     "periods-close": {"task": "billing.tasks.periods_close", "schedule": 60.0},
     "drafts-refresh": {"task": "billing.tasks.drafts_refresh", "schedule": 60.0},
     "credits-expire": {"task": "billing.tasks.credits_expire", "schedule": 60.0},
+    "emails-sweep": {"task": "billing.tasks.emails_sweep", "schedule": 60.0},
     "webhooks-sweep": {"task": "billing.webhook_tasks.webhooks_sweep", "schedule": 15.0},
 }
 # An unacknowledged task (its worker died) is redelivered after this many seconds.

@@ -5,15 +5,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Max, Q, Sum
+from django.db.models import F, Max, Q, Sum
 
-from billing.models import Invoice, InvoiceLineItem, Subscription, Wallet, WalletTransaction
+from billing.models import Budget, Invoice, InvoiceLineItem, Subscription, Wallet, WalletTransaction
 from billing.periods import usage_start
 from billing.selectors import is_late, was_read
 from billing.wallet_selectors import ledger_entries
 from billing.wallets import Balance, wallet_balance
 from catalog import names, pricing
-from catalog.models import Meter, Price
+from catalog.models import Feature, Meter, Price
 from catalog.money import format_money, format_quantity, round_money
 from catalog.selectors import terms_summary
 from metering.aggregation import Partial, matches, property_text, quantity
@@ -633,3 +633,23 @@ def ledger_stamp(customer: Customer) -> str:
 def customer_ledger(customer: Customer):
     """Every transaction of the customer's wallets, newest first."""
     return ledger_entries(wallets=customer.wallets.all())
+
+
+def customer_budgets(customer: Customer):
+    """The customer's budgets, the account's first."""
+    return (
+        Budget.objects.filter(customer=customer)
+        .select_related("feature")
+        .order_by(F("feature").asc(nulls_first=True))
+    )
+
+
+def budget_features(subscription: Subscription | None) -> list:
+    """The features a budget may be set for: those the subscription's plan prices."""
+    if subscription is None:
+        return []
+    return list(
+        Feature.objects.filter(meter__prices__plan_id=subscription.plan_id)
+        .distinct()
+        .order_by("name")
+    )

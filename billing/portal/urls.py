@@ -29,6 +29,8 @@ urlpatterns = [
     path("invoices/", views.invoices, name="invoices"),
     path("credits/", views.credits, name="credits"),
     path("credits/buy/", views.credits_buy, name="credits-buy"),
+    path("budgets/", views.budgets, name="budgets"),
+    path("budgets/<id:budget_id>/clear/", views.budget_clear, name="budget-clear"),
     path("invoices/<id:invoice_id>/", documents.invoice_detail, name="invoice"),
     path("invoices/<id:invoice_id>.pdf", documents.invoice_pdf_download, name="invoice-pdf"),
 ]

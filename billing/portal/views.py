@@ -19,12 +19,14 @@ from django.urls import reverse, reverse_lazy
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from billing import budgets as budgets_service
 from billing.charts import stacked_bars
+from billing.models import BUDGET_PERCENTS, Budget
 from billing.portal import selectors
 from billing.portal import services as portal_services
 from billing.wallet_selectors import block_remaining
 from billing.wallets import PURCHASES
-from catalog.money import format_money, format_quantity
+from catalog.money import format_money, format_quantity, round_money
 from config.bounds import MAX_PAGE, day_check
 from metering.fence import usage_fence_peek
 from metering.models import Customer, Event
@@ -113,6 +115,7 @@ def _live_context(customer) -> dict:
         "usage": usage,
         "card": selectors.balance_card(customer, subscription),
         "ledger_stamp": selectors.ledger_stamp(customer),
+        "budgets": selectors.customer_budgets(customer),
     }
 
 
@@ -447,6 +450,115 @@ def credits_buy(request, customer):
         },
         status=400 if form.errors else 200,
     )
+
+
+MAX_BUDGET = Decimal(1_000_000_000)
+
+
+class BudgetForm(forms.Form):
+    """A budget for the account ("") or one of the plan's features, in the subscription's
+    currency."""
+
+    scope = forms.ChoiceField(label="For", required=False)
+    amount = forms.DecimalField(
+        label="Monthly budget",
+        min_value=Decimal("0.01"),
+        max_value=MAX_BUDGET,
+        max_digits=13,
+        decimal_places=3,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
+    )
+    alert_percents = forms.TypedMultipleChoiceField(
+        label="Email me at",
+        choices=[(p, f"{p}%") for p in BUDGET_PERCENTS],
+        coerce=int,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    hard_cap = forms.BooleanField(label="Stop use at 100% (hard cap)", required=False)
+
+    def __init__(self, *args, features, currency, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.features = {feature.pk: feature for feature in features}
+        self.currency = currency
+        self.fields["scope"].choices = [("", "The whole account")] + [
+            (feature.pk, feature.name) for feature in features
+        ]
+
+    def clean_amount(self):
+        amount = self.cleaned_data["amount"]
+        if amount != round_money(amount, self.currency):
+            raise ValidationError(
+                f"Give the amount in whole {self.currency.upper()} minor units, "
+                f"such as {format_money(Decimal('12.5'), self.currency)}."
+            )
+        return amount
+
+    def clean_scope(self):
+        return self.features.get(self.cleaned_data["scope"]) if self.cleaned_data["scope"] else None
+
+
+def _budgets_page(request, customer, form, *, status=200, error=None):
+    return render(
+        request,
+        "portal/budgets.html",
+        {
+            "customer": customer,
+            "form": form,
+            "error": error,
+            "budgets": selectors.customer_budgets(customer),
+        },
+        status=status,
+    )
+
+
+def _budget_form(customer, data=None) -> BudgetForm:
+    subscription = selectors.portal_subscription(customer)
+    return BudgetForm(
+        data,
+        features=selectors.budget_features(subscription),
+        currency=subscription.currency if subscription else "usd",
+    )
+
+
+@portal_view
+def budgets(request, customer):
+    """The customer's own budgets: set one for the account or a feature, or clear one."""
+    if request.method != "POST":
+        return _budgets_page(request, customer, _budget_form(customer))
+    if request.portal["read_only"]:
+        raise PermissionDenied("Viewing as a customer is read-only.")
+    form = _budget_form(customer, request.POST)
+    if not form.is_valid():
+        return _budgets_page(request, customer, form, status=400)
+    try:
+        budgets_service.budget_set(
+            customer=customer,
+            feature=form.cleaned_data["scope"],
+            amount=form.cleaned_data["amount"],
+            currency=form.currency,
+            alert_percents=form.cleaned_data["alert_percents"],
+            hard_cap=form.cleaned_data["hard_cap"],
+            user=request.user,
+        )
+    except PermissionDenied as error:
+        return _budgets_page(request, customer, form, status=400, error=str(error))
+    return redirect("portal:budgets")
+
+
+@require_POST
+@portal_view
+def budget_clear(request, customer, budget_id):
+    if request.portal["read_only"]:
+        raise PermissionDenied("Viewing as a customer is read-only.")
+    budget = get_object_or_404(Budget, pk=budget_id, customer=customer)
+    try:
+        budgets_service.budget_clear(budget=budget)
+    except PermissionDenied as error:
+        return _budgets_page(
+            request, customer, _budget_form(customer), status=400, error=str(error)
+        )
+    return redirect("portal:budgets")
 
 
 # --- password reset, by Django's own views --------------------------------------------

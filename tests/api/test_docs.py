@@ -61,7 +61,7 @@ def send(client, curl: dict, variables: dict):
     )
 
 
-def test_the_guide_covers_auth_events_usage_and_preview():
+def test_the_guide_covers_auth_events_usage_preview_and_alerts():
     paths = [(c["method"], c["path"]) for c in guide_curls()]
     assert paths == [
         ("POST", "/v1/events"),
@@ -69,6 +69,8 @@ def test_the_guide_covers_auth_events_usage_and_preview():
         ("POST", "/v1/events/usage"),
         ("GET", "/v1/customers/external/acme/subscriptions"),
         ("POST", "/v1/invoices/preview"),
+        ("POST", "/v1/alerts/setting"),
+        ("POST", "/v1/alerts/search"),
         ("POST", "/v1/entitlements"),
         ("GET", "/v1/customers/usage?customer_lookup_key=acme&feature_lookup_keys=o1-input"),
     ]
@@ -86,7 +88,9 @@ def inside_the_guides_window():
 
 
 @pytest.mark.django_db
-def test_the_guides_curls_work_against_the_demo(inside_the_guides_window, o1_subscriptions):
+def test_the_guides_curls_work_against_the_demo(
+    inside_the_guides_window, o1_subscriptions, django_capture_on_commit_callbacks
+):
     out = StringIO()
     call_command("create_api_key", "my-product", stdout=out)  # as the guide says
     variables = {
@@ -97,13 +101,14 @@ def test_the_guides_curls_work_against_the_demo(inside_the_guides_window, o1_sub
     client = APIClient()
     answers = []
     for curl in guide_curls():
-        if "$SUBSCRIPTION_ID" in (curl["body"] or ""):
+        if "$SUBSCRIPTION_ID" in (curl["body"] or "") and "SUBSCRIPTION_ID" not in variables:
             variables["SUBSCRIPTION_ID"] = answers[-1].json()["items"][0]["id"]
-        answer = send(client, curl, variables)
+        with django_capture_on_commit_callbacks(execute=True):  # as if each request committed
+            answer = send(client, curl, variables)
         assert 200 <= answer.status_code < 300, (curl["path"], answer.content)
         answers.append(answer)
 
-    event, bulk, usage, _, preview, entitlement, check = (a.json() for a in answers)
+    event, bulk, usage, _, preview, alert, logs, entitlement, check = (a.json() for a in answers)
     assert event == {"message": "Event accepted for processing", "event_id": "req-123"}
     assert (bulk["accepted"], bulk["duplicates"]) == ("2", "0")
     stored = Event.objects.filter(event_id__in=["req-123", "req-124", "req-125"])
@@ -111,6 +116,15 @@ def test_the_guides_curls_work_against_the_demo(inside_the_guides_window, o1_sub
     assert usage["value"] != "0" and usage["results"]  # the guide's window holds them
     assert preview["subscription_id"] == o1_subscriptions["acme"].pk
     assert preview["line_items"]
+    assert (alert["entity_id"], alert["config"]["critical"]["condition"]) == (
+        o1_subscriptions["acme"].pk,
+        "above",
+    )
+    # The guide's events started a package of each token type: acme's draft is $285.00, past
+    # $250, so the new rule's first evaluation logged its critical level.
+    assert [(log["alert_status"], log["alert_info"]["value_at_time"]) for log in logs["items"]] == [
+        ("in_alarm", "285")
+    ]
     assert entitlement["usage_limit"] == 10_000_000
     (feature,) = check["features"]
     # The demo's 5,000,000 input tokens and the guide's 1,200.

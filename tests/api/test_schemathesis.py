@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from billing.alerts import alert_setting_create
 from billing.credits import credit_grant_create
 from billing.models import CreditGrant
 from billing.services import invoice_finalize, invoice_propose
@@ -71,8 +72,14 @@ def _seed() -> dict[str, str]:
     entitlement = entitlement_create(
         plan=plan, feature=package.meter.feature, feature_type="metered", usage_limit=1000
     )
+    alert = alert_setting_create(
+        entity_type="subscription",
+        entity_id=subscription.pk,
+        config={"alert_enabled": True, "warning": {"threshold": "1"}},
+    )
     return {
         "/v1/entitlements/": entitlement.pk,
+        "/v1/alerts/setting/": alert.pk,
         "/v1/customers/external/": customer.external_id,
         "/v1/customers/": customer.pk,
         "/v1/features/": package.meter.feature_id,

@@ -9,6 +9,7 @@ import time_machine
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from billing.budgets import budget_capped, budget_set, customer_budgets_check
 from billing.entitlements import (
     BUDGET_CAPPED,
     FEATURE_DISABLED,
@@ -20,6 +21,7 @@ from billing.entitlements import (
     usage_period,
 )
 from billing.models import EntitlementUsageExceeded, EventType, OutboxEvent
+from billing.services import invoice_propose
 from billing.tasks import subscription_recompute
 from billing.wallets import wallet_create, wallet_update
 from catalog.models import Entitlement, Feature
@@ -157,9 +159,37 @@ def test_an_empty_prepaid_wallet_refuses_unless_it_tops_up_automatically(entitle
     assert feature.allowed
 
 
-def test_budget_capped_refuses_a_metered_feature(entitled):
-    (feature,) = summary(entitled, budget_capped=True)
+def test_a_customers_hard_capped_budget_reached_refuses_the_check(
+    entitled, django_capture_on_commit_callbacks
+):
+    customer = entitled["sub"].customer
+    budget_set(customer=customer, amount=Decimal(15), currency="usd", hard_cap=True)
+    use(100)  # one $15 package: the budget's 100 %
+    invoice_propose(subscription=entitled["sub"])
+    (feature,) = summary(entitled)
+    assert feature.allowed  # the draft moved, but the budgets were not checked yet
+    with django_capture_on_commit_callbacks(execute=True):  # the check's commit
+        customer_budgets_check(customer_id=customer.pk)
+    (feature,) = summary(entitled)
     assert feature.denied == BUDGET_CAPPED
+
+
+def test_a_capped_budget_of_another_feature_leaves_this_one_allowed(
+    entitled, django_capture_on_commit_callbacks
+):
+    customer = entitled["sub"].customer
+    other = MeterFactory(event_name="images").feature
+    budget_set(
+        customer=customer, feature=other, amount=Decimal("0.01"), currency="usd", hard_cap=True
+    )
+    PriceFactory(plan=entitled["plan"], meter=other.meter)
+    ingest({"event_name": "images", "external_customer_id": "acme", "properties": {"tokens": 1}})
+    invoice_propose(subscription=entitled["sub"])
+    with django_capture_on_commit_callbacks(execute=True):
+        customer_budgets_check(customer_id=customer.pk)
+    assert budget_capped(customer_id=customer.pk, feature_id=other.pk)
+    (feature,) = summary(entitled)
+    assert feature.allowed
 
 
 def test_an_entitlement_with_a_bad_type_or_terms_is_refused(entitled):

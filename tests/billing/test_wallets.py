@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing import ledger, wallets
+from billing import alerts, ledger, wallets
 from billing.models import (
     CreditConsumption,
     CreditGrant,
@@ -443,8 +443,8 @@ def test_the_alert_state_is_the_most_severe_threshold_crossed(balance, state):
         "warning": {"threshold": "20", "condition": "below"},
         "critical": {"threshold": "5", "condition": "below"},
     }
-    assert wallets.alert_state_for(settings, D(balance)) == state
-    assert wallets.alert_state_for({**settings, "alert_enabled": False}, D(balance)) == "ok"
+    assert alerts.alert_state_for(settings, D(balance)) == state
+    assert alerts.alert_state_for({**settings, "alert_enabled": False}, D(balance)) == "ok"
 
 
 # Found in review: each failed before its fix.
