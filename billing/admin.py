@@ -67,7 +67,7 @@ from billing.wallets import (
 from catalog import admin as catalog_admin
 from catalog.models import BillingPeriod, Plan
 from catalog.money import format_money, format_quantity
-from config.admin import DecimalInput, TallyAdmin, TallyTabularInline, plain_decimal
+from config.admin import DecimalInput, ReadOnly, TallyAdmin, TallyTabularInline, plain_decimal
 from config.bounds import moment_check
 from metering import admin as metering_admin
 from metering.models import Customer, Event
@@ -308,7 +308,7 @@ class SubscriptionAdmin(TallyAdmin):
 # Invoices
 
 
-class InvoiceLineItemInline(TallyTabularInline):
+class InvoiceLineItemInline(ReadOnly, TallyTabularInline):
     model = InvoiceLineItem
     fields = [
         "display_name",
@@ -326,15 +326,6 @@ class InvoiceLineItemInline(TallyTabularInline):
     can_delete = False
     verbose_name = "line"
     verbose_name_plural = "lines"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Quantity")
     def quantity_display(self, obj):
@@ -716,7 +707,7 @@ class BalanceDisplay:
         return format_money(_live(obj).current_period_usage, obj.currency)
 
 
-class WalletInline(BalanceDisplay, TallyTabularInline):
+class WalletInline(ReadOnly, BalanceDisplay, TallyTabularInline):
     """Read-only: wallets are added and changed on their own page."""
 
     model = Wallet
@@ -724,15 +715,6 @@ class WalletInline(BalanceDisplay, TallyTabularInline):
     readonly_fields = fields
     extra = 0
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class WalletAddForm(forms.ModelForm):
@@ -1064,19 +1046,10 @@ class WalletAdmin(BalanceDisplay, TallyAdmin):
             messages.success(request, f"Terminated {len(closed)} wallet(s): {', '.join(closed)}.")
 
 
-class ConsumptionInline(TallyTabularInline):
+class ConsumptionInline(ReadOnly, TallyTabularInline):
     model = CreditConsumption
     extra = 0
     can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class DrawnFromInline(ConsumptionInline):
@@ -1104,7 +1077,7 @@ class DrawnByInline(ConsumptionInline):
 
 
 @admin.register(WalletTransaction)
-class WalletTransactionAdmin(TallyAdmin):
+class WalletTransactionAdmin(ReadOnly, TallyAdmin):
     """The ledger, read-only: it changes only through the wallet's actions and the services."""
 
     list_display = [
@@ -1153,15 +1126,6 @@ class WalletTransactionAdmin(TallyAdmin):
             return inlines
         keep = DrawnByInline if obj.type == WalletTransaction.Type.CREDIT else DrawnFromInline
         return [inline for inline in inlines if isinstance(inline, keep)]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Credits", ordering="credit_amount")
     def credits_display(self, obj):

@@ -15,7 +15,7 @@ from billing.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from config.admin import TallyAdmin, TallyTabularInline
+from config.admin import ReadOnly, TallyAdmin, TallyTabularInline
 
 
 class WebhookEndpointForm(forms.ModelForm):
@@ -96,19 +96,6 @@ def _replayed(modeladmin, request, attempts):
     ok = sum(a.succeeded for a in sent)
     level = messages.SUCCESS if sent and ok == len(sent) else messages.WARNING
     modeladmin.message_user(request, f"Sent {len(sent)}: {ok} succeeded.", level)
-
-
-class ReadOnly:
-    """A log: shown and replayed, never edited."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(WebhookDelivery)

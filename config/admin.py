@@ -48,6 +48,20 @@ def _without(fieldsets, names):
     return kept
 
 
+class ReadOnly:
+    """For an admin or inline of rows Tally writes: shown, never added, changed or deleted
+    by hand (actions may still write through services)."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class TallyAdmin(admin.ModelAdmin):
     formfield_overrides = DECIMAL_FIELDS
 

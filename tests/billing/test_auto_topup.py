@@ -20,9 +20,9 @@ def auto_top_ups(wallet):
     return WalletTransaction.objects.filter(wallet=wallet, description="Auto top-up")
 
 
-def test_a_crossing_ingested_over_http_tops_up_within_2_s_once_per_cooldown(setup):  # noqa: F811
-    client, subscription = setup
-    wallet = wallet_create(
+def topping_up_wallet(subscription):
+    """100 credits, topped up by 50 at 20 or below, at most once an hour."""
+    return wallet_create(
         customer=subscription.customer,
         currency="usd",
         initial_credits=Decimal(100),
@@ -31,6 +31,11 @@ def test_a_crossing_ingested_over_http_tops_up_within_2_s_once_per_cooldown(setu
         auto_topup_amount=Decimal(50),
         auto_topup_cooldown=timedelta(hours=1),
     )
+
+
+def test_a_crossing_ingested_over_http_tops_up_within_2_s_once_per_cooldown(setup):  # noqa: F811
+    client, subscription = setup
+    wallet = topping_up_wallet(subscription)
     # 5M input tokens: 5 packages of $15 = $75, so 25 credits left, above the threshold.
     assert post(client, "events", tokens("a", 5_000_000)).status_code == 202
     wait_for(lambda: wallet_balance(wallet).current_period_usage == 75, timeout=10)
@@ -60,15 +65,7 @@ def test_a_worker_killed_before_the_check_tops_up_once_after_restart(setup, work
     client, subscription = setup
     worker.stop()
     worker.start(visibility_timeout=60)
-    wallet = wallet_create(
-        customer=subscription.customer,
-        currency="usd",
-        initial_credits=Decimal(100),
-        auto_topup_enabled=True,
-        auto_topup_threshold=Decimal(20),
-        auto_topup_amount=Decimal(50),
-        auto_topup_cooldown=timedelta(hours=1),
-    )
+    wallet = topping_up_wallet(subscription)
     assert post(client, "events", tokens("k", 6_000_000)).status_code == 202  # $90: 10 left
     worker.kill()  # the recompute waits out its 1 s countdown: it has not run
     assert not auto_top_ups(wallet).exists()
