@@ -315,18 +315,23 @@ def test_exceeded_counts_a_soft_limit_too(entitled):
     assert exceeded_events()[0].data["is_soft_limit"] is True
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_recomputes_emit_exceeded_once():
-    require_postgresql()
+def acme_limited_to(limit: int):
+    """acme, subscribed since yesterday to a plan entitling it to ``limit`` tokens."""
     meter = MeterFactory()
     plan = PlanFactory()
     PriceFactory(plan=plan, meter=meter)
-    entitlement_create(plan=plan, feature=meter.feature, feature_type=METERED, usage_limit=10)
-    subscription = SubscriptionFactory(
+    entitlement_create(plan=plan, feature=meter.feature, feature_type=METERED, usage_limit=limit)
+    return SubscriptionFactory(
         customer=CustomerFactory(external_id="acme"),
         plan=plan,
         start_date=timezone.now() - timedelta(days=1),
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_recomputes_emit_exceeded_once():
+    require_postgresql()
+    subscription = acme_limited_to(10)
     use(10)
     for _ in range(3):  # rounds, each with threads released together
         barrier = threading.Barrier(4)
@@ -376,15 +381,7 @@ def test_stress_ingest_and_recompute_together_emit_exceeded_once():
     """Four threads each ingest ten one-token events, checking after each; the limit of
     20 is crossed somewhere among them."""
     require_postgresql()
-    meter = MeterFactory()
-    plan = PlanFactory()
-    PriceFactory(plan=plan, meter=meter)
-    entitlement_create(plan=plan, feature=meter.feature, feature_type=METERED, usage_limit=20)
-    subscription = SubscriptionFactory(
-        customer=CustomerFactory(external_id="acme"),
-        plan=plan,
-        start_date=timezone.now() - timedelta(days=1),
-    )
+    subscription = acme_limited_to(20)
     barrier = threading.Barrier(4)
 
     def work(i):
